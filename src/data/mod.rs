@@ -1,0 +1,144 @@
+//! Dataset readers: the real CheXpert and MIMIC-CXR-JPG layouts, report section extraction, and the CSV
+//! plumbing they share (streaming, bad-record policy, safe relative paths).
+
+pub mod chexpert;
+pub mod csvstream;
+pub mod mimic;
+pub mod report;
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use csvstream::{BadRecords, CsvStream, OnBadRecord, RowParser};
+
+/// The dataset split an image or study belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    /// All splits in order.
+    pub const ALL: [Split; 3] = [Split::Train, Split::Valid, Split::Test];
+
+    /// Parses the spellings in use: `train`, `valid`/`validate`/`validation`, `test`.
+    pub fn parse(s: &str) -> Option<Split> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "train" => Some(Split::Train),
+            "valid" | "validate" | "validation" | "val" => Some(Split::Valid),
+            "test" => Some(Split::Test),
+            _ => None,
+        }
+    }
+
+    /// Short name: `train`, `valid`, `test`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Radiograph view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum View {
+    /// Posteroanterior frontal.
+    Pa,
+    /// Anteroposterior frontal.
+    Ap,
+    /// Lateral.
+    Lateral,
+    /// Frontal with unknown direction, or anything else.
+    Other,
+}
+
+impl View {
+    /// Parses DICOM `ViewPosition` values and CheXpert's `Frontal/Lateral` + `AP/PA` spellings.
+    pub fn parse(s: &str) -> View {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "PA" => View::Pa,
+            "AP" | "AP AXIAL" | "AP LLD" | "AP RLD" => View::Ap,
+            "LATERAL" | "LL" | "LAT" | "RL" => View::Lateral,
+            _ => View::Other,
+        }
+    }
+
+    /// True for PA/AP/other frontal views.
+    pub fn is_frontal(self) -> bool {
+        !matches!(self, View::Lateral)
+    }
+
+    /// Short name used in files: `PA`, `AP`, `LATERAL`, `OTHER`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            View::Pa => "PA",
+            View::Ap => "AP",
+            View::Lateral => "LATERAL",
+            View::Other => "OTHER",
+        }
+    }
+}
+
+/// Checks that `s` is a relative path that stays inside the directory it is joined to: not absolute, no `..`,
+/// no root or drive prefix, not empty. Returns it as a `PathBuf`.
+pub fn safe_relative_path(s: &str) -> Option<PathBuf> {
+    if s.is_empty() || s.starts_with('/') || s.starts_with('\\') || s.contains('\0') {
+        return None;
+    }
+    // A Windows drive ("C:") would make `join` replace the base on Windows; reject it everywhere.
+    if s.len() >= 2 && s.as_bytes()[1] == b':' {
+        return None;
+    }
+    let p = Path::new(s);
+    let ok = p
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    ok.then(|| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_paths() {
+        assert!(
+            safe_relative_path("CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg")
+                .is_some()
+        );
+        assert!(safe_relative_path("./a/b.jpg").is_some());
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x.jpg",
+            "a/../../x.jpg",
+            "a/..",
+            "C:/x.jpg",
+            "\\\\server\\x",
+        ] {
+            assert!(safe_relative_path(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn split_and_view_spellings() {
+        assert_eq!(Split::parse("validate"), Some(Split::Valid));
+        assert_eq!(Split::parse("TEST"), Some(Split::Test));
+        assert_eq!(Split::parse("holdout"), None);
+        assert_eq!(View::parse("pa"), View::Pa);
+        assert_eq!(View::parse("LL"), View::Lateral);
+        assert_eq!(View::parse(""), View::Other);
+    }
+}

@@ -1,0 +1,153 @@
+//! File helpers shared by every stage: atomic writes and transparent gzip reading.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Opens a file for buffered reading, decompressing it when its name ends in `.gz`.
+pub fn open_read(path: &Path) -> Result<Box<dyn Read + Send>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let buffered = BufReader::with_capacity(1 << 16, file);
+    if path.extension().is_some_and(|e| e == "gz") {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(buffered)))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+/// Returns `base` if it exists, else `base.gz`, else an error naming both.
+pub fn find_plain_or_gz(base: &Path) -> Result<PathBuf> {
+    if base.is_file() {
+        return Ok(base.to_path_buf());
+    }
+    let mut gz = base.as_os_str().to_owned();
+    gz.push(".gz");
+    let gz = PathBuf::from(gz);
+    if gz.is_file() {
+        return Ok(gz);
+    }
+    Err(Error::io(
+        base,
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("not found (nor {})", gz.display()),
+        ),
+    ))
+}
+
+/// A file written under a temporary name next to its destination and renamed into place by
+/// [`AtomicFile::commit`], so that readers never see a half-written file. Dropped without commit, the temporary
+/// file is removed and the destination is untouched.
+pub struct AtomicFile {
+    dest: PathBuf,
+    tmp: PathBuf,
+    writer: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file (and the destination's parent directories).
+    pub fn create(dest: impl AsRef<Path>) -> Result<AtomicFile> {
+        let dest = dest.as_ref().to_path_buf();
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::format(&dest, "not a file path"))?
+            .to_string_lossy();
+        let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(AtomicFile {
+            dest,
+            tmp,
+            writer: Some(BufWriter::with_capacity(1 << 16, file)),
+        })
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Flushes, fsyncs and renames the file into place.
+    pub fn commit(mut self) -> Result<()> {
+        let writer = self.writer.take().expect("writer present until commit");
+        let file = writer
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        drop(file);
+        fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.as_mut().expect("not committed").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.as_mut().expect("not committed").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `bytes` to `dest` atomically.
+pub fn write_atomic(dest: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let mut f = AtomicFile::create(dest)?;
+    f.write_all(bytes).map_err(|e| Error::io(&f.tmp, e))?;
+    f.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_file_appears_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("sub/out.txt");
+        {
+            let mut f = AtomicFile::create(&dest).unwrap();
+            f.write_all(b"half").unwrap();
+            // dropped without commit
+        }
+        assert!(!dest.exists());
+        assert_eq!(
+            fs::read_dir(dest.parent().unwrap()).unwrap().count(),
+            0,
+            "temp file left behind"
+        );
+        write_atomic(&dest, b"whole").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"whole");
+    }
+
+    #[test]
+    fn gz_is_read_transparently() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("a.csv");
+        let gz = dir.path().join("a.csv.gz");
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        enc.write_all(b"x,y\n1,2\n").unwrap();
+        enc.finish().unwrap();
+        let found = find_plain_or_gz(&base).unwrap();
+        assert_eq!(found, gz);
+        let mut s = String::new();
+        open_read(&found).unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "x,y\n1,2\n");
+        let err = find_plain_or_gz(&dir.path().join("b.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("b.csv") && err.contains("b.csv.gz"), "{err}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Report labelers and their file format.
+
+pub mod format;

@@ -1,0 +1,272 @@
+//! The `chexlab` command line: wiring only; the logic lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use chexlab::config::Config;
+use chexlab::data::OnBadRecord;
+
+/// chexlab — how much does report-labeler quality change the chest X-ray classifier trained on its labels?
+#[derive(Parser)]
+#[command(name = "chexlab", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log level: error, warn, info, debug, trace (or a tracing filter such as `chexlab=debug`).
+    #[arg(long, global = true, default_value = "info", env = "CHEXLAB_LOG")]
+    log_level: String,
+    /// Print only warnings and errors; no progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Worker threads for parallel stages (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BadRecordArg {
+    /// Stop at the first bad record with an error naming the file and line.
+    Fail,
+    /// Skip bad records, count them and report them at the end.
+    Skip,
+}
+
+impl From<BadRecordArg> for OnBadRecord {
+    fn from(a: BadRecordArg) -> Self {
+        match a {
+            BadRecordArg::Fail => OnBadRecord::Fail,
+            BadRecordArg::Skip => OnBadRecord::Skip,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Experiment config (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Override a config key, e.g. `--set optimizer.lr=3e-4` or `--set sources.chexpert.uncertainty=ones`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a synthetic chest X-ray world (MIMIC-CXR-JPG layout plus image and report truth).
+    Synth {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of studies.
+        #[arg(long, default_value_t = 3000)]
+        studies: u64,
+        /// Image size in pixels (16..=512).
+        #[arg(long, default_value_t = 64)]
+        image_size: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Image encoding: png, jpeg or raw.
+        #[arg(long, default_value = "png")]
+        format: String,
+        /// Write a contact sheet of examples per observation to this PNG.
+        #[arg(long)]
+        preview: Option<PathBuf>,
+    },
+    /// Label reports with a built-in labeler (chexpert, chexbert, visualchexbert).
+    Label {
+        /// Labeler: chexpert, chexbert or visualchexbert.
+        #[arg(long, default_value = "chexpert")]
+        labeler: String,
+        /// Reports CSV in the labeler input format, or a dataset directory.
+        #[arg(long)]
+        reports: PathBuf,
+        /// Output CSV (CheXpert labeler output format).
+        #[arg(long)]
+        out: PathBuf,
+        /// Report part to read: impression, findings or all.
+        #[arg(long, default_value = "impression")]
+        sections: String,
+        /// Trained model directory (BERT labelers).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Compare predicted labels with truth labels: per-class F1, weighted F1, Cohen's kappa.
+    EvalLabels {
+        /// Predicted labels CSV.
+        #[arg(long)]
+        pred: PathBuf,
+        /// Truth labels CSV.
+        #[arg(long)]
+        truth: PathBuf,
+        /// Write the metrics as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Join images with every label source and write Parquet shards plus index.json.
+    Shard {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Train one classifier per label source (data-parallel under mpirun/srun).
+    Train {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Resume: `auto` picks up the latest valid checkpoint.
+        #[arg(long)]
+        resume: Option<String>,
+    },
+    /// Score a split with a run's best checkpoint and write per-image probabilities.
+    Evaluate {
+        /// Run directory.
+        #[arg(long)]
+        run: PathBuf,
+        /// Split to score: train, valid or test.
+        #[arg(long, default_value = "test")]
+        split: String,
+    },
+    /// Write report.md, report.html, results.json and plots for a run.
+    Report {
+        /// Run directory.
+        #[arg(long)]
+        run: PathBuf,
+    },
+    /// Run the whole study described by a config, skipping completed stages.
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Force re-running from this stage on.
+        #[arg(long)]
+        from: Option<String>,
+    },
+    /// Run the embedded demo config on a fresh synthetic world.
+    Demo {
+        /// Run directory (default: ./chexlab-demo).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a demo config key.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Show what a dataset, label CSV, reports CSV or run directory contains.
+    Inspect {
+        /// Path to inspect.
+        path: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Verify checksums where the content has them (shard directories).
+        #[arg(long)]
+        verify: bool,
+        /// What to do with malformed records.
+        #[arg(long, value_enum, default_value = "fail")]
+        on_bad_record: BadRecordArg,
+    },
+}
+
+fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        cli.log_level.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| {
+        eprintln!("warning: invalid --log-level '{level}', using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn not_yet(what: &'static str) -> Result<()> {
+    Err(chexlab::Error::NotImplemented(what).into())
+}
+
+/// Loads a config, writes the resolved copy into its run directory, and reports where.
+fn prepare_run(cfg: &Config) -> Result<()> {
+    let path = cfg.write_resolved()?;
+    tracing::info!(
+        "resolved config written to {} (hash {})",
+        path.display(),
+        &cfg.hash()[..12]
+    );
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("configuring the thread pool")?;
+    }
+    match cli.command {
+        Command::Synth { .. } => not_yet("chexlab synth"),
+        Command::Label { .. } => not_yet("chexlab label"),
+        Command::EvalLabels { .. } => not_yet("chexlab eval-labels"),
+        Command::Shard { config } => {
+            Config::load(&config.config, &config.overrides)?;
+            not_yet("chexlab shard")
+        }
+        Command::Train { config, .. } => {
+            Config::load(&config.config, &config.overrides)?;
+            not_yet("chexlab train")
+        }
+        Command::Evaluate { .. } => not_yet("chexlab evaluate"),
+        Command::Report { .. } => not_yet("chexlab report"),
+        Command::Run { config, .. } => {
+            let cfg = Config::load(&config.config, &config.overrides)?;
+            prepare_run(&cfg)?;
+            not_yet("the pipeline stages of chexlab run")
+        }
+        Command::Demo { out, mut overrides } => {
+            if let Some(out) = out {
+                overrides.insert(0, format!("run_dir={}", toml_string(&out)));
+                overrides.insert(
+                    1,
+                    format!("dataset.root={}", toml_string(&out.join("world"))),
+                );
+            }
+            let cfg = Config::demo(&overrides)?;
+            prepare_run(&cfg)?;
+            not_yet("the pipeline stages of chexlab demo")
+        }
+        Command::Inspect {
+            path,
+            json,
+            verify: _,
+            on_bad_record,
+        } => {
+            let found = chexlab::inspect::inspect(&path, on_bad_record.into())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                print!("{found}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A path as a TOML string literal.
+fn toml_string(p: &std::path::Path) -> String {
+    toml::Value::String(p.display().to_string()).to_string()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

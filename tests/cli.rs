@@ -1,0 +1,200 @@
+//! The `chexlab` binary end to end: help, inspect, config handling and clear errors on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn chexlab(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chexlab"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn help_lists_every_subcommand_and_global_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = chexlab(&["--help"], dir.path());
+    assert!(o.status.success());
+    let t = text(&o);
+    for sub in [
+        "synth",
+        "label",
+        "eval-labels",
+        "shard",
+        "train",
+        "evaluate",
+        "report",
+        "run",
+        "demo",
+        "inspect",
+    ] {
+        assert!(t.contains(sub), "help lacks {sub}: {t}");
+        let o = chexlab(&[sub, "--help"], dir.path());
+        assert!(o.status.success(), "{sub} --help: {}", text(&o));
+    }
+    for flag in ["--log-level", "--quiet", "--threads"] {
+        assert!(t.contains(flag), "help lacks {flag}");
+    }
+}
+
+#[test]
+fn unimplemented_stages_say_so_and_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = chexlab(&["report", "--run", "x"], dir.path());
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not implemented yet"), "{}", text(&o));
+}
+
+#[test]
+fn run_writes_the_resolved_config_with_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/demo.toml");
+    let o = chexlab(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "run_dir=r",
+            "--set",
+            "optimizer.lr=0.01",
+        ],
+        dir.path(),
+    );
+    let resolved = std::fs::read_to_string(dir.path().join("r/config.resolved.toml"))
+        .unwrap_or_else(|e| {
+            panic!("{e}: {}", text(&o));
+        });
+    assert!(resolved.contains("lr = 0.01"), "{resolved}");
+    // The resolved config is itself a valid config, and inspect recognises the run directory.
+    let o = chexlab(&["inspect", "r"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("run-dir") && text(&o).contains("config hash"),
+        "{}",
+        text(&o)
+    );
+
+    let o = chexlab(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "optimizer.momentum=1",
+        ],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("momentum"), "{}", text(&o));
+}
+
+#[test]
+fn inspect_chexpert_dataset_counts_splits_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("CheXpert-v1.0-small");
+    std::fs::create_dir_all(&root).unwrap();
+    let header = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,\
+Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,Fracture,Support Devices";
+    std::fs::write(
+        root.join("train.csv"),
+        format!(
+            "{header}\n\
+CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg,Female,68,Frontal,AP,1.0,,,,,,,,,0.0,,,,1.0\n\
+CheXpert-v1.0-small/train/patient00002/study2/view1_frontal.jpg,Female,87,Frontal,AP,,,-1.0,1.0,,-1.0,-1.0,,-1.0,,-1.0,,1.0,\n\
+CheXpert-v1.0-small/train/patient00002/study1/view1_frontal.jpg,Female,83,Frontal,AP,,,,1.0,,,-1.0,,,,,,1.0,\n\
+CheXpert-v1.0-small/train/patient00002/study1/view2_lateral.jpg,Female,83,Lateral,,,,,1.0,,,-1.0,,,,,,1.0,\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("valid.csv"),
+        format!("{header}\nCheXpert-v1.0-small/valid/patient64541/study1/view1_frontal.jpg,Male,73,Frontal,AP,0.0,1.0,1.0,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,1.0\n"),
+    )
+    .unwrap();
+    let o = chexlab(&["inspect", "--json", root.to_str().unwrap()], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "chexpert-dataset");
+    let train = &v["splits"]["train"];
+    assert_eq!(train["images"], 4);
+    assert_eq!(train["studies"], 3);
+    assert_eq!(train["patients"], 2);
+    let lo = &train["labels"]["dataset"]["labels"]["Lung Opacity"];
+    assert_eq!(lo["positive"], 3);
+    assert_eq!(lo["blank"], 1);
+    assert_eq!(
+        train["labels"]["dataset"]["labels"]["Fracture"]["positive"],
+        3
+    );
+    assert_eq!(v["splits"]["valid"]["images"], 1);
+
+    // Human-readable form has the table.
+    let o = chexlab(&["inspect", root.to_str().unwrap()], dir.path());
+    assert!(
+        text(&o).contains("Lung Opacity") && text(&o).contains("[train] images 4"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn inspect_bad_inputs_fail_with_file_and_line_or_skip_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = chexlab(&["inspect", "missing.csv"], dir.path());
+    assert!(!o.status.success());
+    assert!(text(&o).contains("missing.csv"), "{}", text(&o));
+
+    let header = chexlab::OBSERVATIONS
+        .iter()
+        .map(|o| o.name())
+        .collect::<Vec<_>>()
+        .join(",");
+    let good = vec![""; 14].join(",");
+    let mut bad = vec![""; 14];
+    bad[2] = "yes";
+    std::fs::write(
+        dir.path().join("labels.csv"),
+        format!(
+            "study_id,{header}\n1,{good}\n2,{}\n3,{good},extra\n4,{good}\n",
+            bad.join(",")
+        ),
+    )
+    .unwrap();
+    let o = chexlab(&["inspect", "labels.csv"], dir.path());
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("labels.csv: line 3, column 'Cardiomegaly': invalid label value 'yes'"),
+        "{}",
+        text(&o)
+    );
+    let o = chexlab(
+        &["inspect", "--on-bad-record", "skip", "--json", "labels.csv"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["skipped_records"], 2);
+    assert_eq!(v["splits"]["all"]["labels"]["labels"]["rows"], 2);
+
+    // A headerless reports CSV is recognised as labeler input.
+    std::fs::write(
+        dir.path().join("reports.csv"),
+        "\"No effusion, no edema.\"\nMild cardiomegaly.\n",
+    )
+    .unwrap();
+    let o = chexlab(&["inspect", "--json", "reports.csv"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "reports-csv");
+    assert_eq!(v["facts"]["reports"], "2");
+}
