@@ -1,6 +1,6 @@
 //! `chexlab inspect PATH`: what a dataset, label CSV, reports CSV or run directory holds.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::config::{Config, RESOLVED_NAME};
 use crate::data::chexpert;
-use crate::data::mimic::MimicLayout;
+use crate::data::mimic::{MimicLayout, read_study_labels};
+use crate::data::synth;
 use crate::data::{BadRecords, OnBadRecord, Split};
 use crate::error::{Error, Result};
 use crate::labelers::format::{read_labeled, read_reports};
@@ -246,6 +247,31 @@ fn inspect_mimic(root: &Path, policy: OnBadRecord) -> Result<Inspection> {
             .get_mut(split.name())
             .expect("split seen")
             .patients = set.len() as u64;
+    }
+    // A synthetic world also has its truth tables; count them per split.
+    if let Some(m) = synth::read_manifest(root)? {
+        out.facts.insert(
+            "synthetic world".into(),
+            format!(
+                "{} (seed {}, {} px, {})",
+                m.generator, m.config.seed, m.config.image_size, m.image_ext
+            ),
+        );
+        let split_of: HashMap<u64, Split> = studies.iter().map(|s| (s.study_id, s.split)).collect();
+        for (name, file) in [
+            ("truth image", "truth/image_labels.csv"),
+            ("truth report", "truth/report_labels.csv"),
+        ] {
+            let mut stream = read_study_labels(&root.join(file), policy)?;
+            for row in stream.by_ref() {
+                let row = row?;
+                if let Some(split) = split_of.get(&row.study_id) {
+                    let s = out.splits.entry(split.name().into()).or_default();
+                    s.labels.entry(name.into()).or_default().add(&row.labels);
+                }
+            }
+            out.skipped(stream.bad_records());
+        }
     }
     let mut images = layout.images(policy)?;
     let mut views: BTreeMap<&'static str, u64> = BTreeMap::new();

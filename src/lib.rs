@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod io;
 pub mod labelers;
 pub mod observations;
+pub mod progress;
 
 pub use error::{Error, Result};
 pub use observations::{Label, LabelRow, OBSERVATIONS, Observation};

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use chexlab::config::Config;
+use chexlab::config::{Config, ImageFormat};
 use chexlab::data::OnBadRecord;
+use chexlab::data::synth::{self, SynthConfig};
 
 /// chexlab — how much does report-labeler quality change the chest X-ray classifier trained on its labels?
 #[derive(Parser)]
@@ -43,6 +44,23 @@ impl From<BadRecordArg> for OnBadRecord {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Png,
+    Jpeg,
+    Raw,
+}
+
+impl From<FormatArg> for ImageFormat {
+    fn from(a: FormatArg) -> Self {
+        match a {
+            FormatArg::Png => ImageFormat::Png,
+            FormatArg::Jpeg => ImageFormat::Jpeg,
+            FormatArg::Raw => ImageFormat::Raw,
+        }
+    }
+}
+
 #[derive(Args)]
 struct ConfigArgs {
     /// Experiment config (TOML).
@@ -57,9 +75,9 @@ struct ConfigArgs {
 enum Command {
     /// Generate a synthetic chest X-ray world (MIMIC-CXR-JPG layout plus image and report truth).
     Synth {
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
+        /// Output directory (optional with --preview).
+        #[arg(long, required_unless_present = "preview")]
+        out: Option<PathBuf>,
         /// Number of studies.
         #[arg(long, default_value_t = 3000)]
         studies: u64,
@@ -69,9 +87,9 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Image encoding: png, jpeg or raw.
-        #[arg(long, default_value = "png")]
-        format: String,
+        /// Image encoding.
+        #[arg(long, value_enum, default_value = "png")]
+        format: FormatArg,
         /// Write a contact sheet of examples per observation to this PNG.
         #[arg(long)]
         preview: Option<PathBuf>,
@@ -200,6 +218,7 @@ fn prepare_run(cfg: &Config) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    chexlab::progress::set_enabled(!cli.quiet);
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -207,7 +226,48 @@ fn run(cli: Cli) -> Result<()> {
             .context("configuring the thread pool")?;
     }
     match cli.command {
-        Command::Synth { .. } => not_yet("chexlab synth"),
+        Command::Synth {
+            out,
+            studies,
+            image_size,
+            seed,
+            format,
+            preview,
+        } => {
+            let cfg = SynthConfig {
+                studies,
+                image_size,
+                seed,
+                format: format.into(),
+                ..SynthConfig::default()
+            };
+            if let Some(sheet) = preview {
+                let legend = synth::preview(&sheet, &cfg, 8)?;
+                println!(
+                    "contact sheet: {} (rows listed in {})",
+                    sheet.display(),
+                    legend.display()
+                );
+            }
+            if let Some(out) = out {
+                let t = std::time::Instant::now();
+                let s = synth::generate(&out, &cfg)?;
+                let secs = t.elapsed().as_secs_f64();
+                println!(
+                    "synthetic world: {} studies ({} train / {} validate / {} test), {} patients, {} images in {} \
+                     ({secs:.1} s, {:.0} studies/s)",
+                    s.studies,
+                    s.train,
+                    s.validate,
+                    s.test,
+                    s.patients,
+                    s.images,
+                    out.display(),
+                    s.studies as f64 / secs.max(1e-9)
+                );
+            }
+            Ok(())
+        }
         Command::Label { .. } => not_yet("chexlab label"),
         Command::EvalLabels { .. } => not_yet("chexlab eval-labels"),
         Command::Shard { config } => {

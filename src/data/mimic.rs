@@ -233,6 +233,8 @@ pub struct MimicLayout {
     pub split: PathBuf,
     pub chexpert: Option<PathBuf>,
     pub negbio: Option<PathBuf>,
+    /// Image file extension: `jpg` for MIMIC-CXR-JPG; a synthetic world records its own in `synth.json`.
+    pub image_ext: String,
 }
 
 /// One image joined with its study's split and labels.
@@ -273,6 +275,8 @@ impl MimicLayout {
             split: find_plain_or_gz(&root.join(SPLIT_CSV))?,
             chexpert: optional(CHEXPERT_CSV),
             negbio: optional(NEGBIO_CSV),
+            image_ext: crate::data::synth::read_manifest(root)?
+                .map_or_else(|| "jpg".to_string(), |m| m.image_ext),
         })
     }
 
@@ -283,8 +287,8 @@ impl MimicLayout {
     }
 
     /// Image path relative to the root.
-    pub fn image_rel_path(subject_id: u64, study_id: u64, dicom_id: &str) -> PathBuf {
-        study_dir(subject_id, study_id).join(format!("{dicom_id}.jpg"))
+    pub fn image_rel_path(&self, subject_id: u64, study_id: u64, dicom_id: &str) -> PathBuf {
+        study_dir(subject_id, study_id).join(format!("{dicom_id}.{}", self.image_ext))
     }
 
     /// Report path (absolute, under `reports_root`).
@@ -388,6 +392,7 @@ impl MimicLayout {
         let chexpert = Self::label_map(self.chexpert.as_deref(), policy, &mut bad)?;
         let negbio = Self::label_map(self.negbio.as_deref(), policy, &mut bad)?;
         Ok(MimicImages {
+            layout: self.clone(),
             meta: read_metadata(&self.metadata, policy)?,
             splits,
             chexpert,
@@ -400,6 +405,7 @@ impl MimicLayout {
 
 /// Iterator returned by [`MimicLayout::images`].
 pub struct MimicImages {
+    layout: MimicLayout,
     meta: CsvStream<MetadataParser>,
     splits: HashMap<u64, (u64, Split)>,
     chexpert: HashMap<u64, LabelRow>,
@@ -441,7 +447,7 @@ impl Iterator for MimicImages {
                 return Some(Err(err));
             };
             return Some(Ok(MimicImage {
-                image_path: MimicLayout::image_rel_path(
+                image_path: self.layout.image_rel_path(
                     meta.subject_id,
                     meta.study_id,
                     &meta.dicom_id,

@@ -5,6 +5,7 @@ pub mod chexpert;
 pub mod csvstream;
 pub mod mimic;
 pub mod report;
+pub mod synth;
 
 use std::path::{Component, Path, PathBuf};
 

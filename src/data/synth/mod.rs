@@ -1,0 +1,550 @@
+//! The synthetic chest X-ray world (`chexlab synth`): a dataset in the MIMIC-CXR-JPG layout whose truth is known,
+//! both what is on each image and what each report says.
+//!
+//! Output under `OUT/`:
+//! * `files/pXX/pSUBJECT/sSTUDY/<dicom_id>.{png,jpg,raw}` and `files/pXX/pSUBJECT/sSTUDY.txt` (the report);
+//! * `mimic-cxr-2.0.0-metadata.csv`, `mimic-cxr-2.0.0-split.csv` (train/validate/test by patient);
+//! * `truth/image_labels.csv` (1/0 per observation: what is on the images), `truth/report_labels.csv` (CheXpert
+//!   labeler encoding: what the impression states), `truth/severity.csv`;
+//! * `reports.csv` — `study_id,impression` in the labeler input format;
+//! * `synth.json` — the generator settings, written last: a directory without it is incomplete.
+//!
+//! Every study draws from its own random stream, seeded from (seed, study index), so the output is identical
+//! whatever the thread count. Studies are generated in parallel chunks and streamed to disk.
+
+pub mod radiologist;
+pub mod render;
+pub mod world;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ImageFormat;
+use crate::data::View;
+use crate::data::mimic::{METADATA_CSV, SPLIT_CSV, study_dir};
+use crate::error::{Error, Result};
+use crate::io::{AtomicFile, write_atomic};
+use crate::observations::{Label, LabelRow, OBSERVATIONS};
+pub use radiologist::RadiologistRates;
+use world::{Findings, Prior};
+
+/// Name of the manifest that marks a complete synthetic world.
+pub const MANIFEST: &str = "synth.json";
+
+/// Generator settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SynthConfig {
+    pub studies: u64,
+    pub image_size: u32,
+    pub seed: u64,
+    pub format: ImageFormat,
+    /// Marginal prevalence per observation (canonical order; No Finding ignored).
+    pub priors: [f64; 14],
+    pub rates: RadiologistRates,
+    /// Share of patients in the validate and test splits (the rest is train).
+    pub valid_share: f64,
+    pub test_share: f64,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            studies: 3000,
+            image_size: 64,
+            seed: 0,
+            format: ImageFormat::Png,
+            priors: world::DEFAULT_PRIORS,
+            rates: RadiologistRates::default(),
+            valid_share: 0.1,
+            test_share: 0.1,
+        }
+    }
+}
+
+impl SynthConfig {
+    fn validate(&self) -> Result<()> {
+        if !(16..=512).contains(&self.image_size) {
+            return Err(Error::Config(format!(
+                "image size {} must be within 16..=512",
+                self.image_size
+            )));
+        }
+        if self.studies == 0 {
+            return Err(Error::Config(
+                "a synthetic world needs at least one study".into(),
+            ));
+        }
+        if self.valid_share < 0.0
+            || self.test_share < 0.0
+            || self.valid_share + self.test_share >= 1.0
+        {
+            return Err(Error::Config(
+                "valid_share + test_share must be within [0, 1)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The file extension of an image format.
+pub fn image_ext(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Png => "png",
+        ImageFormat::Jpeg => "jpg",
+        ImageFormat::Raw => "raw",
+    }
+}
+
+/// What `synth.json` records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub generator: String,
+    pub config: SynthConfig,
+    pub image_ext: String,
+    pub patients: u64,
+    pub images: u64,
+}
+
+/// Reads `synth.json` from a world directory, if there is one.
+pub fn read_manifest(root: &Path) -> Result<Option<Manifest>> {
+    let path = root.join(MANIFEST);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::format(&path, e.to_string()))
+}
+
+/// SplitMix64: decorrelates (seed, index) pairs into independent stream seeds.
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(0x6A09_E667_F3BC_C909);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One image of a study.
+#[derive(Clone, Debug)]
+pub struct SynthImage {
+    pub dicom_id: String,
+    pub view: View,
+    pub pixels: Vec<u8>,
+}
+
+/// One generated study, in memory.
+#[derive(Clone, Debug)]
+pub struct SynthStudy {
+    pub index: u64,
+    pub subject_id: u64,
+    pub study_id: u64,
+    pub split: &'static str,
+    /// Examination description, e.g. `CHEST (PA AND LAT)`.
+    pub view_desc: &'static str,
+    pub findings: Findings,
+    pub report: radiologist::Report,
+    pub images: Vec<SynthImage>,
+}
+
+/// Assigns studies to patients: patient p has 1–3 studies, drawn from its own stream.
+struct PatientCursor {
+    seed: u64,
+    patient: u64,
+    left: u64,
+}
+
+impl PatientCursor {
+    fn new(seed: u64) -> Self {
+        PatientCursor {
+            seed,
+            patient: 0,
+            left: 0,
+        }
+    }
+
+    fn studies_of(&self, p: u64) -> u64 {
+        match mix(mix(self.seed, 0x5157), p) % 10 {
+            0..=4 => 1,
+            5..=7 => 2,
+            _ => 3,
+        }
+    }
+
+    /// The patient of the next study.
+    fn next(&mut self) -> u64 {
+        if self.left == 0 {
+            self.patient += 1;
+            self.left = self.studies_of(self.patient);
+        }
+        self.left -= 1;
+        self.patient
+    }
+}
+
+fn split_of(cfg: &SynthConfig, patient: u64) -> &'static str {
+    let u = (mix(mix(cfg.seed, 0x5711), patient) >> 11) as f64 / (1u64 << 53) as f64;
+    if u < cfg.test_share {
+        "test"
+    } else if u < cfg.test_share + cfg.valid_share {
+        "validate"
+    } else {
+        "train"
+    }
+}
+
+fn dicom_id(stream: u64) -> String {
+    let parts: Vec<String> = (0..5)
+        .map(|k| format!("{:08x}", mix(stream, k) as u32))
+        .collect();
+    parts.join("-")
+}
+
+/// Generates study `index` (of patient `patient`) entirely from its own random stream.
+pub fn generate_study(cfg: &SynthConfig, prior: &Prior, index: u64, patient: u64) -> SynthStudy {
+    let stream = mix(cfg.seed, index);
+    let mut rng = ChaCha8Rng::seed_from_u64(stream);
+    let findings = prior.sample(&mut rng);
+    let frontal = if findings.icu {
+        if rng.random_bool(0.9) {
+            View::Ap
+        } else {
+            View::Pa
+        }
+    } else if rng.random_bool(0.85) {
+        View::Pa
+    } else {
+        View::Ap
+    };
+    let with_lateral = rng.random_bool(if frontal == View::Pa { 0.6 } else { 0.1 });
+    let view_desc = match (frontal, with_lateral) {
+        (View::Pa, true) => "CHEST (PA AND LAT)",
+        (View::Pa, false) => "CHEST (PA)",
+        (_, true) => "CHEST (AP AND LAT)",
+        _ => "CHEST (PORTABLE AP)",
+    };
+    let report = radiologist::write(&findings, view_desc, &cfg.rates, &mut rng);
+    let mut views = vec![frontal];
+    if with_lateral {
+        views.push(View::Lateral);
+    }
+    let images = views
+        .into_iter()
+        .enumerate()
+        .map(|(k, view)| {
+            let img_stream = mix(stream, 1000 + k as u64);
+            let mut img_rng = ChaCha8Rng::seed_from_u64(img_stream);
+            SynthImage {
+                dicom_id: dicom_id(img_stream),
+                view,
+                pixels: render::render(&findings, view, cfg.image_size as usize, &mut img_rng),
+            }
+        })
+        .collect();
+    SynthStudy {
+        index,
+        subject_id: 10_000_000 + patient,
+        study_id: 50_000_000 + index,
+        split: split_of(cfg, patient),
+        view_desc,
+        findings,
+        report,
+        images,
+    }
+}
+
+/// Encodes a grayscale image.
+pub fn encode(pixels: &[u8], size: u32, format: ImageFormat) -> Result<Vec<u8>> {
+    use image::ImageEncoder;
+    let mut out = Vec::with_capacity(pixels.len() / 2 + 128);
+    let res = match format {
+        ImageFormat::Raw => {
+            out.extend_from_slice(pixels);
+            Ok(())
+        }
+        ImageFormat::Png => image::codecs::png::PngEncoder::new_with_quality(
+            &mut out,
+            image::codecs::png::CompressionType::Fast,
+            image::codecs::png::FilterType::Sub,
+        )
+        .write_image(pixels, size, size, image::ExtendedColorType::L8),
+        ImageFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
+            .write_image(pixels, size, size, image::ExtendedColorType::L8),
+    };
+    res.map_err(|e| Error::Config(format!("encoding a {size}x{size} image: {e}")))?;
+    Ok(out)
+}
+
+fn truth_row(study: &SynthStudy, cells: impl Iterator<Item = String>) -> Vec<String> {
+    let mut row = vec![study.subject_id.to_string(), study.study_id.to_string()];
+    row.extend(cells);
+    row
+}
+
+/// The image truth as labels (1 / 0 per observation).
+pub fn image_labels(f: &Findings) -> LabelRow {
+    let mut row = LabelRow::default();
+    for o in OBSERVATIONS {
+        row.set(
+            o,
+            if f.has(o) {
+                Label::Positive
+            } else {
+                Label::Negative
+            },
+        );
+    }
+    row
+}
+
+/// The CSV writers of a world, committed together at the end.
+struct Tables {
+    metadata: csv::Writer<AtomicFile>,
+    split: csv::Writer<AtomicFile>,
+    image_truth: csv::Writer<AtomicFile>,
+    report_truth: csv::Writer<AtomicFile>,
+    severity: csv::Writer<AtomicFile>,
+    reports: csv::Writer<AtomicFile>,
+}
+
+fn writer(path: &Path, header: Option<&[&str]>) -> Result<csv::Writer<AtomicFile>> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(AtomicFile::create(path)?);
+    if let Some(h) = header {
+        w.write_record(h).map_err(|e| Error::csv(path, e))?;
+    }
+    Ok(w)
+}
+
+impl Tables {
+    fn create(out: &Path) -> Result<Tables> {
+        let mut truth_header = vec!["subject_id", "study_id"];
+        truth_header.extend(OBSERVATIONS.iter().map(|o| o.name()));
+        Ok(Tables {
+            metadata: writer(
+                &out.join(METADATA_CSV),
+                Some(&[
+                    "dicom_id",
+                    "subject_id",
+                    "study_id",
+                    "PerformedProcedureStepDescription",
+                    "ViewPosition",
+                    "Rows",
+                    "Columns",
+                ]),
+            )?,
+            split: writer(
+                &out.join(SPLIT_CSV),
+                Some(&["dicom_id", "study_id", "subject_id", "split"]),
+            )?,
+            image_truth: writer(&out.join("truth/image_labels.csv"), Some(&truth_header))?,
+            report_truth: writer(&out.join("truth/report_labels.csv"), Some(&truth_header))?,
+            severity: writer(&out.join("truth/severity.csv"), Some(&truth_header))?,
+            reports: writer(&out.join("reports.csv"), None)?,
+        })
+    }
+
+    fn add(&mut self, s: &SynthStudy, size: u32) -> csv::Result<()> {
+        let (subject, study) = (s.subject_id.to_string(), s.study_id.to_string());
+        for img in &s.images {
+            self.metadata.write_record([
+                img.dicom_id.as_str(),
+                &subject,
+                &study,
+                s.view_desc,
+                img.view.name(),
+                &size.to_string(),
+                &size.to_string(),
+            ])?;
+            self.split
+                .write_record([img.dicom_id.as_str(), &study, &subject, s.split])?;
+        }
+        let img = image_labels(&s.findings);
+        self.image_truth
+            .write_record(truth_row(s, img.0.iter().map(|l| l.as_csv().to_string())))?;
+        self.report_truth.write_record(truth_row(
+            s,
+            s.report.labels.0.iter().map(|l| l.as_csv().to_string()),
+        ))?;
+        self.severity.write_record(truth_row(
+            s,
+            s.findings.severity.iter().map(|v| format!("{v:.3}")),
+        ))?;
+        self.reports
+            .write_record([study.as_str(), &s.report.impression])?;
+        Ok(())
+    }
+
+    fn commit(self, out: &Path) -> Result<()> {
+        for w in [
+            self.metadata,
+            self.split,
+            self.image_truth,
+            self.report_truth,
+            self.severity,
+            self.reports,
+        ] {
+            let file = w
+                .into_inner()
+                .map_err(|e| Error::io(out, std::io::Error::other(e.error().to_string())))?;
+            file.commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a study's report and images under `out/files/...`.
+fn write_study_files(out: &Path, s: &SynthStudy, cfg: &SynthConfig) -> Result<()> {
+    let dir = out.join(study_dir(s.subject_id, s.study_id));
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let report = dir.with_extension("txt");
+    fs::write(&report, &s.report.text).map_err(|e| Error::io(&report, e))?;
+    for img in &s.images {
+        let path = dir.join(format!("{}.{}", img.dicom_id, image_ext(cfg.format)));
+        let bytes = encode(&img.pixels, cfg.image_size, cfg.format)?;
+        fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Summary of a generated world.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SynthSummary {
+    pub studies: u64,
+    pub patients: u64,
+    pub images: u64,
+    pub train: u64,
+    pub validate: u64,
+    pub test: u64,
+}
+
+/// Studies generated per parallel chunk (bounds memory: one chunk of studies is in memory at a time).
+const CHUNK: u64 = 1024;
+
+/// Generates a world into `out`. The CSV tables appear atomically at the end and `synth.json` last.
+pub fn generate(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
+    cfg.validate()?;
+    fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // A previous world's manifest would make a half-rewritten directory look complete.
+    let manifest_path = out.join(MANIFEST);
+    if manifest_path.exists() {
+        fs::remove_file(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+    }
+    let prior = Prior::new(cfg.priors);
+    let mut tables = Tables::create(out)?;
+    let mut cursor = PatientCursor::new(cfg.seed);
+    let mut summary = SynthSummary::default();
+    let bar = crate::progress::bar(cfg.studies, "synth");
+    let mut start = 0;
+    while start < cfg.studies {
+        let end = (start + CHUNK).min(cfg.studies);
+        let jobs: Vec<(u64, u64)> = (start..end).map(|i| (i, cursor.next())).collect();
+        let studies: Vec<Result<SynthStudy>> = jobs
+            .par_iter()
+            .map(|&(i, p)| {
+                let s = generate_study(cfg, &prior, i, p);
+                write_study_files(out, &s, cfg)?;
+                Ok(s)
+            })
+            .collect();
+        for s in studies {
+            let s = s?;
+            tables
+                .add(&s, cfg.image_size)
+                .map_err(|e| Error::csv(out.join("(tables)"), e))?;
+            summary.studies += 1;
+            summary.images += s.images.len() as u64;
+            match s.split {
+                "train" => summary.train += 1,
+                "validate" => summary.validate += 1,
+                _ => summary.test += 1,
+            }
+        }
+        bar.inc(end - start);
+        start = end;
+    }
+    bar.finish_and_clear();
+    summary.patients = cursor.patient;
+    tables.commit(out)?;
+    let manifest = Manifest {
+        generator: format!("chexlab {}", env!("CARGO_PKG_VERSION")),
+        config: cfg.clone(),
+        image_ext: image_ext(cfg.format).to_string(),
+        patients: summary.patients,
+        images: summary.images,
+    };
+    let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
+    write_atomic(&manifest_path, json.as_bytes())?;
+    Ok(summary)
+}
+
+/// Writes a contact sheet: one row per observation (in canonical order; the No Finding row shows normal studies),
+/// `per_row` frontal images with that finding from faint (left) to marked (right). A sidecar `.txt` lists the rows.
+pub fn preview(path: &Path, cfg: &SynthConfig, per_row: usize) -> Result<PathBuf> {
+    cfg.validate()?;
+    let prior = Prior::new(cfg.priors);
+    let n = cfg.image_size as usize;
+    let mut picks: Vec<Vec<(f32, Vec<u8>)>> = vec![Vec::new(); OBSERVATIONS.len()];
+    let mut cursor = PatientCursor::new(cfg.seed);
+    let want = per_row * 4;
+    for i in 0..50_000u64 {
+        let p = cursor.next();
+        let s = generate_study(cfg, &prior, i, p);
+        for o in OBSERVATIONS {
+            if s.findings.has(o) && picks[o.index()].len() < want {
+                picks[o.index()].push((s.findings.severity(o), s.images[0].pixels.clone()));
+            }
+        }
+        if picks.iter().all(|v| v.len() >= want) {
+            break;
+        }
+    }
+    let (w, h) = (per_row * n, OBSERVATIONS.len() * n);
+    let mut sheet = vec![0u8; w * h];
+    let mut legend = String::from("row\tobservation\tseverities (left to right)\n");
+    for (r, row) in picks.iter_mut().enumerate() {
+        row.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Spread the picks over the severity range.
+        let chosen: Vec<&(f32, Vec<u8>)> = (0..per_row.min(row.len()))
+            .map(|k| &row[k * row.len() / per_row.min(row.len()).max(1)])
+            .collect();
+        legend.push_str(&format!(
+            "{r}\t{}\t{}\n",
+            OBSERVATIONS[r].name(),
+            chosen
+                .iter()
+                .map(|c| format!("{:.2}", c.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        for (c, (_, px)) in chosen.iter().enumerate() {
+            for y in 0..n {
+                let dst = (r * n + y) * w + c * n;
+                sheet[dst..dst + n].copy_from_slice(&px[y * n..(y + 1) * n]);
+            }
+        }
+    }
+    let mut png = Vec::new();
+    {
+        use image::ImageEncoder;
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(&sheet, w as u32, h as u32, image::ExtendedColorType::L8)
+            .map_err(|e| Error::format(path, e.to_string()))?;
+    }
+    write_atomic(path, &png)?;
+    let legend_path = path.with_extension("txt");
+    let mut f = AtomicFile::create(&legend_path)?;
+    f.write_all(legend.as_bytes())
+        .map_err(|e| Error::io(&legend_path, e))?;
+    f.commit()?;
+    Ok(legend_path)
+}
