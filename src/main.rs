@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use chexlab::config::UncertaintyPolicy;
 use chexlab::config::{Config, ImageFormat};
 use chexlab::data::OnBadRecord;
+use chexlab::data::report::SectionChoice;
 use chexlab::data::synth::{self, SynthConfig};
+use chexlab::labelers::rules::RuleLabeler;
 
 /// chexlab — how much does report-labeler quality change the chest X-ray classifier trained on its labels?
 #[derive(Parser)]
@@ -42,6 +45,41 @@ impl From<BadRecordArg> for OnBadRecord {
             BadRecordArg::Skip => OnBadRecord::Skip,
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LabelerArg {
+    /// The CheXpert-style rule labeler.
+    Chexpert,
+    /// CheXbert (BERT, four classes per observation).
+    Chexbert,
+    /// VisualCheXbert (BERT trained toward image labels).
+    Visualchexbert,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SectionArg {
+    Impression,
+    Findings,
+    All,
+}
+
+impl From<SectionArg> for SectionChoice {
+    fn from(a: SectionArg) -> Self {
+        match a {
+            SectionArg::Impression => SectionChoice::Impression,
+            SectionArg::Findings => SectionChoice::Findings,
+            SectionArg::All => SectionChoice::All,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UncertainArg {
+    /// Uncertain counts as negative.
+    Zeros,
+    /// Uncertain counts as positive.
+    Ones,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -96,21 +134,30 @@ enum Command {
     },
     /// Label reports with a built-in labeler (chexpert, chexbert, visualchexbert).
     Label {
-        /// Labeler: chexpert, chexbert or visualchexbert.
-        #[arg(long, default_value = "chexpert")]
-        labeler: String,
+        /// Labeler.
+        #[arg(long, value_enum, default_value = "chexpert")]
+        labeler: LabelerArg,
         /// Reports CSV in the labeler input format, or a dataset directory.
         #[arg(long)]
         reports: PathBuf,
         /// Output CSV (CheXpert labeler output format).
         #[arg(long)]
         out: PathBuf,
-        /// Report part to read: impression, findings or all.
-        #[arg(long, default_value = "impression")]
-        sections: String,
+        /// Report part to read when --reports is a dataset directory.
+        #[arg(long, value_enum, default_value = "impression")]
+        sections: SectionArg,
+        /// Where a MIMIC dataset keeps its report files, when not under the dataset directory.
+        #[arg(long)]
+        reports_root: Option<PathBuf>,
+        /// Lexicon file extending the rule labeler's built-in one (or replacing it: first line `!replace`).
+        #[arg(long)]
+        lexicon: Option<PathBuf>,
         /// Trained model directory (BERT labelers).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// What to do with malformed input rows.
+        #[arg(long, value_enum, default_value = "fail")]
+        on_bad_record: BadRecordArg,
     },
     /// Compare predicted labels with truth labels: per-class F1, weighted F1, Cohen's kappa.
     EvalLabels {
@@ -123,6 +170,9 @@ enum Command {
         /// Write the metrics as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Against binary image truth: how uncertain predictions count.
+        #[arg(long, value_enum, default_value = "zeros")]
+        uncertain: UncertainArg,
     },
     /// Join images with every label source and write Parquet shards plus index.json.
     Shard {
@@ -268,8 +318,69 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Label { .. } => not_yet("chexlab label"),
-        Command::EvalLabels { .. } => not_yet("chexlab eval-labels"),
+        Command::Label {
+            labeler,
+            reports,
+            out,
+            sections,
+            reports_root,
+            lexicon,
+            model: _,
+            on_bad_record,
+        } => {
+            if labeler != LabelerArg::Chexpert {
+                return not_yet("the BERT labelers (chexbert, visualchexbert)");
+            }
+            let rules = match &lexicon {
+                Some(path) => RuleLabeler::with_lexicon_file(path)?,
+                None => RuleLabeler::default(),
+            };
+            let t = std::time::Instant::now();
+            let run = if reports.is_dir() {
+                chexlab::labelers::label_dataset(
+                    &rules,
+                    &reports,
+                    reports_root.as_deref(),
+                    sections.into(),
+                    &out,
+                    on_bad_record.into(),
+                )?
+            } else {
+                chexlab::labelers::label_csv(&rules, &reports, &out, on_bad_record.into())?
+            };
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "labelled {} reports into {} ({secs:.2} s, {:.0} reports/s)",
+                run.reports,
+                out.display(),
+                run.reports as f64 / secs.max(1e-9)
+            );
+            if run.bad.skipped > 0 {
+                println!(
+                    "skipped {} bad record(s), e.g. {}",
+                    run.bad.skipped,
+                    run.bad.examples.join("; ")
+                );
+            }
+            Ok(())
+        }
+        Command::EvalLabels {
+            pred,
+            truth,
+            out,
+            uncertain,
+        } => {
+            let policy = match uncertain {
+                UncertainArg::Zeros => UncertaintyPolicy::Zeros,
+                UncertainArg::Ones => UncertaintyPolicy::Ones,
+            };
+            let m = chexlab::labelers::metrics::evaluate(&pred, &truth, policy)?;
+            print!("{m}");
+            if let Some(out) = out {
+                chexlab::io::write_atomic(&out, serde_json::to_string_pretty(&m)?.as_bytes())?;
+            }
+            Ok(())
+        }
         Command::Shard { config } => {
             Config::load(&config.config, &config.overrides)?;
             not_yet("chexlab shard")

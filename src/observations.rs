@@ -198,6 +198,47 @@ impl LabelRow {
     pub fn set(&mut self, obs: Observation, label: Label) {
         self.0[obs.index()] = label;
     }
+
+    /// Combines the labels of a report's statements with the CheXpert labeler's rules. Per observation: negative
+    /// and uncertain → uncertain; else a positive wins; else the single kind; nothing → blank. No Finding is
+    /// positive when nothing but Support Devices is positive or uncertain, else blank; `NoFinding` items stand for
+    /// other abnormalities and only take part in that test.
+    pub fn aggregate(items: impl IntoIterator<Item = (Observation, Label)>) -> LabelRow {
+        let mut seen = [[false; 3]; N_OBS];
+        let mut no_finding = true;
+        for (o, l) in items {
+            let k = match l {
+                Label::Positive => 0,
+                Label::Negative => 1,
+                Label::Uncertain => 2,
+                Label::Blank => continue,
+            };
+            if o != Observation::SupportDevices && k != 1 {
+                no_finding = false;
+            }
+            seen[o.index()][k] = true;
+        }
+        let mut row = LabelRow::default();
+        for o in OBSERVATIONS {
+            let [p, n, u] = seen[o.index()];
+            row.0[o.index()] = match (p, n, u) {
+                (_, true, true) => Label::Uncertain,
+                (true, _, _) => Label::Positive,
+                (_, true, _) => Label::Negative,
+                (_, _, true) => Label::Uncertain,
+                _ => Label::Blank,
+            };
+        }
+        row.set(
+            Observation::NoFinding,
+            if no_finding {
+                Label::Positive
+            } else {
+                Label::Blank
+            },
+        );
+        row
+    }
 }
 
 /// A column order in use by one of the file formats.
@@ -375,6 +416,37 @@ mod tests {
             assert_eq!(Label::parse(l.as_csv()), Some(l));
             assert_eq!(Label::from_i8(l.to_i8()), Some(l));
         }
+    }
+
+    #[test]
+    fn aggregation_follows_the_original_rules() {
+        use Label::*;
+        use Observation::*;
+        let row = LabelRow::aggregate([
+            (Edema, Negative),
+            (Edema, Uncertain),
+            (Atelectasis, Negative),
+            (Atelectasis, Positive),
+            (Consolidation, Uncertain),
+            (Consolidation, Positive),
+            (Pneumonia, Positive),
+            (Pneumonia, Negative),
+            (Pneumonia, Uncertain),
+            (Pneumothorax, Negative),
+        ]);
+        assert_eq!(row.get(Edema), Uncertain);
+        assert_eq!(row.get(Atelectasis), Positive);
+        assert_eq!(row.get(Consolidation), Positive);
+        assert_eq!(row.get(Pneumonia), Uncertain);
+        assert_eq!(row.get(Pneumothorax), Negative);
+        assert_eq!(row.get(Fracture), Blank);
+        assert_eq!(row.get(NoFinding), Blank);
+        // Devices and negatives leave No Finding; another abnormality (a NoFinding item) rules it out.
+        let row = LabelRow::aggregate([(SupportDevices, Positive), (Pneumothorax, Negative)]);
+        assert_eq!(row.get(NoFinding), Positive);
+        assert_eq!(LabelRow::aggregate([]).get(NoFinding), Positive);
+        let row = LabelRow::aggregate([(NoFinding, Positive)]);
+        assert_eq!(row.get(NoFinding), Blank);
     }
 
     #[test]

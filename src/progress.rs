@@ -29,3 +29,20 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     pb.set_message(what.to_string());
     pb
 }
+
+/// A counter for streams of unknown length; hidden when disabled.
+pub fn counter(what: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(
+        None,
+        if ENABLED.load(Ordering::Relaxed) {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} {pos} ({per_sec})").expect("static template"),
+    );
+    pb.set_message(what.to_string());
+    pb
+}

@@ -198,3 +198,162 @@ fn inspect_bad_inputs_fail_with_file_and_line_or_skip_with_a_count() {
     assert_eq!(v["kind"], "reports-csv");
     assert_eq!(v["facts"]["reports"], "2");
 }
+
+#[test]
+fn synth_label_and_eval_labels_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = chexlab(
+        &[
+            "-q",
+            "synth",
+            "--out",
+            "w",
+            "--studies",
+            "300",
+            "--seed",
+            "3",
+            "--image-size",
+            "32",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = chexlab(&["inspect", "--json", "w"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "mimic-dataset");
+    assert!(
+        v["splits"]["train"]["labels"]["truth image"]["labels"]["Support Devices"]["positive"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    // From the reports CSV and from the dataset directory: the same labels.
+    let o = chexlab(
+        &[
+            "-q",
+            "label",
+            "--reports",
+            "w/reports.csv",
+            "--out",
+            "a.csv",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = chexlab(
+        &["-q", "label", "--reports", "w", "--out", "b.csv"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let a = std::fs::read_to_string(dir.path().join("a.csv")).unwrap();
+    assert_eq!(
+        a,
+        std::fs::read_to_string(dir.path().join("b.csv")).unwrap()
+    );
+    assert!(
+        a.starts_with("study_id,Reports,No Finding,"),
+        "{}",
+        &a[..80]
+    );
+    assert_eq!(a.lines().count(), 301);
+
+    let o = chexlab(
+        &[
+            "eval-labels",
+            "--pred",
+            "a.csv",
+            "--truth",
+            "w/truth/report_labels.csv",
+            "--out",
+            "m.json",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+    assert_eq!(m["truth_kind"], "report");
+    assert_eq!(m["matched_by"], "id");
+    assert!(m["weighted_f1"].as_f64().unwrap() > 0.9, "{m}");
+    let o = chexlab(
+        &[
+            "eval-labels",
+            "--pred",
+            "a.csv",
+            "--truth",
+            "w/truth/image_labels.csv",
+            "--uncertain",
+            "ones",
+        ],
+        dir.path(),
+    );
+    assert!(
+        o.status.success() && text(&o).contains("mean positive-class F1 (uncertain → ones)"),
+        "{}",
+        text(&o)
+    );
+
+    // A truth file with a different number of rows and no ids is refused.
+    std::fs::write(
+        dir.path().join("short.csv"),
+        a.lines()
+            .take(10)
+            .map(|l| l.split_once(',').unwrap().1)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let o = chexlab(
+        &["eval-labels", "--pred", "a.csv", "--truth", "short.csv"],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("matched by position"), "{}", text(&o));
+}
+
+#[test]
+fn label_bad_input_rows_fail_or_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.csv"),
+        b"1,No effusion.\n2,\"Mild \xff edema.\"\n3,Cardiomegaly.\n",
+    )
+    .unwrap();
+    let o = chexlab(
+        &["label", "--reports", "r.csv", "--out", "o.csv"],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("r.csv: line 2") && text(&o).contains("invalid UTF-8"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !dir.path().join("o.csv").exists(),
+        "a failed run must not leave an output"
+    );
+    let o = chexlab(
+        &[
+            "label",
+            "--reports",
+            "r.csv",
+            "--out",
+            "o.csv",
+            "--on-bad-record",
+            "skip",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("skipped 1 bad record"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("o.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+}

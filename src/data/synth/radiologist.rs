@@ -11,7 +11,7 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 
 use crate::data::synth::world::{Findings, Side};
-use crate::observations::{Label, LabelRow, N_OBS, OBSERVATIONS, Observation, Observation::*};
+use crate::observations::{Label, LabelRow, OBSERVATIONS, Observation, Observation::*};
 
 /// Rates of the simulated radiologist's behaviour.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +32,8 @@ pub struct RadiologistRates {
     pub resolved: f64,
     /// P(support devices are left out of the impression).
     pub omit_devices: f64,
+    /// P(a finding's name is mistyped, e.g. "pnuemothorax"): dictation errors a reader still understands.
+    pub typo: f64,
 }
 
 impl Default for RadiologistRates {
@@ -45,6 +47,7 @@ impl Default for RadiologistRates {
             comparison: 0.2,
             resolved: 0.02,
             omit_devices: 0.3,
+            typo: 0.03,
         }
     }
 }
@@ -96,7 +99,7 @@ fn nouns(o: Observation) -> &'static [&'static str] {
             "pulmonary edema",
             "interstitial edema",
             "edema",
-            "pulmonary vascular congestion",
+            "alveolar edema",
             "interstitial pulmonary edema",
         ],
         Consolidation => &[
@@ -207,16 +210,39 @@ fn side_word(o: Observation, side: Side, rng: &mut impl Rng) -> &'static str {
     }
 }
 
-/// A noun phrase for `o`, with optional severity and side.
-fn phrase(o: Observation, f: &Findings, rng: &mut impl Rng, detail: bool) -> String {
-    let noun = nouns(o).choose(rng).copied().unwrap_or("");
-    if !detail {
+/// Swaps two adjacent letters inside the longest word (a dictation typo).
+fn typo(noun: &str, rng: &mut impl Rng) -> String {
+    let longest = noun.split(' ').max_by_key(|w| w.len()).unwrap_or("");
+    if longest.len() < 6 || !longest.is_ascii() {
         return noun.to_string();
+    }
+    let i = rng.random_range(1..longest.len() - 2);
+    let mut w = longest.as_bytes().to_vec();
+    w.swap(i, i + 1);
+    noun.replacen(longest, &String::from_utf8(w).unwrap_or_default(), 1)
+}
+
+/// A noun phrase for `o`, with optional severity and side, occasionally mistyped.
+fn phrase(
+    o: Observation,
+    f: &Findings,
+    rng: &mut impl Rng,
+    detail: bool,
+    rates: &RadiologistRates,
+) -> String {
+    let noun = nouns(o).choose(rng).copied().unwrap_or("");
+    let noun = if rng.random_bool(rates.typo) {
+        typo(noun, rng)
+    } else {
+        noun.to_string()
+    };
+    if !detail {
+        return noun;
     }
     let s = f.severity(o).max(0.2);
     let sev = severity_word(o, s, rng);
     let side = side_word(o, f.side[o.index()], rng);
-    [sev, side, noun]
+    [sev, side, noun.as_str()]
         .iter()
         .filter(|w| !w.is_empty())
         .copied()
@@ -244,8 +270,10 @@ fn positive(
     rates: &RadiologistRates,
     rng: &mut impl Rng,
 ) -> Statement {
-    let np = phrase(o, f, rng, true);
-    let text = if rng.random_bool(rates.comparison) {
+    let np = phrase(o, f, rng, true, rates);
+    // "Stable cardiac silhouette" says nothing about its size: compare only phrases that name the finding itself.
+    let comparable = !np.contains("silhouette") && !np.contains("contour");
+    let text = if comparable && rng.random_bool(rates.comparison) {
         let t = [
             format!("Unchanged {np}."),
             format!("Stable {np}."),
@@ -292,10 +320,10 @@ fn alternative(o: Observation) -> Option<Observation> {
     }
 }
 
-fn hedged(o: Observation, f: &Findings, rng: &mut impl Rng) -> Statement {
-    let np = phrase(o, f, rng, false);
+fn hedged(o: Observation, f: &Findings, rates: &RadiologistRates, rng: &mut impl Rng) -> Statement {
+    let np = phrase(o, f, rng, false, rates);
     let mut states = vec![(o, Label::Uncertain)];
-    let choice = rng.random_range(0..9);
+    let choice = rng.random_range(0..10);
     let text = match choice {
         0 => format!("Possible {np}."),
         1 => format!("Cannot exclude {np}."),
@@ -304,6 +332,8 @@ fn hedged(o: Observation, f: &Findings, rng: &mut impl Rng) -> Statement {
         4 => format!("Likely {np}."),
         5 => format!("Findings concerning for {np}."),
         6 => format!("Questionable {np}."),
+        // Congestion is read as possible edema.
+        8 if o == Edema => "Pulmonary vascular congestion.".to_string(),
         7 if matches!(o, Atelectasis | Pneumonia | Consolidation) => {
             // The opacity is stated; its cause is not.
             let side = side_word(o, f.side[o.index()], rng);
@@ -316,7 +346,11 @@ fn hedged(o: Observation, f: &Findings, rng: &mut impl Rng) -> Statement {
         _ => match alternative(o) {
             Some(alt) => {
                 states.push((alt, Label::Uncertain));
-                format!("{} versus {}.", capitalize(&np), phrase(alt, f, rng, false))
+                format!(
+                    "{} versus {}.",
+                    capitalize(&np),
+                    phrase(alt, f, rng, false, rates)
+                )
             }
             None => format!("Suspected {np}."),
         },
@@ -381,45 +415,9 @@ const NORMAL_IMPRESSIONS: &[&str] = &[
     "Normal chest radiograph.",
 ];
 
-/// Applies the CheXpert labeler's aggregation to the statements' labels (per observation: negative + uncertain
-/// → uncertain, else positive wins, else the single label) and its No Finding rule.
+/// What the statements say together, with the CheXpert labeler's aggregation and No Finding rule.
 fn aggregate(statements: &[Statement]) -> LabelRow {
-    let mut seen = [[false; 3]; N_OBS];
-    for s in statements {
-        for &(o, l) in &s.states {
-            let k = match l {
-                Label::Positive => 0,
-                Label::Negative => 1,
-                Label::Uncertain => 2,
-                Label::Blank => continue,
-            };
-            seen[o.index()][k] = true;
-        }
-    }
-    let mut row = LabelRow::default();
-    for o in OBSERVATIONS {
-        let [p, n, u] = seen[o.index()];
-        row.0[o.index()] = match (p, n, u) {
-            (_, true, true) => Label::Uncertain,
-            (true, _, _) => Label::Positive,
-            (_, true, _) => Label::Negative,
-            (_, _, true) => Label::Uncertain,
-            _ => Label::Blank,
-        };
-    }
-    let abnormal = OBSERVATIONS.iter().any(|&o| {
-        !matches!(o, NoFinding | SupportDevices)
-            && matches!(row.get(o), Label::Positive | Label::Uncertain)
-    });
-    row.set(
-        NoFinding,
-        if abnormal {
-            Label::Blank
-        } else {
-            Label::Positive
-        },
-    );
-    row
+    LabelRow::aggregate(statements.iter().flat_map(|s| s.states.iter().copied()))
 }
 
 /// Wraps text at ~76 columns with a leading space, as MIMIC reports are laid out.
@@ -447,12 +445,17 @@ fn wrap(text: &str) -> String {
 }
 
 /// Descriptive FINDINGS sentences (not labelled; consistent with what the radiologist saw).
-fn findings_text(f: &Findings, reported: &[Observation], rng: &mut impl Rng) -> String {
+fn findings_text(
+    f: &Findings,
+    reported: &[Observation],
+    rates: &RadiologistRates,
+    rng: &mut impl Rng,
+) -> String {
     let mut s: Vec<String> = Vec::new();
     if reported.contains(&SupportDevices) {
         s.push(format!(
             "{} is in place.",
-            capitalize(&phrase(SupportDevices, f, rng, false))
+            capitalize(&phrase(SupportDevices, f, rng, false, rates))
         ));
     }
     let lung_obs = [
@@ -480,7 +483,7 @@ fn findings_text(f: &Findings, reported: &[Observation], rng: &mut impl Rng) -> 
         for &&o in &lung_found {
             s.push(format!(
                 "There is {} in the {} lung.",
-                phrase(o, f, rng, false),
+                phrase(o, f, rng, false, rates),
                 match f.side[o.index()] {
                     Side::Left => "left",
                     Side::Right => "right",
@@ -555,7 +558,7 @@ pub fn write(
         }
         reported.push(o);
         if rng.random_bool((rates.hedge_base + rates.hedge_faint * (1.0 - s)).clamp(0.0, 1.0)) {
-            statements.push(hedged(o, f, rng));
+            statements.push(hedged(o, f, rates, rng));
         } else {
             statements.push(positive(o, f, rates, rng));
         }
@@ -568,7 +571,7 @@ pub fn write(
         if rng.random_bool(rates.overcall * overcall_weight(o)) {
             reported.push(o);
             statements.push(if rng.random_bool(0.7) {
-                hedged(o, f, rng)
+                hedged(o, f, rates, rng)
             } else {
                 positive(o, f, rates, rng)
             });
@@ -662,7 +665,7 @@ pub fn write(
     ));
     text.push_str(&format!(" COMPARISON:  {comparison}\n \n"));
     text.push_str(" FINDINGS: \n \n");
-    text.push_str(&wrap(&findings_text(f, &reported, rng)));
+    text.push_str(&wrap(&findings_text(f, &reported, rates, rng)));
     text.push_str(" \n IMPRESSION: \n \n");
     if numbered {
         for l in impression_body.lines() {
@@ -683,6 +686,7 @@ mod tests {
     use super::*;
     use crate::data::report::{SectionChoice, extract};
     use crate::data::synth::world::Prior;
+    use crate::observations::N_OBS;
     use rand::SeedableRng;
 
     #[test]

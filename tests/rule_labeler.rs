@@ -1,0 +1,200 @@
+//! The rule labeler against the original CheXpert labeler's own output and against the synthetic world's truth.
+
+use std::path::Path;
+
+use chexlab::data::OnBadRecord;
+use chexlab::labelers::format::{read_labeled, read_reports};
+use chexlab::labelers::rules::RuleLabeler;
+use chexlab::{Label, Observation};
+
+/// `sample_reports.csv` and `labeled_reports.csv` come from the chexpert-labeler repository (shared reference).
+#[test]
+fn matches_the_original_labeler_on_its_sample_reports() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/chexpert-labeler");
+    if !dir.is_dir() {
+        eprintln!("skipping: reference data not found at {}", dir.display());
+        return;
+    }
+    let labeler = RuleLabeler::default();
+    let reports: Vec<_> = read_reports(&dir.join("sample_reports.csv"), OnBadRecord::Fail)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let expected: Vec<_> = read_labeled(&dir.join("labeled_reports.csv"), OnBadRecord::Fail)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(reports.len(), expected.len());
+    for (r, e) in reports.iter().zip(&expected) {
+        assert_eq!(
+            labeler.label(&r.text),
+            e.labels,
+            "report: {}\nmentions: {:?}",
+            r.text,
+            labeler.mentions(&r.text)
+        );
+    }
+}
+
+fn label(text: &str) -> chexlab::LabelRow {
+    RuleLabeler::default().label(text)
+}
+
+#[test]
+fn negation_constructions() {
+    use Label::*;
+    use Observation::*;
+    let cases: &[(&str, Observation, Label)] = &[
+        ("No pneumothorax.", Pneumothorax, Negative),
+        (
+            "There is no focal consolidation, pleural effusion or pneumothorax.",
+            PleuralEffusion,
+            Negative,
+        ),
+        (
+            "There is no focal consolidation, pleural effusion or pneumothorax.",
+            Pneumothorax,
+            Negative,
+        ),
+        (
+            "No pneumothorax and pleural effusion.",
+            PleuralEffusion,
+            Negative,
+        ),
+        ("Cardiomegaly without pulmonary edema.", Edema, Negative),
+        (
+            "Cardiomegaly without pulmonary edema.",
+            Cardiomegaly,
+            Positive,
+        ),
+        (
+            "The lungs are free of consolidation.",
+            Consolidation,
+            Negative,
+        ),
+        ("Negative for pneumonia.", Pneumonia, Negative),
+        (
+            "Interval resolution of the left effusion.",
+            PleuralEffusion,
+            Negative,
+        ),
+        ("The pneumonia has resolved.", Pneumonia, Negative),
+        ("Heart size is normal.", Cardiomegaly, Negative),
+        ("Normal heart size.", Cardiomegaly, Negative),
+        (
+            "The cardiomediastinal silhouette is within normal limits.",
+            EnlargedCardiomediastinum,
+            Negative,
+        ),
+        ("No evidence of edema.", Edema, Negative),
+        ("Pneumothorax is no longer seen.", Pneumothorax, Negative),
+        ("The heart is not enlarged.", Cardiomegaly, Negative),
+    ];
+    for &(text, o, want) in cases {
+        assert_eq!(label(text).get(o), want, "{text} → {o}");
+    }
+}
+
+#[test]
+fn uncertainty_constructions() {
+    use Label::*;
+    use Observation::*;
+    let cases: &[(&str, Observation, Label)] = &[
+        ("Cannot exclude pneumonia.", Pneumonia, Uncertain),
+        ("Pneumonia cannot be excluded.", Pneumonia, Uncertain),
+        ("Pneumonia is not excluded.", Pneumonia, Uncertain),
+        ("Opacity may represent atelectasis.", Atelectasis, Uncertain),
+        ("Opacity may represent atelectasis.", LungOpacity, Positive),
+        ("Atelectasis versus pneumonia.", Atelectasis, Uncertain),
+        ("Atelectasis versus pneumonia.", Pneumonia, Uncertain),
+        ("Possible small left effusion.", PleuralEffusion, Uncertain),
+        ("Findings concerning for pneumonia.", Pneumonia, Uncertain),
+        ("Questionable nodule.", LungLesion, Uncertain),
+        ("Likely atelectasis.", Atelectasis, Uncertain),
+        ("Borderline cardiomegaly.", Cardiomegaly, Uncertain),
+        ("Pulmonary vascular congestion.", Edema, Uncertain),
+        (
+            "Stable cardiomediastinal silhouette.",
+            EnlargedCardiomediastinum,
+            Uncertain,
+        ),
+        ("Stable mild cardiomegaly.", Cardiomegaly, Positive),
+        ("Mild CHF.", Cardiomegaly, Uncertain),
+        ("Mild CHF.", Edema, Positive),
+    ];
+    for &(text, o, want) in cases {
+        assert_eq!(label(text).get(o), want, "{text} → {o}");
+    }
+}
+
+#[test]
+fn scope_ends_at_terminators_clauses_and_sentences() {
+    use Label::*;
+    use Observation::*;
+    let cases: &[(&str, Observation, Label)] = &[
+        (
+            "No pneumothorax, but there is a small effusion.",
+            PleuralEffusion,
+            Positive,
+        ),
+        (
+            "No pneumothorax; small left effusion.",
+            PleuralEffusion,
+            Positive,
+        ),
+        (
+            "No pneumothorax is seen and the heart is enlarged.",
+            Cardiomegaly,
+            Positive,
+        ),
+        ("No pneumothorax. Left effusion.", PleuralEffusion, Positive),
+        (
+            "No edema, however there is consolidation.",
+            Consolidation,
+            Positive,
+        ),
+        (
+            "No change in the moderate right effusion.",
+            PleuralEffusion,
+            Positive,
+        ),
+        (
+            "Possible pneumonia, although no effusion.",
+            PleuralEffusion,
+            Negative,
+        ),
+    ];
+    for &(text, o, want) in cases {
+        assert_eq!(label(text).get(o), want, "{text} → {o}");
+    }
+}
+
+#[test]
+fn no_finding_and_bad_text_never_panic() {
+    use Label::*;
+    use Observation::*;
+    assert_eq!(
+        label("No acute cardiopulmonary process.").get(NoFinding),
+        Positive
+    );
+    assert_eq!(
+        label("Endotracheal tube in place. No acute process.").get(NoFinding),
+        Positive
+    );
+    assert_eq!(label("Mild cardiomegaly.").get(NoFinding), Blank);
+    assert_eq!(label("Scoliosis.").get(NoFinding), Blank);
+    let empty = label("");
+    assert_eq!(empty.get(NoFinding), Positive);
+    assert!(
+        chexlab::OBSERVATIONS
+            .iter()
+            .filter(|o| **o != NoFinding)
+            .all(|o| empty.get(*o) == Blank)
+    );
+    // Extremely long input (1 MB) and odd bytes: a defined result.
+    let long = "No pneumothorax. Small left effusion. ".repeat(30_000);
+    let row = label(&long);
+    assert_eq!(row.get(PleuralEffusion), Positive);
+    assert_eq!(row.get(Pneumothorax), Negative);
+    label("\u{0}\u{fffd}é,,,;;::(()) … …. . .");
+}
