@@ -150,7 +150,7 @@ pub struct SourceConfig {
 #[serde(deny_unknown_fields)]
 pub struct ShardConfig {
     /// Target shard size in MB.
-    pub target_mb: u64,
+    pub target_mb: f64,
     /// Store pre-resized pixels (true) or the original encoded bytes (false).
     pub pre_resize: bool,
 }
@@ -158,7 +158,7 @@ pub struct ShardConfig {
 impl Default for ShardConfig {
     fn default() -> Self {
         ShardConfig {
-            target_mb: 256,
+            target_mb: 256.0,
             pre_resize: true,
         }
     }

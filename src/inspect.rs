@@ -379,3 +379,52 @@ fn inspect_run_dir(dir: &Path) -> Result<Inspection> {
     );
     Ok(out)
 }
+
+/// Human-readable summary of an opened shard directory.
+pub fn shard_summary(set: &crate::shard::ShardSet, verified: bool) -> String {
+    use std::fmt::Write;
+    let i = &set.index;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} (shard-dir, schema v{}, {} at {} px)",
+        set.dir.display(),
+        i.schema_version,
+        i.encoding,
+        i.image_size
+    );
+    let _ = writeln!(out, "  config hash: {}", i.config_hash);
+    let _ = writeln!(out, "  sources: {}", i.sources.join(", "));
+    for (split, rows) in &i.splits {
+        let n = i.shards.iter().filter(|s| s.split.name() == split).count();
+        let _ = writeln!(out, "  {split}: {rows} images in {n} shard(s)");
+    }
+    for (source, missing) in &i.missing_labels {
+        let _ = writeln!(out, "  {source}: {missing} image(s) without labels");
+    }
+    let _ = writeln!(
+        out,
+        "  checksums: {}",
+        if verified {
+            "verified"
+        } else {
+            "not checked (use --verify)"
+        }
+    );
+    for (source, per) in &i.label_stats {
+        let _ = writeln!(out, "\n labels from {source}:");
+        let mut counts = LabelCounts::default();
+        for o in OBSERVATIONS {
+            for (k, l) in Label::ALL.iter().enumerate() {
+                counts.counts[o.index()][k] = per
+                    .get(o.name())
+                    .and_then(|m| m.get(l.name()))
+                    .copied()
+                    .unwrap_or(0);
+            }
+        }
+        counts.rows = i.splits.values().sum();
+        let _ = write!(out, "{counts}");
+    }
+    out
+}

@@ -10,6 +10,7 @@ pub mod io;
 pub mod labelers;
 pub mod observations;
 pub mod progress;
+pub mod shard;
 
 pub use error::{Error, Result};
 pub use observations::{Label, LabelRow, OBSERVATIONS, Observation};

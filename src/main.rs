@@ -176,8 +176,36 @@ enum Command {
     },
     /// Join images with every label source and write Parquet shards plus index.json.
     Shard {
-        #[command(flatten)]
-        config: ConfigArgs,
+        /// Experiment config: shards its dataset and sources into RUN_DIR/shards.
+        #[arg(long, short, conflicts_with_all = ["dataset", "labels", "out"])]
+        config: Option<PathBuf>,
+        /// Override a config key.
+        #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
+        overrides: Vec<String>,
+        /// Dataset directory (MIMIC-CXR-JPG layout, real or synthetic).
+        #[arg(long, required_unless_present = "config")]
+        dataset: Option<PathBuf>,
+        /// A label source: NAME=FILE, FILE a labeled CSV with a study_id column (repeat for each source).
+        #[arg(long = "labels", value_name = "NAME=FILE")]
+        labels: Vec<String>,
+        /// Output directory.
+        #[arg(long, required_unless_present = "config")]
+        out: Option<PathBuf>,
+        /// Side of the pre-resized images.
+        #[arg(long, default_value_t = 64)]
+        image_size: u32,
+        /// Store the original encoded image bytes instead of pre-resized pixels.
+        #[arg(long)]
+        encoded: bool,
+        /// Target shard size in MB.
+        #[arg(long, default_value_t = 256.0)]
+        target_mb: f64,
+        /// Shuffle seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// What to do with malformed records.
+        #[arg(long, value_enum, default_value = "fail")]
+        on_bad_record: BadRecordArg,
     },
     /// Train one classifier per label source (data-parallel under mpirun/srun).
     Train {
@@ -381,9 +409,64 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Shard { config } => {
-            Config::load(&config.config, &config.overrides)?;
-            not_yet("chexlab shard")
+        Command::Shard {
+            config,
+            overrides,
+            dataset,
+            labels,
+            out,
+            image_size,
+            encoded,
+            target_mb,
+            seed,
+            on_bad_record,
+        } => {
+            let (spec, out) = match config {
+                Some(path) => {
+                    let cfg = Config::load(&path, &overrides)?;
+                    (
+                        chexlab::shard::writer::spec_from_config(&cfg)?,
+                        cfg.run_dir.join("shards"),
+                    )
+                }
+                None => {
+                    let sources = labels
+                        .iter()
+                        .map(|l| {
+                            l.split_once('=')
+                                .map(|(n, f)| (n.to_string(), PathBuf::from(f)))
+                                .with_context(|| format!("--labels '{l}': expected NAME=FILE"))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let spec = chexlab::shard::ShardSpec {
+                        dataset: dataset.expect("required by clap"),
+                        sources,
+                        target_mb,
+                        pre_resize: !encoded,
+                        image_size,
+                        seed,
+                        on_bad_record: on_bad_record.into(),
+                    };
+                    (spec, out.expect("required by clap"))
+                }
+            };
+            let t = std::time::Instant::now();
+            let index = chexlab::shard::write_shards(&spec, &out)?;
+            let rows: u64 = index.splits.values().sum();
+            println!(
+                "{} shards, {rows} images ({}) with sources {} in {} ({:.1} s)",
+                index.shards.len(),
+                index
+                    .splits
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                index.sources.join(", "),
+                out.display(),
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
         }
         Command::Train { config, .. } => {
             Config::load(&config.config, &config.overrides)?;
@@ -411,9 +494,21 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect {
             path,
             json,
-            verify: _,
+            verify,
             on_bad_record,
         } => {
+            if path.join(chexlab::shard::INDEX).is_file() {
+                let set = chexlab::shard::ShardSet::open(&path)?;
+                if verify {
+                    set.verify()?;
+                }
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&set.index)?);
+                } else {
+                    print!("{}", chexlab::inspect::shard_summary(&set, verify));
+                }
+                return Ok(());
+            }
             let found = chexlab::inspect::inspect(&path, on_bad_record.into())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&found)?);

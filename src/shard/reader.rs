@@ -1,0 +1,299 @@
+//! The rank-local shard loader. [`ShardSet::open`] checks `index.json` against the files (existence, size, row
+//! counts from the Parquet footers; SHA-256 with [`ShardSet::verify`]); [`ShardSet::assignment`] gives each rank
+//! its rows for an epoch; [`ShardSet::read`] reads them with column projection (image + one label source) and
+//! row selection.
+//!
+//! Assignment: the split's rows are permuted by (seed, epoch) — a different epoch gives a different order — and
+//! dealt round-robin to the ranks. To keep ranks in lock-step, every rank gets `rows / world` rows: the last
+//! `rows % world` rows of the permutation are **dropped** for that epoch (a different few each epoch).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arrow_array::{Array, BinaryArray, Int8Array, StringArray, UInt16Array};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::observations::{Label, LabelRow, OBSERVATIONS};
+use crate::shard::schema::{SCHEMA_VERSION, label_column};
+use crate::shard::writer::{INDEX, ShardIndex};
+
+/// A row of a split: shard number (in the index) and row within the shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RowRef {
+    pub shard: usize,
+    pub row: u64,
+}
+
+/// An image with one source's labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub image_id: String,
+    pub pixels: Vec<u8>,
+    pub width: u16,
+    pub height: u16,
+    pub labels: LabelRow,
+}
+
+/// An opened, checked shard directory.
+#[derive(Clone, Debug)]
+pub struct ShardSet {
+    pub dir: PathBuf,
+    pub index: ShardIndex,
+}
+
+fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<fs::File>> {
+    let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| {
+        Error::format(
+            path,
+            format!("not a readable Parquet shard (truncated or corrupt?): {e}"),
+        )
+    })
+}
+
+impl ShardSet {
+    /// Opens `dir`, checking every shard against the index: present, of the recorded size, with the recorded
+    /// number of rows. A directory without `index.json` is incomplete.
+    pub fn open(dir: &Path) -> Result<ShardSet> {
+        let index_path = dir.join(INDEX);
+        let text = fs::read_to_string(&index_path).map_err(|e| {
+            Error::io(
+                &index_path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (a shard directory without index.json is incomplete)"),
+                ),
+            )
+        })?;
+        let index: ShardIndex =
+            serde_json::from_str(&text).map_err(|e| Error::format(&index_path, e.to_string()))?;
+        if index.schema_version != SCHEMA_VERSION {
+            return Err(Error::format(
+                &index_path,
+                format!(
+                    "schema version {} (this chexlab reads {SCHEMA_VERSION}); re-run chexlab shard",
+                    index.schema_version
+                ),
+            ));
+        }
+        for s in &index.shards {
+            let path = dir.join(&s.file);
+            let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+            if len != s.bytes {
+                return Err(Error::format(
+                    &path,
+                    format!(
+                        "shard is {len} bytes, index says {}: truncated or replaced",
+                        s.bytes
+                    ),
+                ));
+            }
+            let rows = open_builder(&path)?.metadata().file_metadata().num_rows() as u64;
+            if rows != s.rows {
+                return Err(Error::format(
+                    &path,
+                    format!("shard has {rows} rows, index says {}", s.rows),
+                ));
+            }
+        }
+        Ok(ShardSet {
+            dir: dir.to_path_buf(),
+            index,
+        })
+    }
+
+    /// Recomputes every shard's SHA-256 and compares it with the index.
+    pub fn verify(&self) -> Result<()> {
+        for s in &self.index.shards {
+            let path = self.dir.join(&s.file);
+            let got = crate::shard::writer::sha256_of(&path)?;
+            if got != s.sha256 {
+                return Err(Error::format(
+                    &path,
+                    format!("SHA-256 {got} does not match the index ({})", s.sha256),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every row of a split, in shard order.
+    pub fn rows(&self, split: Split) -> Vec<RowRef> {
+        self.index
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.split == split)
+            .flat_map(|(k, s)| (0..s.rows).map(move |row| RowRef { shard: k, row }))
+            .collect()
+    }
+
+    /// The rows rank `rank` of `world` reads in `epoch`: a permutation of the split by (seed, epoch), dealt
+    /// round-robin, the remainder dropped so every rank gets the same count.
+    pub fn assignment(
+        &self,
+        split: Split,
+        rank: usize,
+        world: usize,
+        epoch: u64,
+        seed: u64,
+    ) -> Vec<RowRef> {
+        assert!(world > 0 && rank < world, "rank {rank} of world {world}");
+        let mut rows = self.rows(split);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            seed ^ epoch.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0x5EED,
+        );
+        rows.shuffle(&mut rng);
+        let per_rank = rows.len() / world;
+        rows.into_iter()
+            .skip(rank)
+            .step_by(world)
+            .take(per_rank)
+            .collect()
+    }
+
+    /// Reads `rows` (any order; the result follows it) with one label source's labels.
+    pub fn read(&self, rows: &[RowRef], source: &str) -> Result<Vec<Sample>> {
+        if !self.index.sources.iter().any(|s| s == source) {
+            return Err(Error::Config(format!(
+                "label source '{source}' is not in the shards (they hold: {})",
+                self.index.sources.join(", ")
+            )));
+        }
+        let mut by_shard: BTreeMap<usize, Vec<(u64, usize)>> = BTreeMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            by_shard.entry(r.shard).or_default().push((r.row, i));
+        }
+        let mut out: Vec<Option<Sample>> = vec![None; rows.len()];
+        for (shard, mut wanted) in by_shard {
+            let entry = self
+                .index
+                .shards
+                .get(shard)
+                .ok_or_else(|| Error::Config(format!("no shard {shard}")))?;
+            let path = self.dir.join(&entry.file);
+            wanted.sort_unstable();
+            let builder = open_builder(&path)?;
+            let fields: Vec<String> = ["image_id", "image", "width", "height"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(OBSERVATIONS.iter().map(|o| label_column(source, *o)))
+                .collect();
+            let schema = builder.schema().clone();
+            let roots: Vec<usize> = fields
+                .iter()
+                .map(|f| {
+                    schema
+                        .index_of(f)
+                        .map_err(|_| Error::format(&path, format!("missing column {f}")))
+                })
+                .collect::<Result<_>>()?;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+            // Selection: skip/select runs over the sorted wanted rows (duplicates read once).
+            let mut selectors = Vec::new();
+            let mut pos = 0u64;
+            let mut distinct: Vec<u64> = wanted.iter().map(|w| w.0).collect();
+            distinct.dedup();
+            for &r in &distinct {
+                if r >= entry.rows {
+                    return Err(Error::format(
+                        &path,
+                        format!("row {r} out of range ({} rows)", entry.rows),
+                    ));
+                }
+                if r > pos {
+                    selectors.push(RowSelector::skip((r - pos) as usize));
+                }
+                selectors.push(RowSelector::select(1));
+                pos = r + 1;
+            }
+            let reader = builder
+                .with_projection(mask)
+                .with_row_selection(RowSelection::from(selectors))
+                .with_batch_size(1024)
+                .build()
+                .map_err(|e| Error::format(&path, e.to_string()))?;
+            let mut got: Vec<Sample> = Vec::with_capacity(distinct.len());
+            for batch in reader {
+                let batch =
+                    batch.map_err(|e| Error::format(&path, format!("reading shard: {e}")))?;
+                let col =
+                    |name: &str| batch.column(batch.schema().index_of(name).expect("projected"));
+                let image = col("image").as_any().downcast_ref::<BinaryArray>().cloned();
+                let width = col("width").as_any().downcast_ref::<UInt16Array>().cloned();
+                let height = col("height")
+                    .as_any()
+                    .downcast_ref::<UInt16Array>()
+                    .cloned();
+                let ids = col("image_id")
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned();
+                let (Some(ids), Some(image), Some(width), Some(height)) =
+                    (ids, image, width, height)
+                else {
+                    return Err(Error::format(
+                        &path,
+                        "image_id/image/width/height columns have unexpected types",
+                    ));
+                };
+                let label_arrays: Vec<Int8Array> = OBSERVATIONS
+                    .iter()
+                    .map(|o| {
+                        col(&label_column(source, *o))
+                            .as_any()
+                            .downcast_ref::<Int8Array>()
+                            .cloned()
+                            .ok_or_else(|| Error::format(&path, "label columns must be Int8"))
+                    })
+                    .collect::<Result<_>>()?;
+                for i in 0..batch.num_rows() {
+                    let mut labels = LabelRow::default();
+                    for (o, a) in OBSERVATIONS.iter().zip(&label_arrays) {
+                        let v = if a.is_null(i) { None } else { Some(a.value(i)) };
+                        labels.set(
+                            *o,
+                            Label::from_i8(v).ok_or_else(|| {
+                                Error::format(&path, format!("label value {v:?}"))
+                            })?,
+                        );
+                    }
+                    got.push(Sample {
+                        image_id: ids.value(i).to_string(),
+                        pixels: image.value(i).to_vec(),
+                        width: width.value(i),
+                        height: height.value(i),
+                        labels,
+                    });
+                }
+            }
+            if got.len() != distinct.len() {
+                return Err(Error::format(
+                    &path,
+                    format!(
+                        "read {} of {} selected rows: truncated shard?",
+                        got.len(),
+                        distinct.len()
+                    ),
+                ));
+            }
+            let mut k = 0;
+            for (j, &(r, i)) in wanted.iter().enumerate() {
+                if j > 0 && wanted[j - 1].0 != r {
+                    k += 1;
+                }
+                out[i] = Some(got[k].clone());
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|s| s.expect("every requested row read"))
+            .collect())
+    }
+}

@@ -1,0 +1,495 @@
+//! The coordinator: joins every image of a dataset with each label source and writes shuffled Parquet shards per
+//! split plus `index.json`. Each finished shard gets a `.<file>.done.json` marker (rows, SHA-256, config hash),
+//! written after the shard is in place, so a re-run skips verified shards and rewrites the rest; `index.json` is
+//! written last, atomically: a directory without it is incomplete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, Int8Builder, StringBuilder, UInt16Builder};
+use arrow_array::{ArrayRef, RecordBatch};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::hex;
+use crate::data::mimic::MimicLayout;
+use crate::data::{OnBadRecord, Split};
+use crate::error::{Error, Result};
+use crate::io::{AtomicFile, write_atomic};
+use crate::labelers::format::read_labeled;
+use crate::observations::{Label, LabelRow, OBSERVATIONS};
+use crate::shard::schema::{SCHEMA_VERSION, schema};
+
+/// Name of the index file.
+pub const INDEX: &str = "index.json";
+
+/// What to shard.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardSpec {
+    /// MIMIC-CXR-JPG style dataset (real or synthetic).
+    pub dataset: PathBuf,
+    /// Label sources: name and labeled CSV with a `study_id` column.
+    pub sources: Vec<(String, PathBuf)>,
+    /// Target shard size in MB.
+    pub target_mb: f64,
+    /// Store pre-resized pixels (true) or the original encoded bytes (false).
+    pub pre_resize: bool,
+    /// Side of the pre-resized images.
+    pub image_size: u32,
+    pub seed: u64,
+    pub on_bad_record: OnBadRecord,
+}
+
+/// The shard spec of an experiment config: label sources come from the labeler outputs of the run directory
+/// (`RUN_DIR/labels/<name>.csv`), external CSVs, or the synthetic world's image truth.
+pub fn spec_from_config(cfg: &crate::config::Config) -> Result<ShardSpec> {
+    use crate::config::{DatasetKind, SourceKind};
+    if cfg.dataset.kind == DatasetKind::Chexpert {
+        return Err(Error::NotImplemented("sharding the CheXpert layout"));
+    }
+    let mut sources = Vec::new();
+    for s in &cfg.sources {
+        let path = match s.kind {
+            SourceKind::Truth => cfg.dataset.root.join("truth/image_labels.csv"),
+            SourceKind::External | SourceKind::Dataset => s.path.clone().ok_or_else(|| {
+                Error::Config(format!(
+                    "sources.{}: a path to its labeled CSV is needed",
+                    s.name
+                ))
+            })?,
+            SourceKind::Labeler => cfg.run_dir.join("labels").join(format!("{}.csv", s.name)),
+        };
+        if !path.is_file() {
+            return Err(Error::io(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("labels of source '{}' not found (label first)", s.name),
+                ),
+            ));
+        }
+        sources.push((s.name.clone(), path));
+    }
+    Ok(ShardSpec {
+        dataset: cfg.dataset.root.clone(),
+        sources,
+        target_mb: cfg.shard.target_mb,
+        pre_resize: cfg.shard.pre_resize,
+        image_size: cfg.model.image_size,
+        seed: cfg.seed,
+        on_bad_record: cfg.dataset.on_bad_record,
+    })
+}
+
+/// One shard in the index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub file: String,
+    pub split: Split,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// `index.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardIndex {
+    pub schema_version: u32,
+    pub config_hash: String,
+    /// `pixels` or `encoded`.
+    pub encoding: String,
+    pub image_size: u32,
+    pub seed: u64,
+    pub sources: Vec<String>,
+    pub shards: Vec<ShardEntry>,
+    pub splits: BTreeMap<String, u64>,
+    /// Per source and observation: counts of positive / negative / uncertain / blank over all images.
+    pub label_stats: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Per source: images whose study the source has no row for (their labels are blank).
+    pub missing_labels: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug)]
+struct Row {
+    study: String,
+    patient: String,
+    image_id: String,
+    view: &'static str,
+    split: Split,
+    path: PathBuf,
+    rows: Option<u32>,
+    columns: Option<u32>,
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_of(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn source_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Decodes one image to `size`×`size` grayscale pixels.
+pub fn decode_resize(
+    path: &Path,
+    bytes: &[u8],
+    dims: Option<(u32, u32)>,
+    size: u32,
+) -> Result<Vec<u8>> {
+    let img = if path.extension().is_some_and(|e| e == "raw") {
+        let (w, h) = dims
+            .ok_or_else(|| Error::format(path, "raw image without Rows/Columns in the metadata"))?;
+        if bytes.len() as u64 != w as u64 * h as u64 {
+            return Err(Error::format(
+                path,
+                format!("raw image has {} bytes, expected {w}x{h}", bytes.len()),
+            ));
+        }
+        image::GrayImage::from_raw(w, h, bytes.to_vec()).expect("length checked")
+    } else {
+        image::load_from_memory(bytes)
+            .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?
+            .to_luma8()
+    };
+    if img.width() == size && img.height() == size {
+        return Ok(img.into_raw());
+    }
+    Ok(image::imageops::resize(&img, size, size, image::imageops::FilterType::Triangle).into_raw())
+}
+
+/// Writes the shards of `spec` into `out` and returns the index.
+pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
+    for (name, _) in &spec.sources {
+        if !source_name_ok(name) {
+            return Err(Error::Config(format!(
+                "label source name '{name}' must match [a-z0-9_]+"
+            )));
+        }
+    }
+    if !(8..=1024).contains(&spec.image_size) {
+        return Err(Error::Config(format!(
+            "image size {} must be within 8..=1024",
+            spec.image_size
+        )));
+    }
+    let layout = MimicLayout::open(&spec.dataset, None)?;
+    // Config hash: the spec plus the content of every input table, so changed inputs redo the shards.
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(spec).expect("spec serialises"));
+    for p in [&layout.metadata, &layout.split]
+        .into_iter()
+        .chain(spec.sources.iter().map(|(_, p)| p))
+    {
+        h.update(sha256_of(p)?.as_bytes());
+    }
+    let config_hash = hex(&h.finalize());
+
+    // Labels per source, by study id.
+    let mut labels: Vec<HashMap<String, LabelRow>> = Vec::new();
+    for (name, path) in &spec.sources {
+        let mut stream = read_labeled(path, spec.on_bad_record)?;
+        if stream.parser().id_column() != Some("study_id") {
+            return Err(Error::format(
+                path,
+                format!("label source '{name}' needs a study_id column"),
+            ));
+        }
+        let mut map = HashMap::new();
+        for row in stream.by_ref() {
+            let row = row?;
+            map.insert(row.id.unwrap_or_default(), row.labels);
+        }
+        labels.push(map);
+    }
+
+    // Images, with the patient → split check.
+    let mut rows: BTreeMap<Split, Vec<Row>> = BTreeMap::new();
+    let mut patient_split: HashMap<u64, (Split, u64)> = HashMap::new();
+    let mut images = layout.images(spec.on_bad_record)?;
+    for img in images.by_ref() {
+        let img = img?;
+        if let Some(&(prev, line)) = patient_split.get(&img.meta.subject_id)
+            && prev != img.split
+        {
+            return Err(Error::record(
+                &layout.metadata,
+                img.meta.line,
+                format!(
+                    "patient {} is in {prev} (line {line}) and in {}: splits would leak",
+                    img.meta.subject_id, img.split
+                ),
+            ));
+        }
+        patient_split.insert(img.meta.subject_id, (img.split, img.meta.line));
+        rows.entry(img.split).or_default().push(Row {
+            study: img.meta.study_id.to_string(),
+            patient: img.meta.subject_id.to_string(),
+            image_id: img.meta.dicom_id.clone(),
+            view: img.meta.view.name(),
+            split: img.split,
+            path: layout.root.join(&img.image_path),
+            rows: img.meta.rows,
+            columns: img.meta.columns,
+        });
+    }
+
+    fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let index_path = out.join(INDEX);
+    if index_path.exists() {
+        fs::remove_file(&index_path).map_err(|e| Error::io(&index_path, e))?;
+    }
+    let names: Vec<String> = spec.sources.iter().map(|(n, _)| n.clone()).collect();
+    let schema = schema(&names);
+    let row_bytes = if spec.pre_resize {
+        (spec.image_size as u64).pow(2)
+    } else {
+        64 * 1024
+    } + 100
+        + 14 * names.len() as u64;
+    let rows_per_shard = ((spec.target_mb.max(0.0) * 1e6) as u64 / row_bytes).max(1);
+    let rows_per_group = rows_per_shard.min(((16 << 20) / row_bytes).max(64)) as usize;
+    let total: u64 = rows.values().map(|v| v.len() as u64).sum();
+    let bar = crate::progress::bar(total, "shard");
+
+    let mut shards = Vec::new();
+    let mut splits = BTreeMap::new();
+    let mut stats = vec![[[0u64; 4]; 14]; names.len()];
+    let mut missing = vec![0u64; names.len()];
+    for (split, mut list) in rows {
+        // Deterministic shuffle so that every shard is a random sample of its split.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            spec.seed ^ (split as u64 + 1).wrapping_mul(0x9E37_79B9),
+        );
+        list.shuffle(&mut rng);
+        splits.insert(split.name().to_string(), list.len() as u64);
+        for r in &list {
+            for (k, map) in labels.iter().enumerate() {
+                match map.get(&r.study) {
+                    Some(l) => {
+                        for o in OBSERVATIONS {
+                            let c = Label::ALL
+                                .iter()
+                                .position(|x| *x == l.get(o))
+                                .expect("listed");
+                            stats[k][o.index()][c] += 1;
+                        }
+                    }
+                    None => {
+                        missing[k] += 1;
+                        for o in OBSERVATIONS {
+                            stats[k][o.index()][3] += 1;
+                        }
+                    }
+                }
+            }
+        }
+        for (n, chunk) in list.chunks(rows_per_shard as usize).enumerate() {
+            let file = format!("{}-{n:05}.parquet", split.name());
+            let path = out.join(&file);
+            let marker = out.join(format!(".{file}.done.json"));
+            if let Some(entry) = finished(&path, &marker, &config_hash)? {
+                bar.inc(chunk.len() as u64);
+                shards.push(entry);
+                continue;
+            }
+            let entry = write_one(
+                spec,
+                &schema,
+                &labels,
+                chunk,
+                rows_per_group,
+                &path,
+                split,
+                &bar,
+            )?;
+            let done = serde_json::json!({ "config_hash": config_hash, "entry": entry });
+            write_atomic(&marker, done.to_string().as_bytes())?;
+            shards.push(entry);
+        }
+    }
+    bar.finish_and_clear();
+    let label_stats = names
+        .iter()
+        .enumerate()
+        .map(|(k, n)| {
+            let per: BTreeMap<String, BTreeMap<String, u64>> = OBSERVATIONS
+                .iter()
+                .map(|o| {
+                    let c: BTreeMap<String, u64> = Label::ALL
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| (l.name().to_string(), stats[k][o.index()][i]))
+                        .collect();
+                    (o.name().to_string(), c)
+                })
+                .collect();
+            (n.clone(), per)
+        })
+        .collect();
+    let index = ShardIndex {
+        schema_version: SCHEMA_VERSION,
+        config_hash,
+        encoding: if spec.pre_resize { "pixels" } else { "encoded" }.into(),
+        image_size: spec.image_size,
+        seed: spec.seed,
+        sources: names.clone(),
+        shards,
+        splits,
+        label_stats,
+        missing_labels: names.iter().cloned().zip(missing).collect(),
+    };
+    write_atomic(
+        &index_path,
+        serde_json::to_string_pretty(&index)
+            .expect("index serialises")
+            .as_bytes(),
+    )?;
+    Ok(index)
+}
+
+/// A shard finished by an earlier run with the same config, verified against its marker.
+fn finished(path: &Path, marker: &Path, config_hash: &str) -> Result<Option<ShardEntry>> {
+    if !path.is_file() || !marker.is_file() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(marker).map_err(|e| Error::io(marker, e))?;
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(None);
+    };
+    if v["config_hash"] != config_hash {
+        return Ok(None);
+    }
+    let Ok(entry) = serde_json::from_value::<ShardEntry>(v["entry"].clone()) else {
+        return Ok(None);
+    };
+    let ok = fs::metadata(path)
+        .map(|m| m.len() == entry.bytes)
+        .unwrap_or(false)
+        && sha256_of(path)? == entry.sha256;
+    Ok(ok.then_some(entry))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_one(
+    spec: &ShardSpec,
+    schema: &Arc<arrow_schema::Schema>,
+    labels: &[HashMap<String, LabelRow>],
+    rows: &[Row],
+    rows_per_group: usize,
+    path: &Path,
+    split: Split,
+    bar: &indicatif::ProgressBar,
+) -> Result<ShardEntry> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(rows_per_group))
+        .build();
+    let file = AtomicFile::create(path)?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    for group in rows.chunks(rows_per_group) {
+        let images: Vec<Result<(Vec<u8>, u32, u32)>> = group
+            .par_iter()
+            .map(|r| {
+                let bytes = fs::read(&r.path).map_err(|e| Error::io(&r.path, e))?;
+                let dims = r.columns.zip(r.rows);
+                if spec.pre_resize {
+                    Ok((
+                        decode_resize(&r.path, &bytes, dims, spec.image_size)?,
+                        spec.image_size,
+                        spec.image_size,
+                    ))
+                } else {
+                    let (w, h) = dims.unwrap_or((0, 0));
+                    Ok((bytes, w, h))
+                }
+            })
+            .collect();
+        let mut study = StringBuilder::new();
+        let mut patient = StringBuilder::new();
+        let mut image_id = StringBuilder::new();
+        let mut view = StringBuilder::new();
+        let mut split_col = StringBuilder::new();
+        let mut image = BinaryBuilder::new();
+        let mut width = UInt16Builder::new();
+        let mut height = UInt16Builder::new();
+        let mut label_cols: Vec<Int8Builder> =
+            (0..labels.len() * 14).map(|_| Int8Builder::new()).collect();
+        for (r, img) in group.iter().zip(images) {
+            let (px, w, h) = img?;
+            study.append_value(&r.study);
+            patient.append_value(&r.patient);
+            image_id.append_value(&r.image_id);
+            view.append_value(r.view);
+            split_col.append_value(r.split.name());
+            image.append_value(&px);
+            width.append_value(w.min(u16::MAX as u32) as u16);
+            height.append_value(h.min(u16::MAX as u32) as u16);
+            for (k, map) in labels.iter().enumerate() {
+                let row = map.get(&r.study).copied().unwrap_or_default();
+                for o in OBSERVATIONS {
+                    label_cols[k * 14 + o.index()].append_option(row.get(o).to_i8());
+                }
+            }
+        }
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(study.finish()),
+            Arc::new(patient.finish()),
+            Arc::new(image_id.finish()),
+            Arc::new(view.finish()),
+            Arc::new(split_col.finish()),
+            Arc::new(image.finish()),
+            Arc::new(width.finish()),
+            Arc::new(height.finish()),
+        ];
+        cols.extend(
+            label_cols
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        let batch = RecordBatch::try_new(schema.clone(), cols)
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        writer
+            .write(&batch)
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        bar.inc(group.len() as u64);
+    }
+    let file = writer
+        .into_inner()
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    file.commit()?;
+    Ok(ShardEntry {
+        file: path
+            .file_name()
+            .expect("shard file name")
+            .to_string_lossy()
+            .into_owned(),
+        split,
+        rows: rows.len() as u64,
+        bytes: fs::metadata(path).map_err(|e| Error::io(path, e))?.len(),
+        sha256: sha256_of(path)?,
+    })
+}
