@@ -209,8 +209,13 @@ impl ShardSet {
                 }
                 if r > pos {
                     selectors.push(RowSelector::skip((r - pos) as usize));
+                    selectors.push(RowSelector::select(1));
+                } else if let Some(last) = selectors.last_mut().filter(|s| !s.skip) {
+                    // Consecutive rows form one run.
+                    last.row_count += 1;
+                } else {
+                    selectors.push(RowSelector::select(1));
                 }
-                selectors.push(RowSelector::select(1));
                 pos = r + 1;
             }
             let reader = builder
@@ -283,12 +288,19 @@ impl ShardSet {
                     ),
                 ));
             }
+            // Hand each read row to the requests for it: moved to the last one, cloned only for repeats.
+            let mut got: Vec<Option<Sample>> = got.into_iter().map(Some).collect();
             let mut k = 0;
             for (j, &(r, i)) in wanted.iter().enumerate() {
                 if j > 0 && wanted[j - 1].0 != r {
                     k += 1;
                 }
-                out[i] = Some(got[k].clone());
+                let repeated = wanted.get(j + 1).is_some_and(|n| n.0 == r);
+                out[i] = if repeated {
+                    got[k].clone()
+                } else {
+                    got[k].take()
+                };
             }
         }
         Ok(out
