@@ -281,22 +281,12 @@ impl ColumnOrder {
                 all.sort_by_key(|o| o.name());
                 all
             }
-            ColumnOrder::Chexbert => [
-                EnlargedCardiomediastinum,
-                Cardiomegaly,
-                LungOpacity,
-                LungLesion,
-                Edema,
-                Consolidation,
-                Pneumonia,
-                Atelectasis,
-                Pneumothorax,
-                PleuralEffusion,
-                PleuralOther,
-                Fracture,
-                SupportDevices,
-                NoFinding,
-            ],
+            // CheXbert writes the dataset order with No Finding moved to the end.
+            ColumnOrder::Chexbert => {
+                let mut order = ColumnOrder::ChexpertDataset.observations();
+                order.rotate_left(1);
+                order
+            }
         }
     }
 }

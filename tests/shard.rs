@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use chexlab::config::ImageFormat;
-use chexlab::data::mimic::{MimicLayout, read_study_labels};
+use chexlab::data::mimic::{MimicLayout, study_label_map};
 use chexlab::data::synth::{self, SynthConfig};
 use chexlab::data::{OnBadRecord, Split};
 use chexlab::shard::{ShardSet, ShardSpec, write_shards};
@@ -60,14 +60,8 @@ fn every_image_and_label_comes_back_exactly() {
             )
         })
         .collect();
-    let truth: HashMap<u64, chexlab::LabelRow> =
-        read_study_labels(&root.join("truth/report_labels.csv"), OnBadRecord::Fail)
-            .unwrap()
-            .map(|r| {
-                let r = r.unwrap();
-                (r.study_id, r.labels)
-            })
-            .collect();
+    let (truth, _) =
+        study_label_map(&root.join("truth/report_labels.csv"), OnBadRecord::Fail).unwrap();
     let mut seen = 0;
     for split in Split::ALL {
         let rows = set.rows(split);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use chexlab::config::ImageFormat;
-use chexlab::data::mimic::{MimicLayout, read_study_labels};
+use chexlab::data::mimic::{MimicLayout, read_study_labels, study_label_map};
 use chexlab::data::report::{SectionChoice, extract};
 use chexlab::data::synth::{self, SynthConfig, world::DEFAULT_PRIORS};
 use chexlab::data::{OnBadRecord, Split, View};
@@ -113,14 +113,8 @@ fn mimic_reader_reads_the_world_and_truth_agrees_with_reports() {
                 (r.id.unwrap(), r.text)
             })
             .collect();
-    let truth: HashMap<u64, chexlab::LabelRow> =
-        read_study_labels(&root.join("truth/report_labels.csv"), OnBadRecord::Fail)
-            .unwrap()
-            .map(|r| {
-                let r = r.unwrap();
-                (r.study_id, r.labels)
-            })
-            .collect();
+    let (truth, _) =
+        study_label_map(&root.join("truth/report_labels.csv"), OnBadRecord::Fail).unwrap();
     let (mut checked_neg, mut checked_normal) = (0, 0);
     for st in &studies {
         let text = layout.read_report(st.subject_id, st.study_id).unwrap();
@@ -210,14 +204,8 @@ fn cardiomegaly_images_have_a_wider_heart_shadow() {
     let root = dir.path().join("w");
     synth::generate(&root, &cfg(1500, 5, 64, ImageFormat::Raw)).unwrap();
     let layout = MimicLayout::open(&root, None).unwrap();
-    let truth: HashMap<u64, chexlab::LabelRow> =
-        read_study_labels(&root.join("truth/image_labels.csv"), OnBadRecord::Fail)
-            .unwrap()
-            .map(|r| {
-                let r = r.unwrap();
-                (r.study_id, r.labels)
-            })
-            .collect();
+    let (truth, _) =
+        study_label_map(&root.join("truth/image_labels.csv"), OnBadRecord::Fail).unwrap();
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
     for img in layout.images(OnBadRecord::Fail).unwrap() {
         let img = img.unwrap();

@@ -216,6 +216,20 @@ pub fn read_study_labels(path: &Path, policy: OnBadRecord) -> Result<CsvStream<S
     })
 }
 
+/// Reads a per-study label CSV into a map from study id to labels (a later row for the same study wins).
+pub fn study_label_map(
+    path: &Path,
+    policy: OnBadRecord,
+) -> Result<(HashMap<u64, LabelRow>, BadRecords)> {
+    let mut stream = read_study_labels(path, policy)?;
+    let mut map = HashMap::new();
+    for row in stream.by_ref() {
+        let row = row?;
+        map.insert(row.study_id, row.labels);
+    }
+    Ok((map, stream.bad_records().clone()))
+}
+
 /// `pXX/pSUBJECT/sSTUDY` relative to `files/`.
 pub fn study_dir(subject_id: u64, study_id: u64) -> PathBuf {
     let subject = subject_id.to_string();
@@ -317,16 +331,14 @@ impl MimicLayout {
         policy: OnBadRecord,
         bad: &mut BadRecords,
     ) -> Result<HashMap<u64, LabelRow>> {
-        let mut map = HashMap::new();
-        if let Some(path) = path {
-            let mut stream = read_study_labels(path, policy)?;
-            for row in stream.by_ref() {
-                let row = row?;
-                map.insert(row.study_id, row.labels);
+        match path {
+            Some(path) => {
+                let (map, skipped) = study_label_map(path, policy)?;
+                bad.merge(&skipped);
+                Ok(map)
             }
-            bad.merge(stream.bad_records());
+            None => Ok(HashMap::new()),
         }
-        Ok(map)
     }
 
     /// Split per study. A study whose images are assigned to different splits is an error naming the line.
