@@ -382,12 +382,7 @@ fn negative_list(obs: &[Observation], rng: &mut impl Rng) -> Statement {
         (_, 0) => format!("No {list}."),
         (_, 1) => format!("There is no {list}."),
         (_, 2) => format!("No evidence of {list}."),
-        _ => format!("Without {list}."),
-    };
-    let text = if text.starts_with("Without") {
-        format!("No {list} is seen.")
-    } else {
-        text
+        _ => format!("No {list} is seen."),
     };
     Statement {
         text,
