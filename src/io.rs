@@ -101,6 +101,23 @@ impl Drop for AtomicFile {
     }
 }
 
+/// A CSV writer onto an [`AtomicFile`] at `dest`: minimal quoting and `\n` line ends, as the CheXpert labeler
+/// writes. The file appears on [`commit_csv`].
+pub fn csv_writer(dest: &Path) -> Result<csv::Writer<AtomicFile>> {
+    Ok(csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .quote_style(csv::QuoteStyle::Necessary)
+        .from_writer(AtomicFile::create(dest)?))
+}
+
+/// Flushes a [`csv_writer`] and moves its file into place.
+pub fn commit_csv(w: csv::Writer<AtomicFile>, dest: &Path) -> Result<()> {
+    let file = w
+        .into_inner()
+        .map_err(|e| Error::io(dest, io::Error::other(e.error().to_string())))?;
+    file.commit()
+}
+
 /// Writes `bytes` to `dest` atomically.
 pub fn write_atomic(dest: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let mut f = AtomicFile::create(dest)?;

@@ -40,6 +40,14 @@ fn label(text: &str) -> chexlab::LabelRow {
     RuleLabeler::default().label(text)
 }
 
+/// Each (report, observation, expected label), with one labeler for the whole table.
+fn assert_labels(cases: &[(&str, Observation, Label)]) {
+    let labeler = RuleLabeler::default();
+    for &(text, o, want) in cases {
+        assert_eq!(labeler.label(text).get(o), want, "{text} → {o}");
+    }
+}
+
 #[test]
 fn negation_constructions() {
     use Label::*;
@@ -90,9 +98,7 @@ fn negation_constructions() {
         ("Pneumothorax is no longer seen.", Pneumothorax, Negative),
         ("The heart is not enlarged.", Cardiomegaly, Negative),
     ];
-    for &(text, o, want) in cases {
-        assert_eq!(label(text).get(o), want, "{text} → {o}");
-    }
+    assert_labels(cases);
 }
 
 #[test]
@@ -122,9 +128,7 @@ fn uncertainty_constructions() {
         ("Mild CHF.", Cardiomegaly, Uncertain),
         ("Mild CHF.", Edema, Positive),
     ];
-    for &(text, o, want) in cases {
-        assert_eq!(label(text).get(o), want, "{text} → {o}");
-    }
+    assert_labels(cases);
 }
 
 #[test]
@@ -164,9 +168,7 @@ fn scope_ends_at_terminators_clauses_and_sentences() {
             Negative,
         ),
     ];
-    for &(text, o, want) in cases {
-        assert_eq!(label(text).get(o), want, "{text} → {o}");
-    }
+    assert_labels(cases);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::data::csvstream::find_column;
 use crate::data::{CsvStream, OnBadRecord, RowParser};
 use crate::error::{Error, Result};
-use crate::io::AtomicFile;
+use crate::io::{AtomicFile, commit_csv, csv_writer};
 use crate::observations::{ColumnMap, LabelRow, OBSERVATIONS};
 
 /// Header name of the report text column.
@@ -150,11 +150,7 @@ impl LabeledWriter {
         id_column: Option<&str>,
         with_report: bool,
     ) -> Result<LabeledWriter> {
-        let file = AtomicFile::create(path)?;
-        let mut csv = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .quote_style(csv::QuoteStyle::Necessary)
-            .from_writer(file);
+        let mut csv = csv_writer(path)?;
         let mut header: Vec<&str> = Vec::with_capacity(16);
         header.extend(id_column);
         if with_report {
@@ -203,12 +199,7 @@ impl LabeledWriter {
 
     /// Flushes and moves the file into place.
     pub fn finish(self) -> Result<()> {
-        let path = self.path;
-        let file = self
-            .csv
-            .into_inner()
-            .map_err(|e| Error::io(&path, std::io::Error::other(e.error().to_string())))?;
-        file.commit()
+        commit_csv(self.csv, &self.path)
     }
 }
 
@@ -217,12 +208,7 @@ pub fn write_reports<'a>(
     path: &Path,
     rows: impl IntoIterator<Item = (Option<&'a str>, &'a str)>,
 ) -> Result<u64> {
-    let file = AtomicFile::create(path)?;
-    let mut csv = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .quote_style(csv::QuoteStyle::Necessary)
-        .flexible(false)
-        .from_writer(file);
+    let mut csv = csv_writer(path)?;
     let mut n = 0;
     for (id, text) in rows {
         match id {
@@ -232,10 +218,7 @@ pub fn write_reports<'a>(
         .map_err(|e| Error::csv(path, e))?;
         n += 1;
     }
-    let file = csv
-        .into_inner()
-        .map_err(|e| Error::io(path, std::io::Error::other(e.error().to_string())))?;
-    file.commit()?;
+    commit_csv(csv, path)?;
     Ok(n)
 }
 

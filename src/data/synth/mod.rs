@@ -17,7 +17,6 @@ pub mod render;
 pub mod world;
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
@@ -29,7 +28,7 @@ use crate::config::ImageFormat;
 use crate::data::View;
 use crate::data::mimic::{METADATA_CSV, SPLIT_CSV, study_dir};
 use crate::error::{Error, Result};
-use crate::io::{AtomicFile, write_atomic};
+use crate::io::{AtomicFile, commit_csv, csv_writer, write_atomic};
 use crate::observations::{Label, LabelRow, OBSERVATIONS};
 pub use radiologist::RadiologistRates;
 use world::{Findings, Prior};
@@ -316,9 +315,7 @@ struct Tables {
 }
 
 fn writer(path: &Path, header: Option<&[&str]>) -> Result<csv::Writer<AtomicFile>> {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(AtomicFile::create(path)?);
+    let mut w = csv_writer(path)?;
     if let Some(h) = header {
         w.write_record(h).map_err(|e| Error::csv(path, e))?;
     }
@@ -393,10 +390,7 @@ impl Tables {
             self.severity,
             self.reports,
         ] {
-            let file = w
-                .into_inner()
-                .map_err(|e| Error::io(out, std::io::Error::other(e.error().to_string())))?;
-            file.commit()?;
+            commit_csv(w, out)?;
         }
         Ok(())
     }
@@ -542,9 +536,6 @@ pub fn preview(path: &Path, cfg: &SynthConfig, per_row: usize) -> Result<PathBuf
     }
     write_atomic(path, &png)?;
     let legend_path = path.with_extension("txt");
-    let mut f = AtomicFile::create(&legend_path)?;
-    f.write_all(legend.as_bytes())
-        .map_err(|e| Error::io(&legend_path, e))?;
-    f.commit()?;
+    write_atomic(&legend_path, legend.as_bytes())?;
     Ok(legend_path)
 }
