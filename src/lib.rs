@@ -8,6 +8,7 @@ pub mod error;
 pub mod inspect;
 pub mod io;
 pub mod labelers;
+pub mod model;
 pub mod observations;
 pub mod progress;
 pub mod shard;

@@ -1,0 +1,288 @@
+//! DenseNet (Huang et al. 2017) laid out exactly as torchvision's `densenet121/169/201`: a 7×7 stride-2 stem with
+//! batch norm and 3×3 max pool, dense blocks of BN-ReLU-conv1×1 (bottleneck `bn_size × growth`) → BN-ReLU-conv3×3
+//! (`growth`) layers whose outputs are concatenated, transitions (BN-ReLU-conv1×1 halving the channels, 2×2 average
+//! pool) between blocks, a final batch norm, ReLU, global average pool and a linear head.
+//!
+//! Field names follow torchvision's state-dict keys (`conv0`, `norm0`, `norm1`, `conv1`, ...) so that weight import
+//! is a renaming of block/layer indices only (see [`crate::model::import`]).
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, AvgPool2d, AvgPool2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+
+/// Architecture hyper-parameters of a DenseNet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DenseNetConfig {
+    /// Channels each dense layer adds (32 in the ImageNet models).
+    pub growth_rate: usize,
+    /// Dense layers per block (`[6, 12, 24, 16]` for DenseNet-121).
+    pub block_config: Vec<usize>,
+    /// Channels out of the stem (64 in the ImageNet models).
+    pub num_init_features: usize,
+    /// Bottleneck width as a multiple of the growth rate (4).
+    pub bn_size: usize,
+    /// Image channels (1 for radiographs, 3 for ImageNet).
+    pub in_channels: usize,
+    /// Outputs of the linear head.
+    pub num_classes: usize,
+}
+
+impl DenseNetConfig {
+    /// torchvision `densenet121`.
+    pub fn densenet121(in_channels: usize, num_classes: usize) -> Self {
+        Self::imagenet(vec![6, 12, 24, 16], in_channels, num_classes)
+    }
+
+    /// torchvision `densenet169`.
+    pub fn densenet169(in_channels: usize, num_classes: usize) -> Self {
+        Self::imagenet(vec![6, 12, 32, 32], in_channels, num_classes)
+    }
+
+    /// torchvision `densenet201`.
+    pub fn densenet201(in_channels: usize, num_classes: usize) -> Self {
+        Self::imagenet(vec![6, 12, 48, 32], in_channels, num_classes)
+    }
+
+    fn imagenet(block_config: Vec<usize>, in_channels: usize, num_classes: usize) -> Self {
+        DenseNetConfig {
+            growth_rate: 32,
+            block_config,
+            num_init_features: 64,
+            bn_size: 4,
+            in_channels,
+            num_classes,
+        }
+    }
+
+    /// The architecture a `[model]` config section names, with one output per configured observation.
+    pub fn from_model_config(m: &ModelConfig) -> Result<Self> {
+        let (c, n) = (m.in_channels, m.observations.len());
+        let cfg = match m.arch.as_str() {
+            "densenet121" => Self::densenet121(c, n),
+            "densenet169" => Self::densenet169(c, n),
+            "densenet201" => Self::densenet201(c, n),
+            "small" => DenseNetConfig {
+                growth_rate: m.growth_rate,
+                block_config: m.block_config.clone(),
+                num_init_features: m.init_features,
+                bn_size: 4,
+                in_channels: c,
+                num_classes: n,
+            },
+            other => {
+                return Err(Error::Config(format!(
+                    "model.arch = '{other}': expected densenet121, densenet169, densenet201 or small"
+                )));
+            }
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.growth_rate == 0
+            || self.block_config.is_empty()
+            || self.block_config.contains(&0)
+            || self.num_init_features == 0
+            || self.bn_size == 0
+            || !(self.in_channels == 1 || self.in_channels == 3)
+            || self.num_classes == 0
+        {
+            return Err(Error::Config(format!(
+                "invalid DenseNet configuration {self:?}: sizes must be positive, in_channels 1 or 3"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Channels entering the final batch norm.
+    pub fn num_features(&self) -> usize {
+        let mut c = self.num_init_features;
+        for (i, &n) in self.block_config.iter().enumerate() {
+            c += n * self.growth_rate;
+            if i + 1 < self.block_config.len() {
+                c /= 2;
+            }
+        }
+        c
+    }
+
+    /// Builds the model with torchvision's initialisation (Kaiming-normal convolutions, unit BN, zero biases).
+    pub fn init(&self, device: &Device) -> DenseNet {
+        let conv = |cin: usize, cout: usize, k: usize, stride: usize, pad: usize| {
+            Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .with_bias(false)
+                .with_initializer(Initializer::KaimingNormal {
+                    gain: std::f64::consts::SQRT_2,
+                    fan_out_only: false,
+                })
+                .init(device)
+        };
+        let bn = |c: usize| BatchNormConfig::new(c).init(device);
+        let mut c = self.num_init_features;
+        let mut blocks = Vec::new();
+        let mut transitions = Vec::new();
+        for (i, &n) in self.block_config.iter().enumerate() {
+            let layers = (0..n)
+                .map(|j| {
+                    let cin = c + j * self.growth_rate;
+                    let mid = self.bn_size * self.growth_rate;
+                    DenseLayer {
+                        norm1: bn(cin),
+                        conv1: conv(cin, mid, 1, 1, 0),
+                        norm2: bn(mid),
+                        conv2: conv(mid, self.growth_rate, 3, 1, 1),
+                    }
+                })
+                .collect();
+            blocks.push(DenseBlock { layers });
+            c += n * self.growth_rate;
+            if i + 1 < self.block_config.len() {
+                transitions.push(Transition {
+                    norm: bn(c),
+                    conv: conv(c, c / 2, 1, 1, 0),
+                    pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+                });
+                c /= 2;
+            }
+        }
+        DenseNet {
+            conv0: conv(self.in_channels, self.num_init_features, 7, 2, 3),
+            norm0: bn(self.num_init_features),
+            pool0: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+            blocks,
+            transitions,
+            norm5: bn(c),
+            gap: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            classifier: LinearConfig::new(c, self.num_classes)
+                .with_initializer(Initializer::KaimingUniform {
+                    gain: 1.0 / 3f64.sqrt(),
+                    fan_out_only: false,
+                })
+                .init(device),
+        }
+    }
+}
+
+/// One BN-ReLU-conv1×1-BN-ReLU-conv3×3 layer of a dense block.
+#[derive(Module, Debug)]
+pub struct DenseLayer {
+    pub norm1: BatchNorm,
+    pub conv1: Conv2d,
+    pub norm2: BatchNorm,
+    pub conv2: Conv2d,
+}
+
+impl DenseLayer {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = self.conv1.forward(relu(self.norm1.forward(x)));
+        self.conv2.forward(relu(self.norm2.forward(y)))
+    }
+}
+
+/// A dense block: each layer sees the concatenation of the block input and every earlier layer's output.
+#[derive(Module, Debug)]
+pub struct DenseBlock {
+    pub layers: Vec<DenseLayer>,
+}
+
+impl DenseBlock {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        // Growing the concatenation one layer at a time gives each layer the same input as torchvision's
+        // `torch.cat(prev_features)`.
+        self.layers.iter().fold(x, |acc, layer| {
+            let y = layer.forward(acc.clone());
+            Tensor::cat(vec![acc, y], 1)
+        })
+    }
+}
+
+/// BN-ReLU-conv1×1-avgpool between blocks.
+#[derive(Module, Debug)]
+pub struct Transition {
+    pub norm: BatchNorm,
+    pub conv: Conv2d,
+    pub pool: AvgPool2d,
+}
+
+impl Transition {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.pool
+            .forward(self.conv.forward(relu(self.norm.forward(x))))
+    }
+}
+
+/// A DenseNet classifier; `forward` returns logits `[batch, num_classes]`.
+#[derive(Module, Debug)]
+pub struct DenseNet {
+    pub conv0: Conv2d,
+    pub norm0: BatchNorm,
+    pub pool0: MaxPool2d,
+    pub blocks: Vec<DenseBlock>,
+    pub transitions: Vec<Transition>,
+    pub norm5: BatchNorm,
+    pub gap: AdaptiveAvgPool2d,
+    pub classifier: Linear,
+}
+
+impl DenseNet {
+    /// Logits for a batch of images `[batch, channels, height, width]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = self
+            .pool0
+            .forward(relu(self.norm0.forward(self.conv0.forward(x))));
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x);
+            if let Some(t) = self.transitions.get(i) {
+                x = t.forward(x);
+            }
+        }
+        let x = self.gap.forward(relu(self.norm5.forward(x)));
+        let [b, c, _, _] = x.dims();
+        self.classifier.forward(x.reshape([b, c]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn densenet121_has_torchvision_parameter_count() {
+        // torchvision densenet121 (3 channels, 1000 classes): 7,978,856 parameters + 83,648 BN running statistics
+        // (Burn counts both) = the 8,062,504 state-dict values without `num_batches_tracked`.
+        let cfg = DenseNetConfig::densenet121(3, 1000);
+        assert_eq!(cfg.num_features(), 1024);
+        let m = cfg.init(&Device::flex());
+        assert_eq!(m.num_params(), 8_062_504);
+    }
+
+    #[test]
+    fn small_variant_runs_forward() {
+        let cfg = DenseNetConfig {
+            growth_rate: 4,
+            block_config: vec![1, 2],
+            num_init_features: 8,
+            bn_size: 2,
+            in_channels: 1,
+            num_classes: 3,
+        };
+        let dev = Device::flex();
+        let m = cfg.init(&dev);
+        let x = Tensor::<4>::ones([2, 1, 32, 32], &dev);
+        assert_eq!(m.forward(x).dims(), [2, 3]);
+    }
+}
