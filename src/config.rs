@@ -264,6 +264,10 @@ pub struct ScheduleConfig {
     pub keep_last: usize,
     /// Stop when the valid metric has not improved for this many validations.
     pub early_stop_patience: Option<u32>,
+    /// Write a training row to metrics.csv every N optimizer steps.
+    pub log_every: u64,
+    /// Also checkpoint every N steps between validations (0: only at validations and at the end).
+    pub checkpoint_every: u64,
 }
 
 impl Default for ScheduleConfig {
@@ -280,6 +284,8 @@ impl Default for ScheduleConfig {
             valid_every: 0,
             keep_last: 2,
             early_stop_patience: None,
+            log_every: 10,
+            checkpoint_every: 0,
         }
     }
 }
@@ -327,6 +333,9 @@ pub struct DistributedConfig {
     pub lr_scaling: LrScaling,
     /// Loader threads per rank.
     pub loader_threads: usize,
+    /// Tensor compute threads per rank. 1 (the default) makes training bit-for-bit reproducible; on CPU, one
+    /// rank per core is the faster way to use cores anyway.
+    pub compute_threads: usize,
     /// Seconds a collective may take before the job is aborted.
     pub collective_timeout_s: u64,
 }
@@ -338,6 +347,7 @@ impl Default for DistributedConfig {
             schedule: SourceSchedule::Auto,
             lr_scaling: LrScaling::None,
             loader_threads: 2,
+            compute_threads: 1,
             collective_timeout_s: 600,
         }
     }
@@ -351,6 +361,9 @@ pub struct EvaluationConfig {
     pub bootstrap: u32,
     /// Confidence level.
     pub ci: f64,
+    /// Label source that validation and test AUROC are measured against (default: `truth` when the shards hold
+    /// it, else each classifier's own source).
+    pub reference: Option<String>,
 }
 
 impl Default for EvaluationConfig {
@@ -358,6 +371,7 @@ impl Default for EvaluationConfig {
         EvaluationConfig {
             bootstrap: 1000,
             ci: 0.95,
+            reference: None,
         }
     }
 }

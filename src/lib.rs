@@ -5,6 +5,7 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod inspect;
 pub mod io;
 pub mod labelers;
@@ -12,6 +13,7 @@ pub mod model;
 pub mod observations;
 pub mod progress;
 pub mod shard;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use observations::{Label, LabelRow, OBSERVATIONS, Observation};

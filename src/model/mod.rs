@@ -4,3 +4,23 @@ pub mod densenet;
 pub mod import;
 
 pub use densenet::{DenseNet, DenseNetConfig};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
+struct Values(Vec<f32>);
+
+impl ModuleVisitor for Values {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let v = param.val().into_data().convert::<f32>();
+        self.0.extend(v.try_to_vec::<f32>().expect("f32 parameter"));
+    }
+}
+
+/// Every float value of a module (parameters and BatchNorm statistics) in visiting order: what "same weights"
+/// means when two runs or two ranks are compared.
+pub fn state_values<M: Module>(module: &M) -> Vec<f32> {
+    let mut v = Values(Vec::new());
+    module.visit(&mut v);
+    v.0
+}

@@ -1,0 +1,202 @@
+//! Training checkpoints: model (parameters and BatchNorm statistics), optimizer state, loop position and the
+//! training configuration, in one file written atomically (temp + fsync + rename) and checked by SHA-256 on load.
+//!
+//! File layout: the line `CHEXLAB-CHECKPOINT 1`, one line of JSON ([`CheckpointMeta`]), then the model bytes and
+//! the optimizer bytes (Burn's burnpack records), whose lengths and digests the JSON gives.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::hex;
+use crate::error::{Error, Result};
+use crate::io::AtomicFile;
+
+const MAGIC: &str = "CHEXLAB-CHECKPOINT 1";
+
+/// Where the loop stands and what it has seen; everything a resume needs besides the tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Epoch of the next batch.
+    pub epoch: u64,
+    /// Index of the next batch within that epoch.
+    pub batch: u64,
+    /// Best validation metric so far and the step it was reached at.
+    pub best: Option<(f64, u64)>,
+    /// Validations since the best one (early stopping).
+    pub since_best: u32,
+    /// Hash of the training configuration (see [`TrainSettings`](crate::train::TrainSettings)).
+    pub config_hash: String,
+    /// The training configuration itself, to name the keys that differ on a refused resume.
+    pub config: serde_json::Value,
+    pub model_len: u64,
+    pub model_sha256: String,
+    pub optim_len: u64,
+    pub optim_sha256: String,
+}
+
+/// Writes a checkpoint atomically.
+pub fn save(path: &Path, mut meta: CheckpointMeta, model: &[u8], optim: &[u8]) -> Result<()> {
+    meta.model_len = model.len() as u64;
+    meta.model_sha256 = hex(&Sha256::digest(model));
+    meta.optim_len = optim.len() as u64;
+    meta.optim_sha256 = hex(&Sha256::digest(optim));
+    let mut f = AtomicFile::create(path)?;
+    let json = serde_json::to_string(&meta).expect("checkpoint meta serialises");
+    let io = |e| Error::io(path, e);
+    writeln!(f, "{MAGIC}").map_err(io)?;
+    writeln!(f, "{json}").map_err(io)?;
+    f.write_all(model).map_err(io)?;
+    f.write_all(optim).map_err(io)?;
+    f.commit()
+}
+
+/// Reads and verifies a checkpoint: returns its metadata, model bytes and optimizer bytes.
+pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<u8>, Vec<u8>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let corrupt = |why: String| Error::format(path, format!("corrupt checkpoint: {why}"));
+    let mut lines = bytes.splitn(3, |&b| b == b'\n');
+    if lines.next() != Some(MAGIC.as_bytes()) {
+        return Err(corrupt("not a chexlab checkpoint (bad header)".into()));
+    }
+    let json = lines.next().ok_or_else(|| corrupt("no metadata line".into()))?;
+    let meta: CheckpointMeta =
+        serde_json::from_slice(json).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    let body = lines.next().unwrap_or_default();
+    let (ml, ol) = (meta.model_len as usize, meta.optim_len as usize);
+    if body.len() != ml + ol {
+        return Err(corrupt(format!(
+            "{} payload bytes, expected {} (truncated or padded file)",
+            body.len(),
+            ml + ol
+        )));
+    }
+    let (model, optim) = body.split_at(ml);
+    for (what, data, want) in [
+        ("model", model, &meta.model_sha256),
+        ("optimizer", optim, &meta.optim_sha256),
+    ] {
+        if &hex(&Sha256::digest(data)) != want {
+            return Err(corrupt(format!("{what} state fails its SHA-256 check")));
+        }
+    }
+    Ok((meta.clone(), model.to_vec(), optim.to_vec()))
+}
+
+/// File name of the checkpoint after `step` optimizer steps.
+pub fn step_name(step: u64) -> String {
+    format!("step-{step:09}.ckpt")
+}
+
+/// Step checkpoints in `dir`, oldest first.
+pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step = name.strip_prefix("step-")?.strip_suffix(".ckpt")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The newest checkpoint in `dir` that loads and verifies; corrupt ones are reported and skipped.
+pub fn latest_valid(dir: &Path) -> Option<(PathBuf, CheckpointMeta, Vec<u8>, Vec<u8>)> {
+    for (_, path) in list(dir).into_iter().rev() {
+        match load(&path) {
+            Ok((meta, m, o)) => return Some((path, meta, m, o)),
+            Err(e) => tracing::warn!("skipping {e}"),
+        }
+    }
+    None
+}
+
+/// Deletes all but the newest `keep` step checkpoints.
+pub fn prune(dir: &Path, keep: usize) -> Result<()> {
+    let all = list(dir);
+    for (_, path) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
+}
+
+/// Keys whose values differ between two JSON configs (dotted paths), for a refused resume.
+pub fn differing_keys(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value::Object;
+        match (a, b) {
+            (Object(x), Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let null = serde_json::Value::Null;
+                    walk(&p, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                }
+            }
+            _ if a != b => out.push(prefix.to_string()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", a, b, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> CheckpointMeta {
+        CheckpointMeta {
+            step: 3,
+            epoch: 0,
+            batch: 3,
+            best: None,
+            since_best: 0,
+            config_hash: "h".into(),
+            config: serde_json::json!({"a": 1}),
+            model_len: 0,
+            model_sha256: String::new(),
+            optim_len: 0,
+            optim_sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_corruption_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(step_name(3));
+        save(&p, meta(), b"model\nbytes", b"optim").unwrap();
+        let (m, model, optim) = load(&p).unwrap();
+        assert_eq!((m.step, &model[..], &optim[..]), (3, &b"model\nbytes"[..], &b"optim"[..]));
+
+        // Flip one payload byte: checksum failure naming the part and the file.
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n - 2] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        let err = load(&p).unwrap_err().to_string();
+        assert!(err.contains("optimizer state fails its SHA-256") && err.contains("step-000000003"), "{err}");
+        // Truncate.
+        std::fs::write(&p, &bytes[..n - 3]).unwrap();
+        assert!(load(&p).unwrap_err().to_string().contains("truncated"));
+        // latest_valid skips the corrupt newest one.
+        save(&dir.path().join(step_name(1)), meta(), b"m", b"o").unwrap();
+        assert_eq!(latest_valid(dir.path()).unwrap().0, dir.path().join(step_name(1)));
+    }
+
+    #[test]
+    fn names_differing_keys() {
+        let a = serde_json::json!({"opt": {"lr": 1e-3, "eps": 1e-8}, "seed": 1});
+        let b = serde_json::json!({"opt": {"lr": 1e-4, "eps": 1e-8}, "seed": 1, "extra": true});
+        assert_eq!(differing_keys(&a, &b), vec!["extra", "opt.lr"]);
+    }
+}

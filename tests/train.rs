@@ -1,0 +1,170 @@
+//! Training on a tiny synthetic world: loss goes down, an interrupted run resumed from its checkpoint ends with
+//! exactly the weights of an uninterrupted one, a resume with other settings is refused by key, and a corrupt
+//! checkpoint is detected.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use chexlab::config::{ImageFormat, ModelConfig, OptimizerConfig, ScheduleConfig, UncertaintyPolicy};
+use chexlab::data::OnBadRecord;
+use chexlab::data::synth::{self, SynthConfig};
+use chexlab::shard::{ShardSet, ShardSpec, write_shards};
+use chexlab::train::{Resume, TrainSettings, checkpoint, load_model, train};
+
+fn shards(dir: &Path) -> ShardSet {
+    let root = dir.join("w");
+    let cfg = SynthConfig {
+        studies: 120,
+        seed: 5,
+        image_size: 32,
+        format: ImageFormat::Png,
+        ..SynthConfig::default()
+    };
+    synth::generate(&root, &cfg).unwrap();
+    let spec = ShardSpec {
+        dataset: root.clone(),
+        sources: vec![
+            ("truth".into(), root.join("truth/image_labels.csv")),
+            ("report".into(), root.join("truth/report_labels.csv")),
+        ],
+        target_mb: 1.0,
+        pre_resize: true,
+        image_size: 32,
+        seed: 3,
+        on_bad_record: OnBadRecord::Fail,
+    };
+    let out = dir.join("shards");
+    write_shards(&spec, &out).unwrap();
+    ShardSet::open(&out).unwrap()
+}
+
+fn settings(set: &ShardSet) -> TrainSettings {
+    TrainSettings {
+        source: "report".into(),
+        uncertainty: UncertaintyPolicy::Ignore,
+        reference: "truth".into(),
+        model: ModelConfig {
+            arch: "small".into(),
+            growth_rate: 4,
+            block_config: vec![1, 1],
+            init_features: 8,
+            image_size: 32,
+            in_channels: 1,
+            pretrained: None,
+            observations: vec!["Cardiomegaly".into(), "Pleural Effusion".into(), "Edema".into()],
+        },
+        optimizer: OptimizerConfig {
+            lr: 3e-3,
+            grad_clip: Some(5.0),
+            ..OptimizerConfig::default()
+        },
+        schedule: ScheduleConfig {
+            epochs: 2,
+            batch_size: 8,
+            grad_accum: 2,
+            valid_every: 3,
+            log_every: 1,
+            keep_last: 10,
+            ..ScheduleConfig::default()
+        },
+        seed: 11,
+        shards: set.index.config_hash.clone(),
+    }
+}
+
+fn weights(path: &Path, s: &TrainSettings) -> Vec<f32> {
+    chexlab::model::state_values(&load_model(path, s, &Device::flex()).unwrap())
+}
+
+fn last_ckpt(dir: &Path) -> PathBuf {
+    checkpoint::list(&dir.join("checkpoints")).last().unwrap().1.clone()
+}
+
+#[test]
+fn interrupted_and_resumed_run_matches_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = shards(tmp.path());
+    let s = settings(&set);
+
+    let full = tmp.path().join("full");
+    let summary = train(&set, &s, &full, Resume::Fresh, 1).unwrap();
+    assert!(summary.steps >= 6, "{summary:?}");
+    let metrics = std::fs::read_to_string(full.join("metrics.csv")).unwrap();
+    assert!(metrics.lines().next().unwrap().starts_with("step,epoch,kind,loss,lr"));
+    assert!(metrics.lines().any(|l| l.contains(",valid,")), "{metrics}");
+
+    // "Interrupt": train with max_steps = 3 (a validation, hence a checkpoint, falls on step 3), then resume the
+    // same directory with the full settings — the checkpoint must be accepted only if the settings match, so the
+    // interrupted run uses the full settings and is cut by deleting later checkpoints instead.
+    let part = tmp.path().join("part");
+    train(&set, &s, &part, Resume::Fresh, 1).unwrap();
+    {
+        let (a, b) = (weights(&last_ckpt(&full), &s), weights(&last_ckpt(&part), &s));
+        let differing = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+        assert_eq!(differing, 0, "two fresh runs differ in {differing} of {} values", a.len());
+    }
+    let ckpts = checkpoint::list(&part.join("checkpoints"));
+    assert!(ckpts.len() >= 2, "{ckpts:?}");
+    for (step, p) in &ckpts {
+        if *step > 3 {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    std::fs::remove_file(part.join("summary.json")).unwrap();
+    let resumed = train(&set, &s, &part, Resume::Auto, 1).unwrap();
+    assert_eq!(resumed.steps, summary.steps);
+    let (a, b) = (weights(&last_ckpt(&full), &s), weights(&last_ckpt(&part), &s));
+    assert_eq!(a.len(), b.len());
+    let differing = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    assert_eq!(differing, 0, "{differing} of {} values differ after resume", a.len());
+    // The metrics log has no duplicated steps after the resume.
+    let a = std::fs::read_to_string(full.join("metrics.csv")).unwrap();
+    let b = std::fs::read_to_string(part.join("metrics.csv")).unwrap();
+    let strip = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(|l| l.split(',').enumerate().filter(|(i, _)| *i != 5).map(|(_, c)| c).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(strip(&a), strip(&b));
+}
+
+#[test]
+fn resume_with_other_settings_names_the_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = shards(tmp.path());
+    let mut s = settings(&set);
+    s.schedule.epochs = 1;
+    let out = tmp.path().join("run");
+    train(&set, &s, &out, Resume::Fresh, 1).unwrap();
+    // A fresh start into a directory with checkpoints is refused.
+    let err = train(&set, &s, &out, Resume::Fresh, 1).unwrap_err().to_string();
+    assert!(err.contains("--resume auto"), "{err}");
+    let mut other = s.clone();
+    other.optimizer.lr = 1e-4;
+    other.uncertainty = UncertaintyPolicy::Ones;
+    let err = train(&set, &other, &out, Resume::Auto, 1).unwrap_err().to_string();
+    assert!(err.contains("optimizer.lr") && err.contains("uncertainty"), "{err}");
+}
+
+#[test]
+fn corrupt_checkpoint_is_detected_and_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = shards(tmp.path());
+    let mut s = settings(&set);
+    s.schedule.epochs = 1;
+    let out = tmp.path().join("run");
+    train(&set, &s, &out, Resume::Fresh, 1).unwrap();
+    let newest = last_ckpt(&out);
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&newest, &bytes).unwrap();
+    let err = checkpoint::load(&newest).unwrap_err().to_string();
+    assert!(err.contains("SHA-256") || err.contains("corrupt"), "{err}");
+    let err = load_model(&newest, &s, &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains(&newest.display().to_string()), "{err}");
+    // Auto-resume falls back to the previous valid checkpoint.
+    let (p, meta, _, _) = checkpoint::latest_valid(&out.join("checkpoints")).unwrap();
+    assert_ne!(p, newest);
+    assert!(meta.step > 0);
+}
