@@ -12,6 +12,7 @@ use chexlab::data::OnBadRecord;
 use chexlab::data::report::SectionChoice;
 use chexlab::data::synth::{self, SynthConfig};
 use chexlab::labelers::rules::RuleLabeler;
+use chexlab::train::{Resume, TrainSettings};
 
 /// chexlab — how much does report-labeler quality change the chest X-ray classifier trained on its labels?
 #[derive(Parser)]
@@ -211,18 +212,24 @@ enum Command {
     Train {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Resume: `auto` picks up the latest valid checkpoint.
+        /// Train only these label sources (default: every source in the config).
+        #[arg(long = "source", value_name = "NAME")]
+        sources: Vec<String>,
+        /// Resume: `auto` picks up the newest valid checkpoint of each source; or a checkpoint file.
         #[arg(long)]
         resume: Option<String>,
     },
-    /// Score a split with a run's best checkpoint and write per-image probabilities.
+    /// Score a split with a run's best checkpoints and write per-image probabilities and AUROC.
     Evaluate {
-        /// Run directory.
+        /// Run directory (holds config.resolved.toml, shards/ and train/).
         #[arg(long)]
         run: PathBuf,
         /// Split to score: train, valid or test.
         #[arg(long, default_value = "test")]
         split: String,
+        /// Score only these label sources (default: every trained source).
+        #[arg(long = "source", value_name = "NAME")]
+        sources: Vec<String>,
     },
     /// Write report.md, report.html, results.json and plots for a run.
     Report {
@@ -285,6 +292,25 @@ fn not_yet(what: &'static str) -> Result<()> {
 }
 
 /// Loads a config, writes the resolved copy into its run directory, and reports where.
+/// The named sources (checked against the config), or every source of the config.
+fn selected_sources(cfg: &Config, names: &[String]) -> Result<Vec<String>> {
+    if names.is_empty() {
+        return Ok(cfg.sources.iter().map(|s| s.name.clone()).collect());
+    }
+    for n in names {
+        anyhow::ensure!(
+            cfg.sources.iter().any(|s| &s.name == n),
+            "--source {n}: not a source of the config (it has: {})",
+            cfg.sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(names.to_vec())
+}
+
 fn prepare_run(cfg: &Config) -> Result<()> {
     let path = cfg.write_resolved()?;
     tracing::info!(
@@ -468,11 +494,81 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Train { config, .. } => {
-            Config::load(&config.config, &config.overrides)?;
-            not_yet("chexlab train")
+        Command::Train {
+            config,
+            sources,
+            resume,
+        } => {
+            let cfg = Config::load(&config.config, &config.overrides)?;
+            prepare_run(&cfg)?;
+            let shards = chexlab::shard::ShardSet::open(&cfg.run_dir.join("shards"))?;
+            let resume = match resume.as_deref() {
+                None => Resume::Fresh,
+                Some("auto") => Resume::Auto,
+                Some(path) => Resume::From(PathBuf::from(path)),
+            };
+            for source in selected_sources(&cfg, &sources)? {
+                let s = TrainSettings::from_config(&cfg, &source, &shards)?;
+                let out = cfg.run_dir.join("train").join(&source);
+                let sum = chexlab::train::train(
+                    &shards,
+                    &s,
+                    &out,
+                    resume.clone(),
+                    cfg.distributed.compute_threads,
+                )?;
+                println!(
+                    "{source}: {} steps, {} images in {:.0} s ({:.1} img/s); best valid mean AUROC {} vs '{}'",
+                    sum.steps,
+                    sum.images_seen,
+                    sum.seconds,
+                    sum.images_per_s,
+                    sum.best
+                        .map(|(m, step)| format!("{m:.4} at step {step}"))
+                        .unwrap_or("n/a".into()),
+                    s.reference
+                );
+            }
+            Ok(())
         }
-        Command::Evaluate { .. } => not_yet("chexlab evaluate"),
+        Command::Evaluate {
+            run,
+            split,
+            sources,
+        } => {
+            let cfg = Config::load(&run.join(chexlab::config::RESOLVED_NAME), &[])?;
+            let split = chexlab::data::Split::parse(&split)
+                .with_context(|| format!("--split '{split}': expected train, valid or test"))?;
+            let shards = chexlab::shard::ShardSet::open(&run.join("shards"))?;
+            for source in selected_sources(&cfg, &sources)? {
+                let train_dir = run.join("train").join(&source);
+                if sources.is_empty() && !train_dir.join("best.ckpt").is_file() {
+                    tracing::warn!("{source}: no best.ckpt in {}; skipped", train_dir.display());
+                    continue;
+                }
+                let s = TrainSettings::from_config(&cfg, &source, &shards)?;
+                let out = run.join("eval").join(&source);
+                let sc = chexlab::train::evaluate(&shards, &s, &train_dir, split, &out)?;
+                println!(
+                    "{source}: {} {} images, mean AUROC {} vs '{}' (checkpoint step {}); {}",
+                    sc.images,
+                    sc.split,
+                    sc.mean_auroc
+                        .map(|m| format!("{m:.4}"))
+                        .unwrap_or("n/a".into()),
+                    sc.reference,
+                    sc.checkpoint_step,
+                    out.display()
+                );
+                for ((name, a), (_, pos)) in sc.auroc.iter().zip(&sc.positives) {
+                    println!(
+                        "  {name:<28} {:>7}  ({pos} positives)",
+                        a.map(|a| format!("{a:.4}")).unwrap_or("n/a".into())
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Report { .. } => not_yet("chexlab report"),
         Command::Run { config, .. } => {
             let cfg = Config::load(&config.config, &config.overrides)?;

@@ -8,7 +8,9 @@ use chexlab::model::import::load_torchvision;
 use chexlab::model::{DenseNet, DenseNetConfig};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/densenet").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/densenet")
+        .join(name)
 }
 
 fn expected() -> serde_json::Value {
@@ -16,7 +18,11 @@ fn expected() -> serde_json::Value {
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn tiny(in_channels: usize, num_classes: usize) -> DenseNet {
@@ -33,7 +39,7 @@ fn tiny(in_channels: usize, num_classes: usize) -> DenseNet {
 
 fn logits(model: &DenseNet, input: Vec<f32>, shape: [usize; 4]) -> Vec<f32> {
     let x = Tensor::<4>::from_data(TensorData::new(input, shape), &Device::flex());
-    model.forward(x).into_data().to_vec::<f32>().unwrap()
+    model.forward(x).into_data().try_to_vec::<f32>().unwrap()
 }
 
 /// max |a - b| / max |b|: the relative error of a whole logit vector.
@@ -44,7 +50,12 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn shape4(v: &serde_json::Value) -> [usize; 4] {
-    let s: Vec<usize> = v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    let s: Vec<usize> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
     [s[0], s[1], s[2], s[3]]
 }
 
@@ -59,7 +70,10 @@ fn pth_safetensors_and_legacy_keys_match_pytorch_logits() {
         assert!(!report.stem_summed && report.head_replaced.is_none());
         let got = logits(&model, floats(&e["rgb"]), shape4(&e["rgb_shape"]));
         let err = rel_err(&got, &want);
-        assert!(err < 1e-4, "{file}: relative error {err}: {got:?} vs {want:?}");
+        assert!(
+            err < 1e-4,
+            "{file}: relative error {err}: {got:?} vs {want:?}"
+        );
     }
 }
 
@@ -92,14 +106,18 @@ fn wrong_architecture_is_an_error_listing_keys() {
         num_classes: 5,
     }
     .init(&Device::flex());
-    let err = load_torchvision(model, &fixture("tiny.pth")).unwrap_err().to_string();
+    let err = load_torchvision(model, &fixture("tiny.pth"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tiny.pth"), "{err}");
     assert!(err.contains("blocks.1.layers.2.conv1.weight"), "{err}");
 }
 
 #[test]
 fn missing_and_corrupt_files_are_clear_errors() {
-    let err = load_torchvision(tiny(3, 5), Path::new("/nonexistent/w.pth")).unwrap_err().to_string();
+    let err = load_torchvision(tiny(3, 5), Path::new("/nonexistent/w.pth"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/nonexistent/w.pth"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.pth");

@@ -5,11 +5,21 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use chexlab::config::{ImageFormat, ModelConfig, OptimizerConfig, ScheduleConfig, UncertaintyPolicy};
+use chexlab::config::{
+    ImageFormat, ModelConfig, OptimizerConfig, ScheduleConfig, UncertaintyPolicy,
+};
 use chexlab::data::OnBadRecord;
 use chexlab::data::synth::{self, SynthConfig};
 use chexlab::shard::{ShardSet, ShardSpec, write_shards};
 use chexlab::train::{Resume, TrainSettings, checkpoint, load_model, train};
+
+/// Bit-exact reproducibility is a per-process property of one training at a time: trainings running concurrently
+/// in one process share the backend's global state, so the tests here take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn shards(dir: &Path) -> ShardSet {
     let root = dir.join("w");
@@ -51,7 +61,11 @@ fn settings(set: &ShardSet) -> TrainSettings {
             image_size: 32,
             in_channels: 1,
             pretrained: None,
-            observations: vec!["Cardiomegaly".into(), "Pleural Effusion".into(), "Edema".into()],
+            observations: vec![
+                "Cardiomegaly".into(),
+                "Pleural Effusion".into(),
+                "Edema".into(),
+            ],
         },
         optimizer: OptimizerConfig {
             lr: 3e-3,
@@ -77,11 +91,16 @@ fn weights(path: &Path, s: &TrainSettings) -> Vec<f32> {
 }
 
 fn last_ckpt(dir: &Path) -> PathBuf {
-    checkpoint::list(&dir.join("checkpoints")).last().unwrap().1.clone()
+    checkpoint::list(&dir.join("checkpoints"))
+        .last()
+        .unwrap()
+        .1
+        .clone()
 }
 
 #[test]
 fn interrupted_and_resumed_run_matches_uninterrupted_run() {
+    let _turn = serial();
     let tmp = tempfile::tempdir().unwrap();
     let set = shards(tmp.path());
     let s = settings(&set);
@@ -90,7 +109,13 @@ fn interrupted_and_resumed_run_matches_uninterrupted_run() {
     let summary = train(&set, &s, &full, Resume::Fresh, 1).unwrap();
     assert!(summary.steps >= 6, "{summary:?}");
     let metrics = std::fs::read_to_string(full.join("metrics.csv")).unwrap();
-    assert!(metrics.lines().next().unwrap().starts_with("step,epoch,kind,loss,lr"));
+    assert!(
+        metrics
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("step,epoch,kind,loss,lr")
+    );
     assert!(metrics.lines().any(|l| l.contains(",valid,")), "{metrics}");
 
     // "Interrupt": train with max_steps = 3 (a validation, hence a checkpoint, falls on step 3), then resume the
@@ -99,9 +124,21 @@ fn interrupted_and_resumed_run_matches_uninterrupted_run() {
     let part = tmp.path().join("part");
     train(&set, &s, &part, Resume::Fresh, 1).unwrap();
     {
-        let (a, b) = (weights(&last_ckpt(&full), &s), weights(&last_ckpt(&part), &s));
-        let differing = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
-        assert_eq!(differing, 0, "two fresh runs differ in {differing} of {} values", a.len());
+        let (a, b) = (
+            weights(&last_ckpt(&full), &s),
+            weights(&last_ckpt(&part), &s),
+        );
+        let differing = a
+            .iter()
+            .zip(&b)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count();
+        assert_eq!(
+            differing,
+            0,
+            "two fresh runs differ in {differing} of {} values",
+            a.len()
+        );
     }
     let ckpts = checkpoint::list(&part.join("checkpoints"));
     assert!(ckpts.len() >= 2, "{ckpts:?}");
@@ -113,16 +150,35 @@ fn interrupted_and_resumed_run_matches_uninterrupted_run() {
     std::fs::remove_file(part.join("summary.json")).unwrap();
     let resumed = train(&set, &s, &part, Resume::Auto, 1).unwrap();
     assert_eq!(resumed.steps, summary.steps);
-    let (a, b) = (weights(&last_ckpt(&full), &s), weights(&last_ckpt(&part), &s));
+    let (a, b) = (
+        weights(&last_ckpt(&full), &s),
+        weights(&last_ckpt(&part), &s),
+    );
     assert_eq!(a.len(), b.len());
-    let differing = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
-    assert_eq!(differing, 0, "{differing} of {} values differ after resume", a.len());
+    let differing = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
+    assert_eq!(
+        differing,
+        0,
+        "{differing} of {} values differ after resume",
+        a.len()
+    );
     // The metrics log has no duplicated steps after the resume.
     let a = std::fs::read_to_string(full.join("metrics.csv")).unwrap();
     let b = std::fs::read_to_string(part.join("metrics.csv")).unwrap();
     let strip = |t: &str| -> Vec<String> {
         t.lines()
-            .map(|l| l.split(',').enumerate().filter(|(i, _)| *i != 5).map(|(_, c)| c).collect::<Vec<_>>().join(","))
+            .map(|l| {
+                l.split(',')
+                    .enumerate()
+                    .filter(|(i, _)| *i != 5)
+                    .map(|(_, c)| c)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .collect()
     };
     assert_eq!(strip(&a), strip(&b));
@@ -130,6 +186,7 @@ fn interrupted_and_resumed_run_matches_uninterrupted_run() {
 
 #[test]
 fn resume_with_other_settings_names_the_keys() {
+    let _turn = serial();
     let tmp = tempfile::tempdir().unwrap();
     let set = shards(tmp.path());
     let mut s = settings(&set);
@@ -137,17 +194,25 @@ fn resume_with_other_settings_names_the_keys() {
     let out = tmp.path().join("run");
     train(&set, &s, &out, Resume::Fresh, 1).unwrap();
     // A fresh start into a directory with checkpoints is refused.
-    let err = train(&set, &s, &out, Resume::Fresh, 1).unwrap_err().to_string();
+    let err = train(&set, &s, &out, Resume::Fresh, 1)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--resume auto"), "{err}");
     let mut other = s.clone();
     other.optimizer.lr = 1e-4;
     other.uncertainty = UncertaintyPolicy::Ones;
-    let err = train(&set, &other, &out, Resume::Auto, 1).unwrap_err().to_string();
-    assert!(err.contains("optimizer.lr") && err.contains("uncertainty"), "{err}");
+    let err = train(&set, &other, &out, Resume::Auto, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("optimizer.lr") && err.contains("uncertainty"),
+        "{err}"
+    );
 }
 
 #[test]
 fn corrupt_checkpoint_is_detected_and_skipped() {
+    let _turn = serial();
     let tmp = tempfile::tempdir().unwrap();
     let set = shards(tmp.path());
     let mut s = settings(&set);
@@ -161,7 +226,9 @@ fn corrupt_checkpoint_is_detected_and_skipped() {
     std::fs::write(&newest, &bytes).unwrap();
     let err = checkpoint::load(&newest).unwrap_err().to_string();
     assert!(err.contains("SHA-256") || err.contains("corrupt"), "{err}");
-    let err = load_model(&newest, &s, &Device::flex()).unwrap_err().to_string();
+    let err = load_model(&newest, &s, &Device::flex())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(&newest.display().to_string()), "{err}");
     // Auto-resume falls back to the previous valid checkpoint.
     let (p, meta, _, _) = checkpoint::latest_valid(&out.join("checkpoints")).unwrap();

@@ -3,7 +3,11 @@
 
 /// AUROC of `scores` for binary `labels`; `None` when either class is absent (the AUROC is undefined).
 pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
-    assert_eq!(scores.len(), labels.len(), "scores and labels differ in length");
+    assert_eq!(
+        scores.len(),
+        labels.len(),
+        "scores and labels differ in length"
+    );
     let pos = labels.iter().filter(|&&l| l).count();
     let neg = labels.len() - pos;
     if pos == 0 || neg == 0 {
@@ -35,14 +39,21 @@ mod tests {
     #[test]
     fn known_values() {
         // sklearn.metrics.roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
-        assert_eq!(auroc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]), Some(0.75));
+        assert_eq!(
+            auroc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]),
+            Some(0.75)
+        );
         // All tied: 0.5.
         assert_eq!(auroc(&[1.0; 4], &[false, true, false, true]), Some(0.5));
         // Perfect and inverted.
         assert_eq!(auroc(&[0.0, 1.0], &[false, true]), Some(1.0));
         assert_eq!(auroc(&[1.0, 0.0], &[false, true]), Some(0.0));
         // roc_auc_score([0, 1, 0, 1, 1], [0.2, 0.2, 0.5, 0.5, 0.9]) == 0.6666...
-        let a = auroc(&[0.2, 0.2, 0.5, 0.5, 0.9], &[false, true, false, true, true]).unwrap();
+        let a = auroc(
+            &[0.2, 0.2, 0.5, 0.5, 0.9],
+            &[false, true, false, true, true],
+        )
+        .unwrap();
         assert!((a - 2.0 / 3.0).abs() < 1e-12, "{a}");
         assert_eq!(auroc(&[0.3, 0.4], &[true, true]), None);
     }

@@ -9,9 +9,11 @@
 
 use std::path::Path;
 
-use burn::tensor::TensorData;
 use burn::store::bridge;
-use burn::store::{ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
+use burn::store::{
+    ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+};
+use burn::tensor::TensorData;
 
 use crate::error::{Error, Result};
 use crate::model::DenseNet;
@@ -107,8 +109,8 @@ pub fn load_torchvision(mut model: DenseNet, path: &Path) -> Result<(DenseNet, I
         };
         let dims: Vec<usize> = t.shape.to_vec();
         if name == "conv0.weight" && stem_channels == 1 && dims.get(1) == Some(&3) {
-            let data = bridge::to_data(&t)
-                .map_err(|e| Error::format(path, format!("{}: {e}", t.name)))?;
+            let data =
+                bridge::to_data(&t).map_err(|e| Error::format(path, format!("{}: {e}", t.name)))?;
             tensors.push(bridge::from_data(sum_channels(&data, &dims)?, name, None));
             report.stem_summed = true;
             continue;

@@ -63,7 +63,9 @@ pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<u8>, Vec<u8>)> {
     if lines.next() != Some(MAGIC.as_bytes()) {
         return Err(corrupt("not a chexlab checkpoint (bad header)".into()));
     }
-    let json = lines.next().ok_or_else(|| corrupt("no metadata line".into()))?;
+    let json = lines
+        .next()
+        .ok_or_else(|| corrupt("no metadata line".into()))?;
     let meta: CheckpointMeta =
         serde_json::from_slice(json).map_err(|e| corrupt(format!("metadata: {e}")))?;
     let body = lines.next().unwrap_or_default();
@@ -100,7 +102,11 @@ pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let step = name.strip_prefix("step-")?.strip_suffix(".ckpt")?.parse().ok()?;
+            let step = name
+                .strip_prefix("step-")?
+                .strip_suffix(".ckpt")?
+                .parse()
+                .ok()?;
             Some((step, e.path()))
         })
         .collect();
@@ -136,9 +142,18 @@ pub fn differing_keys(a: &serde_json::Value, b: &serde_json::Value) -> Vec<Strin
             (Object(x), Object(y)) => {
                 let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
                 for k in keys {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     let null = serde_json::Value::Null;
-                    walk(&p, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                    walk(
+                        &p,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
                 }
             }
             _ if a != b => out.push(prefix.to_string()),
@@ -176,7 +191,10 @@ mod tests {
         let p = dir.path().join(step_name(3));
         save(&p, meta(), b"model\nbytes", b"optim").unwrap();
         let (m, model, optim) = load(&p).unwrap();
-        assert_eq!((m.step, &model[..], &optim[..]), (3, &b"model\nbytes"[..], &b"optim"[..]));
+        assert_eq!(
+            (m.step, &model[..], &optim[..]),
+            (3, &b"model\nbytes"[..], &b"optim"[..])
+        );
 
         // Flip one payload byte: checksum failure naming the part and the file.
         let mut bytes = std::fs::read(&p).unwrap();
@@ -184,13 +202,19 @@ mod tests {
         bytes[n - 2] ^= 1;
         std::fs::write(&p, &bytes).unwrap();
         let err = load(&p).unwrap_err().to_string();
-        assert!(err.contains("optimizer state fails its SHA-256") && err.contains("step-000000003"), "{err}");
+        assert!(
+            err.contains("optimizer state fails its SHA-256") && err.contains("step-000000003"),
+            "{err}"
+        );
         // Truncate.
         std::fs::write(&p, &bytes[..n - 3]).unwrap();
         assert!(load(&p).unwrap_err().to_string().contains("truncated"));
         // latest_valid skips the corrupt newest one.
         save(&dir.path().join(step_name(1)), meta(), b"m", b"o").unwrap();
-        assert_eq!(latest_valid(dir.path()).unwrap().0, dir.path().join(step_name(1)));
+        assert_eq!(
+            latest_valid(dir.path()).unwrap().0,
+            dir.path().join(step_name(1))
+        );
     }
 
     #[test]

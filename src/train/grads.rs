@@ -102,7 +102,10 @@ pub fn unflatten<M: Module>(
 
 /// L2 norm of a flat gradient.
 pub fn norm(buf: &[f32]) -> f64 {
-    buf.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
+    buf.iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Scales `buf` so its L2 norm is at most `max_norm`; returns the norm before clipping.

@@ -62,8 +62,15 @@ mod tests {
 
     #[test]
     fn policies_set_targets_and_masks() {
-        let obs = [Observation::Edema, Observation::Cardiomegaly, Observation::Atelectasis];
-        let rows = [row(&[(Observation::Edema, Uncertain), (Observation::Cardiomegaly, Positive)])];
+        let obs = [
+            Observation::Edema,
+            Observation::Cardiomegaly,
+            Observation::Atelectasis,
+        ];
+        let rows = [row(&[
+            (Observation::Edema, Uncertain),
+            (Observation::Cardiomegaly, Positive),
+        ])];
         let (y, m) = targets(&rows, &obs, UncertaintyPolicy::Ignore);
         assert_eq!((y, m), (vec![0.0, 1.0, 0.0], vec![0.0, 1.0, 1.0]));
         let (y, m) = targets(&rows, &obs, UncertaintyPolicy::Zeros);
@@ -83,9 +90,17 @@ mod tests {
         let b = bce_with_logits(logits(vec![0.5, -2.0, -30.0]), &y, &mask, &dev);
         let (a, b) = (a.into_scalar::<f32>(), b.into_scalar::<f32>());
         let want = ((1.0 + (-0.5f32).exp()).ln() + (1.0 + (-2.0f32).exp()).ln()) / 2.0;
-        assert!((a - want).abs() < 1e-6 && (b - want).abs() < 1e-6, "{a} {b} {want}");
+        assert!(
+            (a - want).abs() < 1e-6 && (b - want).abs() < 1e-6,
+            "{a} {b} {want}"
+        );
         // Large logits stay finite.
-        let c = bce_with_logits(logits(vec![100.0, -100.0, 0.0]), &[0.0, 1.0, 0.0], &[1.0; 3], &dev);
+        let c = bce_with_logits(
+            logits(vec![100.0, -100.0, 0.0]),
+            &[0.0, 1.0, 0.0],
+            &[1.0; 3],
+            &dev,
+        );
         assert!((c.into_scalar::<f32>() - (200.0 + 2f32.ln()) / 3.0).abs() < 1e-3);
     }
 }

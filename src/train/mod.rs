@@ -63,7 +63,11 @@ impl TrainSettings {
             .ok_or_else(|| {
                 Error::Config(format!(
                     "no label source '{source}' in the config (it has: {})",
-                    cfg.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    cfg.sources
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })?;
         Ok(TrainSettings {
@@ -162,7 +166,11 @@ pub fn to_batch(samples: Vec<Sample>, size: u32, channels: usize, path: &Path) -
             ));
         }
         for _ in 0..channels {
-            x.extend(s.pixels.iter().map(|&p| (p as f32 / 255.0 - PIXEL_MEAN) / PIXEL_STD));
+            x.extend(
+                s.pixels
+                    .iter()
+                    .map(|&p| (p as f32 / 255.0 - PIXEL_MEAN) / PIXEL_STD),
+            );
         }
         labels.push(s.labels);
     }
@@ -219,7 +227,11 @@ pub fn seeded_init(cfg: &DenseNetConfig, seed: u64, device: &Device) -> DenseNet
 
 /// Builds the configured model on `device` (seeded), with pretrained weights when configured.
 pub fn build_model(s: &TrainSettings, device: &Device) -> Result<DenseNet> {
-    let model = seeded_init(&DenseNetConfig::from_model_config(&s.model)?, s.seed, device);
+    let model = seeded_init(
+        &DenseNetConfig::from_model_config(&s.model)?,
+        s.seed,
+        device,
+    );
     match &s.model.pretrained {
         Some(path) => {
             let (model, report) = crate::model::import::load_torchvision(model, path)?;
@@ -227,7 +239,11 @@ pub fn build_model(s: &TrainSettings, device: &Device) -> Result<DenseNet> {
                 "loaded {} tensors from {}{}{}",
                 report.loaded,
                 path.display(),
-                if report.stem_summed { "; 3-channel stem summed to 1" } else { "" },
+                if report.stem_summed {
+                    "; 3-channel stem summed to 1"
+                } else {
+                    ""
+                },
                 match report.head_replaced {
                     Some((a, b)) => format!("; head replaced ({a} → {b} outputs)"),
                     None => String::new(),
@@ -243,12 +259,19 @@ pub fn build_model(s: &TrainSettings, device: &Device) -> Result<DenseNet> {
 pub fn load_model(path: &Path, s: &TrainSettings, device: &Device) -> Result<DenseNet> {
     let (meta, model_bytes, _) = checkpoint::load(path)?;
     check_settings(path, &meta, s)?;
-    let model = seeded_init(&DenseNetConfig::from_model_config(&s.model)?, s.seed, device);
+    let model = seeded_init(
+        &DenseNetConfig::from_model_config(&s.model)?,
+        s.seed,
+        device,
+    );
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes))
         .map_err(|e| Error::format(path, format!("model record: {e:?}")))?;
-    model
-        .try_load_record(record)
-        .map_err(|e| Error::format(path, format!("model record does not fit the configured model: {e:?}")))
+    model.try_load_record(record).map_err(|e| {
+        Error::format(
+            path,
+            format!("model record does not fit the configured model: {e:?}"),
+        )
+    })
 }
 
 fn check_settings(path: &Path, meta: &CheckpointMeta, s: &TrainSettings) -> Result<()> {
@@ -258,7 +281,11 @@ fn check_settings(path: &Path, meta: &CheckpointMeta, s: &TrainSettings) -> Resu
             "{} was written with other training settings; differing keys: {}. Train into a new directory, \
              or restore the checkpoint's settings.",
             path.display(),
-            if keys.is_empty() { "(none found; the hash differs)".into() } else { keys.join(", ") }
+            if keys.is_empty() {
+                "(none found; the hash differs)".into()
+            } else {
+                keys.join(", ")
+            }
         )));
     }
     Ok(())
@@ -285,16 +312,29 @@ pub fn predict(
         let samples = shards.read(part, source)?;
         let kept: Vec<Sample> = samples
             .iter()
-            .map(|s| Sample { pixels: Vec::new(), ..s.clone() })
+            .map(|s| Sample {
+                pixels: Vec::new(),
+                ..s.clone()
+            })
             .collect();
-        let b = to_batch(samples, s.model.image_size, s.model.in_channels, &shards.dir)?;
+        let b = to_batch(
+            samples,
+            s.model.image_size,
+            s.model.in_channels,
+            &shards.dir,
+        )?;
         let size = s.model.image_size as usize;
         let x = Tensor::<4>::from_data(
             TensorData::new(b.x, [b.n, s.model.in_channels, size, size]),
             device,
         );
         let p = burn::tensor::activation::sigmoid(model.forward(x));
-        probs.extend(p.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 probabilities"));
+        probs.extend(
+            p.into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32 probabilities"),
+        );
         meta.extend(kept);
         pb.inc(part.len() as u64);
     }
@@ -303,7 +343,11 @@ pub fn predict(
 }
 
 /// Per-observation AUROC of `probs` against the samples' labels (uncertain reference labels are left out).
-pub fn auroc_table(probs: &[f32], samples: &[Sample], obs: &[Observation]) -> Vec<(String, Option<f64>)> {
+pub fn auroc_table(
+    probs: &[f32],
+    samples: &[Sample],
+    obs: &[Observation],
+) -> Vec<(String, Option<f64>)> {
     obs.iter()
         .enumerate()
         .map(|(j, &o)| {
@@ -340,16 +384,32 @@ impl MetricsLog {
     fn open(files: &RunFiles, obs: &[String], keep_until: Option<u64>) -> Result<Self> {
         let (csv_path, jsonl_path) = (files.metrics_csv(), files.metrics_jsonl());
         let header = {
-            let mut h = vec!["step", "epoch", "kind", "loss", "lr", "images_per_s", "grad_norm", "mean_auroc"]
-                .into_iter()
-                .map(String::from)
-                .collect::<Vec<_>>();
-            h.extend(obs.iter().map(|o| format!("auroc_{}", o.to_lowercase().replace(' ', "_"))));
+            let mut h = vec![
+                "step",
+                "epoch",
+                "kind",
+                "loss",
+                "lr",
+                "images_per_s",
+                "grad_norm",
+                "mean_auroc",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+            h.extend(
+                obs.iter()
+                    .map(|o| format!("auroc_{}", o.to_lowercase().replace(' ', "_"))),
+            );
             h.join(",")
         };
         let keep = |path: &Path, csv: bool| -> Result<String> {
             let Some(limit) = keep_until else {
-                return Ok(if csv { format!("{header}\n") } else { String::new() });
+                return Ok(if csv {
+                    format!("{header}\n")
+                } else {
+                    String::new()
+                });
             };
             let text = std::fs::read_to_string(path).unwrap_or_default();
             let mut out = String::new();
@@ -453,7 +513,12 @@ pub fn train(
     pool.install(|| train_in_pool(shards, s, out, resume))
 }
 
-fn train_in_pool(shards: &ShardSet, s: &TrainSettings, out: &Path, resume: Resume) -> Result<TrainSummary> {
+fn train_in_pool(
+    shards: &ShardSet,
+    s: &TrainSettings,
+    out: &Path,
+    resume: Resume,
+) -> Result<TrainSummary> {
     let (rank, world) = (0usize, 1usize);
     let obs = s.observations()?;
     for name in [&s.source, &s.reference] {
@@ -465,7 +530,9 @@ fn train_in_pool(shards: &ShardSet, s: &TrainSettings, out: &Path, resume: Resum
             )));
         }
     }
-    let files = RunFiles { dir: out.to_path_buf() };
+    let files = RunFiles {
+        dir: out.to_path_buf(),
+    };
     std::fs::create_dir_all(files.checkpoints()).map_err(|e| Error::io(files.checkpoints(), e))?;
 
     let device = Device::flex();
@@ -514,13 +581,24 @@ fn train_in_pool(shards: &ShardSet, s: &TrainSettings, out: &Path, resume: Resum
             .map_err(|e| Error::format(path, format!("optimizer record: {e:?}")))?;
         optim = optim.load_record(record);
         meta = m.clone();
-        tracing::info!("resuming {} from {} (step {})", s.source, path.display(), meta.step);
+        tracing::info!(
+            "resuming {} from {} (step {})",
+            s.source,
+            path.display(),
+            meta.step
+        );
     }
-    let mut log = MetricsLog::open(&files, &s.model.observations, resumed.as_ref().map(|r| r.1.step))?;
+    let mut log = MetricsLog::open(
+        &files,
+        &s.model.observations,
+        resumed.as_ref().map(|r| r.1.step),
+    )?;
 
     let sched = &s.schedule;
     let (bs, accum) = (sched.batch_size, sched.grad_accum);
-    let train_rows = shards.assignment(Split::Train, rank, world, 0, s.seed).len();
+    let train_rows = shards
+        .assignment(Split::Train, rank, world, 0, s.seed)
+        .len();
     let batches_per_epoch = (train_rows / bs) as u64;
     let steps_per_epoch = batches_per_epoch / accum as u64;
     if steps_per_epoch == 0 {
@@ -529,7 +607,9 @@ fn train_in_pool(shards: &ShardSet, s: &TrainSettings, out: &Path, resume: Resum
              batch_size {bs} × grad_accum {accum}"
         )));
     }
-    let total_steps = sched.max_steps.unwrap_or(sched.epochs as u64 * steps_per_epoch);
+    let total_steps = sched
+        .max_steps
+        .unwrap_or(sched.epochs as u64 * steps_per_epoch);
     let lr = LrSchedule::new(s.optimizer.lr, &s.optimizer, sched, total_steps);
     let valid_rows = shards.rows(Split::Valid);
     let size = s.model.image_size as usize;
@@ -570,7 +650,10 @@ fn train_in_pool(shards: &ShardSet, s: &TrainSettings, out: &Path, resume: Resum
             let mut acc: Option<(grads::GradLayout, Vec<f32>)> = None;
             for b in first..last {
                 let batch = rx.recv().expect("loader thread ended early")?;
-                let x = Tensor::<4>::from_data(TensorData::new(batch.x, [batch.n, chans, size, size]), &ad);
+                let x = Tensor::<4>::from_data(
+                    TensorData::new(batch.x, [batch.n, chans, size, size]),
+                    &ad,
+                );
                 let (y, mask) = loss::targets(&batch.labels, &obs, s.uncertainty);
                 let loss = loss::bce_with_logits(model.forward(x), &y, &mask, &ad);
                 loss_sum += loss.clone().into_scalar::<f32>() as f64;
@@ -602,9 +685,18 @@ fn train_in_pool(shards: &ShardSet, s: &TrainSettings, out: &Path, resume: Resum
                 meta.step += 1;
                 meta.batch = (b + 1) as u64;
                 pb.set_position(meta.step);
-                if sched.log_every > 0 && meta.step % sched.log_every == 0 {
+                if sched.log_every > 0 && meta.step.is_multiple_of(sched.log_every) {
                     let ips = window_images as f64 / window_start.elapsed().as_secs_f64();
-                    log.row(meta.step, epoch, "train", Some(loss_sum / loss_n as f64), rate, Some(ips), last_norm, None)?;
+                    log.row(
+                        meta.step,
+                        epoch,
+                        "train",
+                        Some(loss_sum / loss_n as f64),
+                        rate,
+                        Some(ips),
+                        last_norm,
+                        None,
+                    )?;
                     pb.set_message(format!("{} loss {:.4}", s.source, loss_sum / loss_n as f64));
                     (loss_sum, loss_n, window_images, window_start) = (0.0, 0, 0, Instant::now());
                 }
@@ -613,14 +705,31 @@ fn train_in_pool(shards: &ShardSet, s: &TrainSettings, out: &Path, resume: Resum
                     meta.epoch += 1;
                     meta.batch = 0;
                 }
-                let validate = (sched.valid_every > 0 && meta.step % sched.valid_every == 0)
+                let validate = (sched.valid_every > 0
+                    && meta.step.is_multiple_of(sched.valid_every))
                     || (sched.valid_every == 0 && end_of_epoch)
                     || meta.step == total_steps;
                 if validate {
-                    let (probs, smp) = predict(&model.valid(), shards, &valid_rows, &s.reference, s, &device)?;
+                    let (probs, smp) = predict(
+                        &model.valid(),
+                        shards,
+                        &valid_rows,
+                        &s.reference,
+                        s,
+                        &device,
+                    )?;
                     let table = auroc_table(&probs, &smp, &obs);
                     let mean = mean_auroc(&table);
-                    log.row(meta.step, epoch, "valid", None, rate, None, None, Some(&table))?;
+                    log.row(
+                        meta.step,
+                        epoch,
+                        "valid",
+                        None,
+                        rate,
+                        None,
+                        None,
+                        Some(&table),
+                    )?;
                     let improved = match (mean, meta.best) {
                         (Some(m), Some((b, _))) => m > b,
                         (Some(_), None) => true,
@@ -646,12 +755,22 @@ fn train_in_pool(shards: &ShardSet, s: &TrainSettings, out: &Path, resume: Resum
                         checkpoint::save(&files.best(), meta.clone(), &m_bytes, &o_bytes)?;
                     }
                     checkpoint::prune(&files.checkpoints(), sched.keep_last)?;
-                    if sched.early_stop_patience.is_some_and(|p| meta.since_best >= p) {
-                        tracing::info!("{}: early stop at step {} (no improvement in {} validations)", s.source, meta.step, meta.since_best);
+                    if sched
+                        .early_stop_patience
+                        .is_some_and(|p| meta.since_best >= p)
+                    {
+                        tracing::info!(
+                            "{}: early stop at step {} (no improvement in {} validations)",
+                            s.source,
+                            meta.step,
+                            meta.since_best
+                        );
                         stopped_early = true;
                         return Ok(model);
                     }
-                } else if sched.checkpoint_every > 0 && meta.step % sched.checkpoint_every == 0 {
+                } else if sched.checkpoint_every > 0
+                    && meta.step.is_multiple_of(sched.checkpoint_every)
+                {
                     let (m_bytes, o_bytes) = snapshot(&model, &optim)?;
                     let path = files.checkpoints().join(checkpoint::step_name(meta.step));
                     checkpoint::save(&path, meta.clone(), &m_bytes, &o_bytes)?;
@@ -682,7 +801,9 @@ fn train_in_pool(shards: &ShardSet, s: &TrainSettings, out: &Path, resume: Resum
     };
     crate::io::write_atomic(
         files.summary(),
-        serde_json::to_string_pretty(&summary).expect("summary serialises").as_bytes(),
+        serde_json::to_string_pretty(&summary)
+            .expect("summary serialises")
+            .as_bytes(),
     )?;
     Ok(summary)
 }
@@ -698,4 +819,81 @@ fn snapshot(model: &DenseNet, optim: &ModuleOptimizer) -> Result<(Vec<u8>, Vec<u
         .into_bytes()
         .map_err(|e| Error::Config(format!("serialising the optimizer: {e:?}")))?;
     Ok((bytes_of(m), bytes_of(o)))
+}
+
+/// Per-image probabilities and per-observation AUROC of one trained classifier on one split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitScores {
+    pub source: String,
+    pub reference: String,
+    pub split: String,
+    pub checkpoint_step: u64,
+    pub images: usize,
+    /// Positives per observation in the reference labels.
+    pub positives: Vec<(String, usize)>,
+    pub auroc: Vec<(String, Option<f64>)>,
+    pub mean_auroc: Option<f64>,
+}
+
+/// Scores `split` with the best checkpoint in `train_dir`, writes `predictions_<split>.csv` (image id, one
+/// probability per observation, then the reference labels) and `scores_<split>.json` into `out`.
+pub fn evaluate(
+    shards: &ShardSet,
+    s: &TrainSettings,
+    train_dir: &Path,
+    split: Split,
+    out: &Path,
+) -> Result<SplitScores> {
+    let files = RunFiles {
+        dir: train_dir.to_path_buf(),
+    };
+    let best = files.best();
+    let (meta, _, _) = checkpoint::load(&best)?;
+    let device = Device::flex();
+    let model = load_model(&best, s, &device)?;
+    let rows = shards.rows(split);
+    let (probs, samples) = predict(&model, shards, &rows, &s.reference, s, &device)?;
+    let obs = s.observations()?;
+    let table = auroc_table(&probs, &samples, &obs);
+    let name = split.name();
+    let csv_path = out.join(format!("predictions_{name}.csv"));
+    let mut w = crate::io::csv_writer(&csv_path)?;
+    let mut header = vec!["image_id".to_string()];
+    header.extend(obs.iter().map(|o| format!("p_{}", o.snake_name())));
+    header.extend(obs.iter().map(|o| format!("ref_{}", o.snake_name())));
+    w.write_record(&header)
+        .map_err(|e| Error::csv(&csv_path, e))?;
+    for (i, smp) in samples.iter().enumerate() {
+        let mut rec = vec![smp.image_id.clone()];
+        rec.extend((0..obs.len()).map(|j| format!("{:.6}", probs[i * obs.len() + j])));
+        rec.extend(obs.iter().map(|&o| smp.labels.get(o).as_csv().to_string()));
+        w.write_record(&rec).map_err(|e| Error::csv(&csv_path, e))?;
+    }
+    crate::io::commit_csv(w, &csv_path)?;
+    let scores = SplitScores {
+        source: s.source.clone(),
+        reference: s.reference.clone(),
+        split: name.to_string(),
+        checkpoint_step: meta.step,
+        images: samples.len(),
+        positives: obs
+            .iter()
+            .map(|&o| {
+                let n = samples
+                    .iter()
+                    .filter(|x| x.labels.get(o) == Label::Positive)
+                    .count();
+                (o.name().to_string(), n)
+            })
+            .collect(),
+        mean_auroc: mean_auroc(&table),
+        auroc: table,
+    };
+    crate::io::write_atomic(
+        out.join(format!("scores_{name}.json")),
+        serde_json::to_string_pretty(&scores)
+            .expect("scores serialise")
+            .as_bytes(),
+    )?;
+    Ok(scores)
 }

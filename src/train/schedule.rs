@@ -40,7 +40,10 @@ impl LrSchedule {
                 self.base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
             }
             LrDecay::Step => {
-                self.base * self.step_gamma.powi(((step - self.warmup) / self.step_every) as i32)
+                self.base
+                    * self
+                        .step_gamma
+                        .powi(((step - self.warmup) / self.step_every) as i32)
             }
         }
     }
