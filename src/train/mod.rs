@@ -204,7 +204,8 @@ fn bytes_of(b: Bytes) -> Vec<u8> {
     b.to_vec()
 }
 
-fn build_optimizer(o: &OptimizerConfig) -> ModuleOptimizer {
+/// Adam as configured.
+pub fn optimizer(o: &OptimizerConfig) -> ModuleOptimizer {
     let mut cfg = AdamConfig::new()
         .with_beta_1(o.beta1 as f32)
         .with_beta_2(o.beta2 as f32)
@@ -538,7 +539,7 @@ fn train_in_pool(
     let device = Device::flex();
     let ad = device.clone().autodiff();
     let mut model = build_model(s, &ad)?;
-    let mut optim = build_optimizer(&s.optimizer);
+    let mut optim = optimizer(&s.optimizer);
 
     let resumed = match resume {
         Resume::Fresh => {
@@ -650,16 +651,17 @@ fn train_in_pool(
             let mut acc: Option<(grads::GradLayout, Vec<f32>)> = None;
             for b in first..last {
                 let batch = rx.recv().expect("loader thread ended early")?;
-                let x = Tensor::<4>::from_data(
-                    TensorData::new(batch.x, [batch.n, chans, size, size]),
+                let (y, mask) = loss::targets(&batch.labels, &obs, s.uncertainty);
+                let (loss, layout, flat) = gradients(
+                    &model,
+                    batch.x,
+                    [batch.n, chans, size, size],
+                    &y,
+                    &mask,
                     &ad,
                 );
-                let (y, mask) = loss::targets(&batch.labels, &obs, s.uncertainty);
-                let loss = loss::bce_with_logits(model.forward(x), &y, &mask, &ad);
-                loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                loss_sum += loss as f64;
                 loss_n += 1;
-                let g = GradientsParams::from_grads(loss.backward(), &model);
-                let (layout, flat) = grads::flatten(&g, &model);
                 match &mut acc {
                     Some((_, sum)) => sum.iter_mut().zip(&flat).for_each(|(a, v)| *a += v),
                     None => acc = Some((layout, flat)),
@@ -679,9 +681,8 @@ fn train_in_pool(
                     None => grads::norm(&flat),
                 };
                 last_norm = Some(norm);
-                let g = grads::unflatten(&layout, &flat, &model, &device);
                 let rate = lr.at(meta.step);
-                model = optim.step(rate, model, g);
+                model = apply(model, &mut optim, &layout, &flat, rate, &device);
                 meta.step += 1;
                 meta.batch = (b + 1) as u64;
                 pb.set_position(meta.step);
@@ -806,6 +807,38 @@ fn train_in_pool(
             .as_bytes(),
     )?;
     Ok(summary)
+}
+
+/// Forward and backward pass on one batch: the loss and the flat gradient (see [`grads`]). `device` is the
+/// autodiff device the model lives on.
+pub fn gradients(
+    model: &DenseNet,
+    x: Vec<f32>,
+    shape: [usize; 4],
+    y: &[f32],
+    mask: &[f32],
+    device: &Device,
+) -> (f32, grads::GradLayout, Vec<f32>) {
+    let x = Tensor::<4>::from_data(TensorData::new(x, shape), device);
+    let loss = loss::bce_with_logits(model.forward(x), y, mask, device);
+    let value = loss.clone().into_scalar::<f32>();
+    let g = GradientsParams::from_grads(loss.backward(), model);
+    let (layout, flat) = grads::flatten(&g, model);
+    (value, layout, flat)
+}
+
+/// One optimizer step with a flat gradient (already averaged, accumulated and clipped as wanted). `inner` is the
+/// model's device without autodiff, where gradients live.
+pub fn apply(
+    model: DenseNet,
+    optim: &mut ModuleOptimizer,
+    layout: &grads::GradLayout,
+    flat: &[f32],
+    lr: f64,
+    inner: &Device,
+) -> DenseNet {
+    let g = grads::unflatten(layout, flat, &model, inner);
+    optim.step(lr, model, g)
 }
 
 fn snapshot(model: &DenseNet, optim: &ModuleOptimizer) -> Result<(Vec<u8>, Vec<u8>)> {
