@@ -1,6 +1,7 @@
 //! One training step (forward, BCE, backward, flat gradient, Adam) of the classifiers chexlab trains on CPU:
 //! - `small_64px_b16`: the demo's small DenseNet (growth 12, blocks 2-2-2, 16 stem features), 1×64×64, batch 16;
 //! - `densenet121_224px_b8`: DenseNet-121, 1×224×224, batch 8.
+//!
 //! Both with 14 outputs. Threads: the global pool (`RAYON_NUM_THREADS`). `benches/compare_torch.py` runs this
 //! bench and the same steps in PyTorch on the same number of threads, and prints the ratios.
 
