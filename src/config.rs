@@ -180,6 +180,9 @@ pub struct ModelConfig {
     pub in_channels: usize,
     /// Optional torchvision weights to start from.
     pub pretrained: Option<PathBuf>,
+    /// Normalise with BatchNorm's running statistics in training too (scale and shift still learn): for
+    /// fine-tuning pretrained weights with small per-rank batches.
+    pub freeze_bn: bool,
     /// Observations the classifier predicts and is evaluated on.
     pub observations: Vec<String>,
 }
@@ -194,6 +197,7 @@ impl Default for ModelConfig {
             image_size: 320,
             in_channels: 1,
             pretrained: None,
+            freeze_bn: false,
             observations: [
                 "Atelectasis",
                 "Cardiomegaly",

@@ -12,7 +12,7 @@ use chexlab::data::OnBadRecord;
 use chexlab::data::report::SectionChoice;
 use chexlab::data::synth::{self, SynthConfig};
 use chexlab::labelers::rules::RuleLabeler;
-use chexlab::train::{Resume, TrainSettings};
+use chexlab::train::{Resume, TrainOptions, TrainSettings};
 
 /// chexlab — how much does report-labeler quality change the chest X-ray classifier trained on its labels?
 #[derive(Parser)]
@@ -292,6 +292,41 @@ fn not_yet(what: &'static str) -> Result<()> {
 }
 
 /// Loads a config, writes the resolved copy into its run directory, and reports where.
+/// Runs a (possibly distributed) command body; when it fails on one of several ranks, that rank reports the error
+/// and aborts the whole job, so that no other rank waits forever in a collective.
+fn distributed(
+    comm: &dyn chexlab::dist::Communicator,
+    body: impl FnOnce() -> Result<i32>,
+) -> Result<i32> {
+    match body() {
+        Err(e) if comm.size() > 1 => {
+            eprintln!("error on rank {} of {}: {e:#}", comm.rank(), comm.size());
+            comm.abort(1)
+        }
+        other => other,
+    }
+}
+
+/// Ends a distributed command: shuts MPI down (by dropping the communicator), then exits with `code` when it is
+/// not 0.
+fn finish(comm: Box<dyn chexlab::dist::Communicator>, code: Result<i32>) -> Result<()> {
+    drop(comm);
+    match code? {
+        0 => Ok(()),
+        c => std::process::exit(c),
+    }
+}
+
+/// A flag set by SIGTERM or SIGUSR2 (Slurm's preemption and time-limit warnings): training checkpoints at the next
+/// step and exits with [`chexlab::train::EXIT_PREEMPTED`].
+fn stop_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR2] {
+        signal_hook::flag::register(sig, flag.clone()).context("installing a signal handler")?;
+    }
+    Ok(flag)
+}
+
 /// The named sources (checked against the config), or every source of the config.
 fn selected_sources(cfg: &Config, names: &[String]) -> Result<Vec<String>> {
     if names.is_empty() {
@@ -500,36 +535,54 @@ fn run(cli: Cli) -> Result<()> {
             resume,
         } => {
             let cfg = Config::load(&config.config, &config.overrides)?;
-            prepare_run(&cfg)?;
-            let shards = chexlab::shard::ShardSet::open(&cfg.run_dir.join("shards"))?;
-            let resume = match resume.as_deref() {
-                None => Resume::Fresh,
-                Some("auto") => Resume::Auto,
-                Some(path) => Resume::From(PathBuf::from(path)),
-            };
-            for source in selected_sources(&cfg, &sources)? {
-                let s = TrainSettings::from_config(&cfg, &source, &shards)?;
-                let out = cfg.run_dir.join("train").join(&source);
-                let sum = chexlab::train::train(
-                    &shards,
-                    &s,
-                    &out,
-                    resume.clone(),
-                    cfg.distributed.compute_threads,
-                )?;
-                println!(
-                    "{source}: {} steps, {} images in {:.0} s ({:.1} img/s); best valid mean AUROC {} vs '{}'",
-                    sum.steps,
-                    sum.images_seen,
-                    sum.seconds,
-                    sum.images_per_s,
-                    sum.best
-                        .map(|(m, step)| format!("{m:.4} at step {step}"))
-                        .unwrap_or("n/a".into()),
-                    s.reference
-                );
-            }
-            Ok(())
+            let comm = chexlab::dist::from_env()?;
+            let code = distributed(comm.as_ref(), || {
+                if comm.rank() == 0 {
+                    prepare_run(&cfg)?;
+                } else {
+                    chexlab::progress::set_enabled(false);
+                }
+                let shards = chexlab::shard::ShardSet::open(&cfg.run_dir.join("shards"))?;
+                let opts = TrainOptions {
+                    resume: match resume.as_deref() {
+                        None => Resume::Fresh,
+                        Some("auto") => Resume::Auto,
+                        Some(path) => Resume::From(PathBuf::from(path)),
+                    },
+                    threads: cfg.distributed.compute_threads,
+                    stop: Some(stop_flag()?),
+                };
+                let names = selected_sources(&cfg, &sources)?;
+                let runs =
+                    chexlab::train::train_sources(&cfg, &names, &shards, &opts, comm.as_ref())?;
+                let mut preempted = false;
+                for run in runs.iter().filter(|r| r.group_rank == 0) {
+                    let sum = &run.summary;
+                    preempted |= sum.preempted;
+                    println!(
+                        "{}: {} steps on {} rank(s), {} images in {:.0} s ({:.1} img/s); best valid mean AUROC {}{}",
+                        run.source,
+                        sum.steps,
+                        sum.ranks,
+                        sum.images_seen,
+                        sum.seconds,
+                        sum.images_per_s,
+                        sum.best
+                            .map(|(m, step)| format!("{m:.4} at step {step}"))
+                            .unwrap_or("n/a".into()),
+                        if sum.preempted {
+                            " — stopped by signal, resume with --resume auto"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                if preempted || runs.iter().any(|r| r.summary.preempted) {
+                    return Ok(chexlab::train::EXIT_PREEMPTED);
+                }
+                Ok(0)
+            });
+            finish(comm, code)
         }
         Command::Evaluate {
             run,
@@ -539,35 +592,55 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = Config::load(&run.join(chexlab::config::RESOLVED_NAME), &[])?;
             let split = chexlab::data::Split::parse(&split)
                 .with_context(|| format!("--split '{split}': expected train, valid or test"))?;
-            let shards = chexlab::shard::ShardSet::open(&run.join("shards"))?;
-            for source in selected_sources(&cfg, &sources)? {
-                let train_dir = run.join("train").join(&source);
-                if sources.is_empty() && !train_dir.join("best.ckpt").is_file() {
-                    tracing::warn!("{source}: no best.ckpt in {}; skipped", train_dir.display());
-                    continue;
+            let comm = chexlab::dist::from_env()?;
+            let code = distributed(comm.as_ref(), || {
+                if comm.rank() != 0 {
+                    chexlab::progress::set_enabled(false);
                 }
-                let s = TrainSettings::from_config(&cfg, &source, &shards)?;
-                let out = run.join("eval").join(&source);
-                let sc = chexlab::train::evaluate(&shards, &s, &train_dir, split, &out)?;
-                println!(
-                    "{source}: {} {} images, mean AUROC {} vs '{}' (checkpoint step {}); {}",
-                    sc.images,
-                    sc.split,
-                    sc.mean_auroc
-                        .map(|m| format!("{m:.4}"))
-                        .unwrap_or("n/a".into()),
-                    sc.reference,
-                    sc.checkpoint_step,
-                    out.display()
-                );
-                for ((name, a), (_, pos)) in sc.auroc.iter().zip(&sc.positives) {
+                let shards = chexlab::shard::ShardSet::open(&run.join("shards"))?;
+                for source in selected_sources(&cfg, &sources)? {
+                    let train_dir = run.join("train").join(&source);
+                    if sources.is_empty() && !train_dir.join("best.ckpt").is_file() {
+                        tracing::warn!(
+                            "{source}: no best.ckpt in {}; skipped",
+                            train_dir.display()
+                        );
+                        continue;
+                    }
+                    let s = TrainSettings::from_config(&cfg, &source, &shards)?;
+                    let out = run.join("eval").join(&source);
+                    let Some(sc) = chexlab::train::evaluate(
+                        &shards,
+                        &s,
+                        &train_dir,
+                        split,
+                        &out,
+                        comm.as_ref(),
+                    )?
+                    else {
+                        continue;
+                    };
                     println!(
-                        "  {name:<28} {:>7}  ({pos} positives)",
-                        a.map(|a| format!("{a:.4}")).unwrap_or("n/a".into())
+                        "{source}: {} {} images, mean AUROC {} vs '{}' (checkpoint step {}); {}",
+                        sc.images,
+                        sc.split,
+                        sc.mean_auroc
+                            .map(|m| format!("{m:.4}"))
+                            .unwrap_or("n/a".into()),
+                        sc.reference,
+                        sc.checkpoint_step,
+                        out.display()
                     );
+                    for ((name, a), (_, pos)) in sc.auroc.iter().zip(&sc.positives) {
+                        println!(
+                            "  {name:<28} {:>7}  ({pos} positives)",
+                            a.map(|a| format!("{a:.4}")).unwrap_or("n/a".into())
+                        );
+                    }
                 }
-            }
-            Ok(())
+                Ok(0)
+            });
+            finish(comm, code)
         }
         Command::Report { .. } => not_yet("chexlab report"),
         Command::Run { config, .. } => {

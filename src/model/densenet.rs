@@ -6,7 +6,7 @@
 //! Field names follow torchvision's state-dict keys (`conv0`, `norm0`, `norm1`, `conv1`, ...) so that weight import
 //! is a renaming of block/layer indices only (see [`crate::model::import`]).
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, AvgPool2d, AvgPool2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -238,7 +238,48 @@ pub struct DenseNet {
     pub classifier: Linear,
 }
 
+fn frozen(bn: BatchNorm) -> BatchNorm {
+    BatchNorm {
+        training: Param::from_bool(false),
+        ..bn
+    }
+}
+
 impl DenseNet {
+    /// Every BatchNorm normalises with its running statistics, also in training (its scale and shift still
+    /// learn): the usual choice when fine-tuning pretrained weights with small per-rank batches, and it makes
+    /// data-parallel training over W ranks equal to training on one W-times larger batch.
+    pub fn freeze_batchnorm(self) -> Self {
+        DenseNet {
+            norm0: frozen(self.norm0),
+            norm5: frozen(self.norm5),
+            blocks: self
+                .blocks
+                .into_iter()
+                .map(|b| DenseBlock {
+                    layers: b
+                        .layers
+                        .into_iter()
+                        .map(|l| DenseLayer {
+                            norm1: frozen(l.norm1),
+                            norm2: frozen(l.norm2),
+                            ..l
+                        })
+                        .collect(),
+                })
+                .collect(),
+            transitions: self
+                .transitions
+                .into_iter()
+                .map(|t| Transition {
+                    norm: frozen(t.norm),
+                    ..t
+                })
+                .collect(),
+            ..self
+        }
+    }
+
     /// Logits for a batch of images `[batch, channels, height, width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = self

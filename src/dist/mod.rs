@@ -1,0 +1,102 @@
+//! Communication between ranks: the [`Communicator`] trait and its implementations — one process
+//! ([`single::Single`]), ranks as threads of one process for tests ([`threads::Threads`]), and MPI processes
+//! ([`mpi::Mpi`], feature `mpi`). Every collective is numbered; the sequence number, operation and rank are logged
+//! at debug level so that a hang or a mismatch can be traced to the collective where ranks parted ways.
+
+pub mod single;
+pub mod threads;
+
+#[cfg(feature = "mpi")]
+pub mod mpi;
+
+use crate::error::{Error, Result};
+
+/// What ranks need from each other.
+pub trait Communicator {
+    /// This process's rank in the communicator.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Rank among the ranks on this node (picks the GPU, the CPU set).
+    fn local_rank(&self) -> usize;
+    /// Element-wise sum across ranks, in place; every rank ends with the same values.
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
+    /// Replaces `buf` on every rank with `root`'s bytes (any length).
+    fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize) -> Result<()>;
+    /// Every rank's bytes, in rank order, on `root`; `None` elsewhere.
+    fn gather_bytes(&self, data: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>>;
+    /// Waits for every rank.
+    fn barrier(&self) -> Result<()>;
+    /// Splits into sub-communicators of the ranks with the same `color`, ordered by rank.
+    fn split(&self, color: usize) -> Result<Box<dyn Communicator>>;
+    /// Ends every rank of the job now with `code` (used when one rank fails, so that no rank waits forever).
+    fn abort(&self, code: i32) -> !;
+}
+
+/// Sequence numbers of collectives, for debug logs.
+#[derive(Debug, Default)]
+pub struct Seq(std::sync::atomic::AtomicU64);
+
+impl Seq {
+    /// Logs and returns the next sequence number of `op` on `rank`.
+    pub fn next(&self, op: &str, rank: usize) -> u64 {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(seq = n, op, rank, "collective");
+        n
+    }
+}
+
+/// Broadcasts a value as JSON from `root`.
+pub fn broadcast_json<T: serde::Serialize + serde::de::DeserializeOwned>(
+    comm: &dyn Communicator,
+    value: &T,
+    root: usize,
+) -> Result<T> {
+    let mut buf = if comm.rank() == root {
+        serde_json::to_vec(value).expect("serialisable")
+    } else {
+        Vec::new()
+    };
+    comm.broadcast_bytes(&mut buf, root)?;
+    serde_json::from_slice(&buf)
+        .map_err(|e| Error::Config(format!("broadcast from rank {root}: {e}")))
+}
+
+/// True on every rank when `flag` is true on any rank.
+pub fn any(comm: &dyn Communicator, flag: bool) -> Result<bool> {
+    let mut v = [flag as u8 as f32];
+    comm.all_reduce_sum_f32(&mut v)?;
+    Ok(v[0] > 0.0)
+}
+
+/// Which launcher started this process, from the environment: `Some(world size)` under mpirun/srun.
+pub fn launched_world_size() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_SIZE",
+        "MPI_LOCALNRANKS",
+    ]
+    .iter()
+    .find_map(|k| std::env::var(k).ok()?.parse().ok())
+}
+
+/// The communicator for this process: MPI when launched by mpirun/srun (and built with `mpi`), else one process.
+pub fn from_env() -> Result<Box<dyn Communicator>> {
+    #[cfg(feature = "mpi")]
+    {
+        if launched_world_size().is_some() || std::env::var("PMIX_RANK").is_ok() {
+            return Ok(Box::new(mpi::Mpi::init()?));
+        }
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        if let Some(n) = launched_world_size().filter(|&n| n > 1) {
+            return Err(Error::Config(format!(
+                "launched as one of {n} MPI ranks, but this chexlab was built without the `mpi` feature \
+                 (cargo build --release --features mpi)"
+            )));
+        }
+    }
+    Ok(Box::new(single::Single))
+}

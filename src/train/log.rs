@@ -1,0 +1,129 @@
+//! `metrics.csv` and `metrics.jsonl`: one row per logged training step and per validation (written by rank 0).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::RunFiles;
+use super::score::mean_auroc;
+use crate::error::{Error, Result};
+
+/// Appends rows to metrics.csv / metrics.jsonl; on resume, first drops rows past the checkpoint's step.
+pub(crate) struct MetricsLog {
+    csv: std::fs::File,
+    jsonl: std::fs::File,
+    csv_path: PathBuf,
+    obs: Vec<String>,
+}
+
+impl MetricsLog {
+    pub(crate) fn open(files: &RunFiles, obs: &[String], keep_until: Option<u64>) -> Result<Self> {
+        let (csv_path, jsonl_path) = (files.metrics_csv(), files.metrics_jsonl());
+        let header = {
+            let mut h = vec![
+                "step",
+                "epoch",
+                "kind",
+                "loss",
+                "lr",
+                "images_per_s",
+                "grad_norm",
+                "mean_auroc",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+            h.extend(
+                obs.iter()
+                    .map(|o| format!("auroc_{}", o.to_lowercase().replace(' ', "_"))),
+            );
+            h.join(",")
+        };
+        let keep = |path: &Path, csv: bool| -> Result<String> {
+            let Some(limit) = keep_until else {
+                return Ok(if csv {
+                    format!("{header}\n")
+                } else {
+                    String::new()
+                });
+            };
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let mut out = String::new();
+            for (i, line) in text.lines().enumerate() {
+                let step = if csv {
+                    if i == 0 {
+                        out.push_str(&format!("{header}\n"));
+                        continue;
+                    }
+                    line.split(',').next().and_then(|s| s.parse::<u64>().ok())
+                } else {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                };
+                if step.is_some_and(|s| s <= limit) {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            if csv && out.is_empty() {
+                out = format!("{header}\n");
+            }
+            Ok(out)
+        };
+        let csv_text = keep(&csv_path, true)?;
+        let jsonl_text = keep(&jsonl_path, false)?;
+        crate::io::write_atomic(&csv_path, csv_text.as_bytes())?;
+        crate::io::write_atomic(&jsonl_path, jsonl_text.as_bytes())?;
+        let append = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(p)
+                .map_err(|e| Error::io(p, e))
+        };
+        Ok(MetricsLog {
+            csv: append(&csv_path)?,
+            jsonl: append(&jsonl_path)?,
+            csv_path,
+            obs: obs.to_vec(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn row(
+        &mut self,
+        step: u64,
+        epoch: u64,
+        kind: &str,
+        loss: Option<f64>,
+        lr: f64,
+        ips: Option<f64>,
+        grad_norm: Option<f64>,
+        table: Option<&[(String, Option<f64>)]>,
+    ) -> Result<()> {
+        let f = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+        let mean = table.and_then(mean_auroc);
+        let mut cells = vec![
+            step.to_string(),
+            epoch.to_string(),
+            kind.to_string(),
+            f(loss),
+            format!("{lr:.3e}"),
+            f(ips),
+            f(grad_norm),
+            f(mean),
+        ];
+        let mut json = serde_json::json!({
+            "step": step, "epoch": epoch, "kind": kind, "loss": loss, "lr": lr,
+            "images_per_s": ips, "grad_norm": grad_norm, "mean_auroc": mean,
+        });
+        for (k, o) in self.obs.iter().enumerate() {
+            let a = table.and_then(|t| t.get(k)).and_then(|(_, a)| *a);
+            cells.push(f(a));
+            json["auroc"][o] = serde_json::json!(a);
+        }
+        let io = |e| Error::io(&self.csv_path, e);
+        writeln!(self.csv, "{}", cells.join(",")).map_err(io)?;
+        writeln!(self.jsonl, "{json}").map_err(io)?;
+        Ok(())
+    }
+}
