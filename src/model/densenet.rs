@@ -280,6 +280,31 @@ impl DenseNet {
         }
     }
 
+    /// Every BatchNorm layer, in module order.
+    pub fn batchnorms(&self) -> Vec<&BatchNorm> {
+        let mut v = vec![&self.norm0];
+        for (i, b) in self.blocks.iter().enumerate() {
+            for l in &b.layers {
+                v.extend([&l.norm1, &l.norm2]);
+            }
+            if let Some(t) = self.transitions.get(i) {
+                v.push(&t.norm);
+            }
+        }
+        v.push(&self.norm5);
+        v
+    }
+
+    /// Folds BatchNorm's pending running-statistics updates into the values that records, visitors and
+    /// inference read. Burn applies a training step's update lazily, at the layer's next training forward; call
+    /// this before saving, hashing or comparing a model that has just trained.
+    pub fn settle_running_stats(&self) {
+        for bn in self.batchnorms() {
+            bn.running_mean.value_sync();
+            bn.running_var.value_sync();
+        }
+    }
+
     /// Logits for a batch of images `[batch, channels, height, width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = self

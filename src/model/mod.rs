@@ -8,19 +8,39 @@ pub use densenet::{DenseNet, DenseNetConfig};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
-struct Values(Vec<f32>);
+struct Values {
+    out: Vec<f32>,
+    trainable_only: bool,
+}
 
 impl ModuleVisitor for Values {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if self.trainable_only && !param.is_require_grad() {
+            return;
+        }
         let v = param.val().into_data().convert::<f32>();
-        self.0.extend(v.try_to_vec::<f32>().expect("f32 parameter"));
+        self.out
+            .extend(v.try_to_vec::<f32>().expect("f32 parameter"));
     }
 }
 
 /// Every float value of a module (parameters and BatchNorm statistics) in visiting order: what "same weights"
 /// means when two runs or two ranks are compared.
 pub fn state_values<M: Module>(module: &M) -> Vec<f32> {
-    let mut v = Values(Vec::new());
+    let mut v = Values {
+        out: Vec::new(),
+        trainable_only: false,
+    };
     module.visit(&mut v);
-    v.0
+    v.out
+}
+
+/// The values of the trainable parameters only (no BatchNorm statistics), in visiting order.
+pub fn trainable_values<M: Module>(module: &M) -> Vec<f32> {
+    let mut v = Values {
+        out: Vec::new(),
+        trainable_only: true,
+    };
+    module.visit(&mut v);
+    v.out
 }

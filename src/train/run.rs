@@ -31,7 +31,7 @@ use crate::config::hex;
 use crate::data::Split;
 use crate::dist::{Communicator, broadcast_json};
 use crate::error::{Error, Result};
-use crate::model::{DenseNet, state_values};
+use crate::model::{DenseNet, DenseNetConfig, state_values, trainable_values};
 use crate::shard::ShardSet;
 
 /// Exit code of a run stopped by SIGTERM/SIGUSR2 after writing its checkpoint: "try again later" (EX_TEMPFAIL);
@@ -113,6 +113,7 @@ pub fn train(
 }
 
 fn model_bytes(model: &DenseNet) -> Result<Vec<u8>> {
+    model.settle_running_stats();
     let b = model
         .clone()
         .into_record()
@@ -122,7 +123,16 @@ fn model_bytes(model: &DenseNet) -> Result<Vec<u8>> {
 }
 
 /// Makes every rank's model rank 0's (parameters and BatchNorm statistics).
-fn sync_from_root(model: DenseNet, comm: &dyn Communicator, s: &TrainSettings) -> Result<DenseNet> {
+///
+/// The other ranks load rank 0's record into a fresh model: loading into the trained one would leave BatchNorm's
+/// per-thread running-statistics updates in place, to be merged back over the loaded values.
+fn sync_from_root(
+    model: DenseNet,
+    comm: &dyn Communicator,
+    s: &TrainSettings,
+    device: &Device,
+) -> Result<DenseNet> {
+    model.settle_running_stats();
     if comm.size() == 1 {
         return Ok(model);
     }
@@ -135,11 +145,15 @@ fn sync_from_root(model: DenseNet, comm: &dyn Communicator, s: &TrainSettings) -
     if comm.rank() == 0 {
         return Ok(model);
     }
-    load_model_bytes(model, bytes, Path::new("<model broadcast from rank 0>"), s)
+    drop(model);
+    // Parameters are drawn lazily, so this fresh model draws nothing before the record replaces them.
+    let fresh = DenseNetConfig::from_model_config(&s.model)?.init(device);
+    load_model_bytes(fresh, bytes, Path::new("<model broadcast from rank 0>"), s)
 }
 
 /// SHA-256 over a model's values.
 pub fn state_sha256(model: &DenseNet) -> String {
+    model.settle_running_stats();
     let mut h = Sha256::new();
     for v in state_values(model) {
         h.update(v.to_le_bytes());
@@ -147,12 +161,13 @@ pub fn state_sha256(model: &DenseNet) -> String {
     hex(&h.finalize())
 }
 
-/// Checks that the ranks' trainable parameters agree: each rank's checksum against the mean over ranks.
+/// Checks that the ranks' trainable parameters agree: each rank's checksum against the mean over ranks. (The
+/// BatchNorm statistics legitimately differ between validations: each rank's come from its own batches.)
 fn check_in_step(model: &DenseNet, comm: &dyn Communicator, step: u64) -> Result<()> {
     if comm.size() == 1 {
         return Ok(());
     }
-    let sum: f64 = state_values(model).iter().map(|&v| v as f64).sum();
+    let sum: f64 = trainable_values(model).iter().map(|&v| v as f64).sum();
     let mut v = [sum as f32];
     comm.all_reduce_sum_f32(&mut v)?;
     let mean = v[0] / comm.size() as f32;
@@ -258,7 +273,7 @@ fn train_in_pool(
             );
         }
     }
-    model = sync_from_root(model, comm, s)?;
+    model = sync_from_root(model, comm, s, &ad)?;
     let mut log = if root {
         Some(MetricsLog::open(
             &files,
@@ -424,7 +439,7 @@ fn train_in_pool(
                     || meta.step == total_steps;
                 if validate {
                     check_in_step(&model, comm, meta.step)?;
-                    model = sync_from_root(model, comm, s)?;
+                    model = sync_from_root(model, comm, s, &ad)?;
                     let scored = predict_distributed(
                         &model.valid(),
                         shards,
@@ -505,7 +520,7 @@ fn train_in_pool(
                     || (sched.checkpoint_every > 0
                         && meta.step.is_multiple_of(sched.checkpoint_every))
                 {
-                    model = sync_from_root(model, comm, s)?;
+                    model = sync_from_root(model, comm, s, &ad)?;
                     if root {
                         save(&model, &optim, &meta, false)?;
                     }

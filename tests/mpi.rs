@@ -1,0 +1,205 @@
+//! Data-parallel training under a real `mpirun -np 2` (feature `mpi`; Open MPI must be installed): both ranks end
+//! with identical weights; a killed rank ends the job with an error in bounded time and `--resume auto` then
+//! finishes; SIGUSR2 (Slurm's preemption warning, forwarded by mpirun) checkpoints and exits for requeue.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use chexlab::config::ImageFormat;
+use chexlab::data::OnBadRecord;
+use chexlab::data::synth::{self, SynthConfig};
+use chexlab::shard::{ShardSpec, write_shards};
+use chexlab::train::checkpoint;
+
+/// A tiny world, its shards and a config training on its truth labels; returns the config path.
+fn study(dir: &Path, schedule: &str) -> PathBuf {
+    let world = dir.join("world");
+    let cfg = SynthConfig {
+        studies: 200,
+        seed: 3,
+        image_size: 32,
+        format: ImageFormat::Png,
+        ..SynthConfig::default()
+    };
+    synth::generate(&world, &cfg).unwrap();
+    let run = dir.join("run");
+    let spec = ShardSpec {
+        dataset: world.clone(),
+        sources: vec![("truth".into(), world.join("truth/image_labels.csv"))],
+        target_mb: 1.0,
+        pre_resize: true,
+        image_size: 32,
+        seed: 5,
+        on_bad_record: OnBadRecord::Fail,
+    };
+    write_shards(&spec, &run.join("shards")).unwrap();
+    let text = format!(
+        r#"seed = 5
+run_dir = "{run}"
+[dataset]
+kind = "synthetic"
+root = "{world}"
+image_size = 32
+[[sources]]
+name = "truth"
+kind = "truth"
+[model]
+arch = "small"
+growth_rate = 4
+block_config = [1, 1]
+init_features = 8
+image_size = 32
+observations = ["Cardiomegaly", "Pleural Effusion", "Edema"]
+[optimizer]
+lr = 1e-3
+[schedule]
+batch_size = 8
+{schedule}
+"#,
+        run = run.display(),
+        world = world.display()
+    );
+    let path = dir.join("study.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn mpirun(config: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["-np", "2", "--oversubscribe"])
+        .arg(env!("CARGO_BIN_EXE_chexlab"))
+        .args(["--quiet", "train", "--config"])
+        .arg(config)
+        .args(extra)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c
+}
+
+fn summary(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("train/truth/summary.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn wait_for_checkpoint(dir: &Path, child: &mut Child) {
+    let t = Instant::now();
+    while checkpoint::list(dir).is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before its first checkpoint"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if t.elapsed() > limit {
+            child.kill().ok();
+            panic!("the job did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_ranks_end_with_identical_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = study(tmp.path(), "epochs = 2\nvalid_every = 5");
+    let out = mpirun(&cfg, &[]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let s = summary(&tmp.path().join("run"));
+    assert_eq!(s["ranks"], 2);
+    // 215 train images: 107 per rank, 13 batches of 8 per epoch.
+    assert_eq!(s["steps"], 26);
+    let h = s["rank_state_sha256"].as_array().unwrap();
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[0], h[1], "ranks ended with different weights");
+    assert!(tmp.path().join("run/train/truth/best.ckpt").is_file());
+}
+
+#[test]
+fn killed_rank_fails_fast_and_resume_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = study(
+        tmp.path(),
+        "max_steps = 1500\ncheckpoint_every = 20\nvalid_every = 2000",
+    );
+    let ckpts = tmp.path().join("run/train/truth/checkpoints");
+    let mut job = mpirun(&cfg, &[]).spawn().unwrap();
+    wait_for_checkpoint(&ckpts, &mut job);
+    // Kill one rank (not mpirun) hard.
+    let ranks = Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("chexlab --quiet train --config {}", cfg.display()),
+        ])
+        .output()
+        .unwrap();
+    let pids: Vec<String> = String::from_utf8_lossy(&ranks.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .filter(|p| *p != job.id().to_string())
+        .collect();
+    assert_eq!(pids.len(), 2, "rank pids: {pids:?}");
+    Command::new("kill")
+        .args(["-9", &pids[1]])
+        .status()
+        .unwrap();
+    let status = wait_bounded(&mut job, Duration::from_secs(30));
+    assert!(!status.success(), "a job that lost a rank must fail");
+    // Resume from the newest valid checkpoint and finish.
+    let out = mpirun(&cfg, &["--resume", "auto"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&tmp.path().join("run"));
+    assert_eq!(s["steps"], 1500);
+    let h = s["rank_state_sha256"].as_array().unwrap();
+    assert_eq!(h[0], h[1]);
+}
+
+#[test]
+fn sigusr2_checkpoints_and_exits_for_requeue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = study(
+        tmp.path(),
+        "max_steps = 1500\ncheckpoint_every = 20\nvalid_every = 2000",
+    );
+    let ckpts = tmp.path().join("run/train/truth/checkpoints");
+    let mut job = mpirun(&cfg, &[]).spawn().unwrap();
+    wait_for_checkpoint(&ckpts, &mut job);
+    // mpirun forwards SIGUSR2 to every rank.
+    Command::new("kill")
+        .args(["-USR2", &job.id().to_string()])
+        .status()
+        .unwrap();
+    let status = wait_bounded(&mut job, Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(chexlab::train::EXIT_PREEMPTED),
+        "{status:?}"
+    );
+    let (last, _) = *checkpoint::list(&ckpts).last().unwrap();
+    assert!(last < 1500, "stopped at step {last}");
+    let out = mpirun(&cfg, &["--resume", "auto"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary(&tmp.path().join("run"))["steps"], 1500);
+}
