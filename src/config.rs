@@ -147,7 +147,7 @@ pub struct SourceConfig {
 
 /// Shard section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ShardConfig {
     /// Target shard size in MB.
     pub target_mb: f64,

@@ -221,7 +221,7 @@ enum Command {
     },
     /// Score a split with a run's best checkpoints and write per-image probabilities and AUROC.
     Evaluate {
-        /// Run directory (holds config.resolved.toml, shards/ and train/).
+        /// Run directory (holds config.resolved.toml, shards/ and train/), or the study config (its run_dir).
         #[arg(long)]
         run: PathBuf,
         /// Split to score: train, valid or test.
@@ -283,6 +283,7 @@ fn init_logging(cli: &Cli) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -589,7 +590,16 @@ fn run(cli: Cli) -> Result<()> {
             split,
             sources,
         } => {
-            let cfg = Config::load(&run.join(chexlab::config::RESOLVED_NAME), &[])?;
+            let (cfg, run) = if run.is_file() {
+                let cfg = Config::load(&run, &[])?;
+                let dir = cfg.run_dir.clone();
+                (cfg, dir)
+            } else {
+                (
+                    Config::load(&run.join(chexlab::config::RESOLVED_NAME), &[])?,
+                    run,
+                )
+            };
             let split = chexlab::data::Split::parse(&split)
                 .with_context(|| format!("--split '{split}': expected train, valid or test"))?;
             let comm = chexlab::dist::from_env()?;

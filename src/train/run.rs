@@ -74,6 +74,9 @@ pub struct TrainSummary {
     pub preempted: bool,
     pub seconds: f64,
     pub images_per_s: f64,
+    /// Seconds spent in the per-step gradient all-reduce, and its share of the time in training steps.
+    pub allreduce_seconds: f64,
+    pub allreduce_share: f64,
     pub last_valid_auroc: Vec<(String, Option<f64>)>,
     /// SHA-256 of each rank's final parameters and statistics: all equal when the ranks stayed in step.
     pub rank_state_sha256: Vec<String>,
@@ -318,6 +321,7 @@ fn train_in_pool(
     let (mut loss_sum, mut loss_n) = (0f64, 0f64);
     let mut last_norm = None;
     let inv = 1.0 / (world * accum) as f32;
+    let (mut allreduce_s, mut step_s) = (0f64, 0f64);
 
     // Saves a checkpoint (rank 0), keeping the last K; `best` also copies it to best.ckpt.
     let save = |model: &DenseNet,
@@ -367,6 +371,7 @@ fn train_in_pool(
             let mut step_loss = 0f32;
             for b in first..last {
                 let batch = rx.recv().expect("loader thread ended early")?;
+                let t_step = Instant::now();
                 let (y, mask) = loss::targets(&batch.labels, &obs, s.uncertainty);
                 let (l, layout, flat) = gradients(
                     &model,
@@ -383,9 +388,11 @@ fn train_in_pool(
                 }
                 images_seen += (batch.n * world) as u64;
                 window_images += (batch.n * world) as u64;
+                step_s += t_step.elapsed().as_secs_f64();
                 if !(b + 1).is_multiple_of(accum) {
                     continue;
                 }
+                let t_update = Instant::now();
                 let (layout, mut flat) = acc.take().expect("accumulated gradient");
                 // One all-reduce carries the gradient, the loss and the stop flag.
                 let stop_here = opts
@@ -394,7 +401,9 @@ fn train_in_pool(
                     .is_some_and(|f| f.load(Ordering::Relaxed));
                 flat.push(step_loss);
                 flat.push(stop_here as u8 as f32);
+                let t = Instant::now();
                 comm.all_reduce_sum_f32(&mut flat)?;
+                allreduce_s += t.elapsed().as_secs_f64();
                 let stop_any = flat.pop().expect("flag") > 0.0;
                 loss_sum += (flat.pop().expect("loss") * inv) as f64;
                 loss_n += 1.0;
@@ -407,6 +416,7 @@ fn train_in_pool(
                 last_norm = Some(norm);
                 let rate = lr.at(meta.step);
                 model = apply(model, &mut optim, &layout, &flat, rate, &device);
+                step_s += t_update.elapsed().as_secs_f64();
                 meta.step += 1;
                 meta.batch = (b + 1) as u64;
                 if b + 1 == last {
@@ -558,6 +568,8 @@ fn train_in_pool(
         preempted,
         seconds,
         images_per_s: images_seen as f64 / seconds.max(1e-9),
+        allreduce_seconds: allreduce_s,
+        allreduce_share: allreduce_s / step_s.max(1e-9),
         last_valid_auroc: last_table,
         rank_state_sha256: hashes
             .unwrap_or_default()

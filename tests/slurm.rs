@@ -1,0 +1,195 @@
+//! The sbatch scripts on a real single-node Slurm cluster (feature `mpi`). Runs when `CHEXLAB_SLURM=1` says a
+//! cluster is up (`launch/local-slurm/start.sh`, as `.ci/run` does); otherwise each test says why it skips.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chexlab::config::ImageFormat;
+use chexlab::data::OnBadRecord;
+use chexlab::data::synth::{self, SynthConfig};
+use chexlab::shard::{ShardSpec, write_shards};
+use chexlab::train::checkpoint;
+
+fn cluster() -> bool {
+    if std::env::var("CHEXLAB_SLURM").as_deref() != Ok("1") {
+        eprintln!(
+            "skipping: no local Slurm cluster (start launch/local-slurm/start.sh and set CHEXLAB_SLURM=1)"
+        );
+        return false;
+    }
+    true
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("launch/slurm")
+        .join(name)
+}
+
+/// A tiny world with shards and a config training on its truth labels.
+fn study(dir: &Path, schedule: &str) -> PathBuf {
+    let world = dir.join("world");
+    let cfg = SynthConfig {
+        studies: 200,
+        seed: 3,
+        image_size: 32,
+        format: ImageFormat::Png,
+        ..SynthConfig::default()
+    };
+    synth::generate(&world, &cfg).unwrap();
+    let run = dir.join("run");
+    let spec = ShardSpec {
+        dataset: world.clone(),
+        sources: vec![("truth".into(), world.join("truth/image_labels.csv"))],
+        target_mb: 1.0,
+        pre_resize: true,
+        image_size: 32,
+        seed: 5,
+        on_bad_record: OnBadRecord::Fail,
+    };
+    write_shards(&spec, &run.join("shards")).unwrap();
+    let text = format!(
+        "seed = 5\nrun_dir = \"{}\"\n[dataset]\nkind = \"synthetic\"\nroot = \"{}\"\nimage_size = 32\n\
+         [[sources]]\nname = \"truth\"\nkind = \"truth\"\n[shard]\ntarget_mb = 1.0\n[model]\narch = \"small\"\n\
+         growth_rate = 4\nblock_config = [1, 1]\ninit_features = 8\nimage_size = 32\n\
+         observations = [\"Cardiomegaly\", \"Pleural Effusion\", \"Edema\"]\n[optimizer]\nlr = 1e-3\n\
+         [schedule]\nbatch_size = 8\n{schedule}\n",
+        run.display(),
+        world.display()
+    );
+    let path = dir.join("study.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn sbatch(dir: &Path, config: &Path, script_name: &str, wait: bool) -> (bool, String) {
+    let mut c = Command::new("sbatch");
+    c.arg("--parsable")
+        .arg(format!("--chdir={}", dir.display()))
+        .arg(format!(
+            "--export=ALL,CONFIG={},CHEXLAB={}",
+            config.display(),
+            env!("CARGO_BIN_EXE_chexlab")
+        ));
+    if wait {
+        c.arg("--wait");
+    }
+    let out = c.arg(script(script_name)).output().unwrap();
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success(), id)
+}
+
+fn job_state(id: &str) -> String {
+    let out = Command::new("scontrol")
+        .args(["show", "job", id])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("JobState="))
+        .unwrap_or("GONE")
+        .to_string()
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run/train/truth/summary.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn train_sbatch_trains_on_two_ranks() {
+    if !cluster() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = study(tmp.path(), "epochs = 2\nvalid_every = 5");
+    let (ok, id) = sbatch(tmp.path(), &cfg, "train.sbatch", true);
+    let log = std::fs::read_to_string(tmp.path().join(format!("chexlab-train-{id}.out")))
+        .unwrap_or_default();
+    assert!(ok, "job {id} failed:\n{log}");
+    let s = summary(tmp.path());
+    assert_eq!(
+        (s["ranks"].as_u64(), s["steps"].as_u64()),
+        (Some(2), Some(26)),
+        "{log}"
+    );
+    let h = s["rank_state_sha256"].as_array().unwrap();
+    assert_eq!(h[0], h[1]);
+    assert!(log.contains("on 2 ranks"), "{log}");
+}
+
+#[test]
+fn run_sbatch_requeues_after_preemption_and_finishes() {
+    if !cluster() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = study(
+        tmp.path(),
+        "max_steps = 1500\ncheckpoint_every = 20\nvalid_every = 2000",
+    );
+    let (ok, id) = sbatch(tmp.path(), &cfg, "run.sbatch", false);
+    assert!(ok, "sbatch failed");
+    let ckpts = tmp.path().join("run/train/truth/checkpoints");
+    let t = Instant::now();
+    while checkpoint::list(&ckpts).is_empty() {
+        let state = job_state(&id);
+        assert!(
+            !matches!(state.as_str(), "FAILED" | "CANCELLED" | "COMPLETED"),
+            "job {id} ended {state}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 120 s; job {id}: {}",
+            job_state(&id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What Slurm does before a preemption or the time limit (`--signal=USR2@120`).
+    assert!(
+        Command::new("scancel")
+            .args(["--signal=USR2", &id])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The script requeues the job; Slurm holds a requeued job back for a while: release it now.
+    let t = Instant::now();
+    loop {
+        let state = job_state(&id);
+        if state == "PENDING" {
+            Command::new("scontrol")
+                .args(["update", &format!("JobId={id}"), "StartTime=now"])
+                .status()
+                .unwrap();
+        }
+        if state == "COMPLETED" {
+            break;
+        }
+        assert!(
+            !matches!(state.as_str(), "FAILED" | "CANCELLED" | "TIMEOUT" | "GONE"),
+            "job {id} ended {state}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "job {id} still {state} after 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = std::fs::read_to_string(tmp.path().join(format!("chexlab-run-{id}.out"))).unwrap();
+    assert!(
+        log.contains("requeueing") && log.contains("(restart 1)"),
+        "{log}"
+    );
+    assert_eq!(summary(tmp.path())["steps"], 1500, "{log}");
+    assert!(
+        tmp.path()
+            .join("run/eval/truth/predictions_test.csv")
+            .is_file(),
+        "{log}"
+    );
+}
