@@ -48,6 +48,13 @@ impl From<BadRecordArg> for OnBadRecord {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleArg {
+    Auto,
+    Concurrent,
+    Sequential,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LabelerArg {
     /// The CheXpert-style rule labeler.
@@ -218,6 +225,10 @@ enum Command {
         /// Resume: `auto` picks up the newest valid checkpoint of each source; or a checkpoint file.
         #[arg(long)]
         resume: Option<String>,
+        /// How sources share the ranks: concurrent groups of ranks, or one source after another on all ranks
+        /// (default: the config's distributed.schedule; auto = concurrent when the rank count divides).
+        #[arg(long, value_enum)]
+        schedule: Option<ScheduleArg>,
     },
     /// Score a split with a run's best checkpoints and write per-image probabilities and AUROC.
     Evaluate {
@@ -534,8 +545,17 @@ fn run(cli: Cli) -> Result<()> {
             config,
             sources,
             resume,
+            schedule,
         } => {
-            let cfg = Config::load(&config.config, &config.overrides)?;
+            let mut cfg = Config::load(&config.config, &config.overrides)?;
+            if let Some(s) = schedule {
+                use chexlab::config::SourceSchedule;
+                cfg.distributed.schedule = match s {
+                    ScheduleArg::Auto => SourceSchedule::Auto,
+                    ScheduleArg::Concurrent => SourceSchedule::Concurrent,
+                    ScheduleArg::Sequential => SourceSchedule::Sequential,
+                };
+            }
             let comm = chexlab::dist::from_env()?;
             let code = distributed(comm.as_ref(), || {
                 if comm.rank() == 0 {

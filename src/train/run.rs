@@ -74,6 +74,8 @@ pub struct TrainSummary {
     pub preempted: bool,
     pub seconds: f64,
     pub images_per_s: f64,
+    /// Images/s over the time spent in training steps only (no start-up, validation or checkpoints).
+    pub step_images_per_s: f64,
     /// Seconds spent in the per-step gradient all-reduce, and its share of the time in training steps.
     pub allreduce_seconds: f64,
     pub allreduce_share: f64,
@@ -568,6 +570,7 @@ fn train_in_pool(
         preempted,
         seconds,
         images_per_s: images_seen as f64 / seconds.max(1e-9),
+        step_images_per_s: images_seen as f64 / step_s.max(1e-9),
         allreduce_seconds: allreduce_s,
         allreduce_share: allreduce_s / step_s.max(1e-9),
         last_valid_auroc: last_table,
@@ -663,5 +666,26 @@ pub fn train_sources(
             }
             Ok(runs)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SourceSchedule::*;
+
+    #[test]
+    fn sources_share_ranks_as_scheduled() {
+        assert_eq!(source_groups(Auto, 4, 8).unwrap(), Some(4));
+        assert_eq!(source_groups(Auto, 4, 6).unwrap(), None);
+        assert_eq!(source_groups(Auto, 4, 2).unwrap(), None);
+        assert_eq!(source_groups(Auto, 1, 8).unwrap(), None);
+        assert_eq!(source_groups(Sequential, 2, 2).unwrap(), None);
+        assert_eq!(source_groups(Concurrent, 2, 4).unwrap(), Some(2));
+        let err = source_groups(Concurrent, 3, 4).unwrap_err().to_string();
+        assert!(
+            err.contains("multiple of the number of label sources (3)"),
+            "{err}"
+        );
     }
 }
