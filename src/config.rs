@@ -324,7 +324,7 @@ pub enum LrScaling {
     /// `lr` is used as is, whatever the world size.
     #[default]
     None,
-    /// `lr × (global batch / batch_size)`.
+    /// `lr × (global batch / batch_size)`, the global batch being `batch_size × ranks × grad_accum`.
     Linear,
 }
 

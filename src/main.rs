@@ -668,6 +668,10 @@ fn run(cli: Cli) -> Result<()> {
                         );
                     }
                 }
+                if comm.rank() == 0 {
+                    let path = chexlab::train::score::write_results(&run, split)?;
+                    println!("per-source AUROC: {}", path.display());
+                }
                 Ok(0)
             });
             finish(comm, code)

@@ -203,3 +203,69 @@ fn sigusr2_checkpoints_and_exits_for_requeue() {
     );
     assert_eq!(summary(&tmp.path().join("run"))["steps"], 1500);
 }
+
+#[test]
+fn two_ranks_with_batch_b_match_one_process_with_batch_2b() {
+    use burn::tensor::Device;
+    use chexlab::config::Config;
+    use chexlab::shard::ShardSet;
+    use chexlab::train::{TrainSettings, load_model};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = study(tmp.path(), "max_steps = 6\nvalid_every = 3");
+    // Frozen BatchNorm statistics and `zeros` make the mean of two ranks' gradients the big batch's gradient.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("init_features = 8", "init_features = 8\nfreeze_bn = true")
+        .replace(
+            "kind = \"truth\"",
+            "kind = \"truth\"\nuncertainty = \"zeros\"",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let run = tmp.path().join("run");
+
+    let one = Command::new(env!("CARGO_BIN_EXE_chexlab"))
+        .args(["--quiet", "train", "--config"])
+        .arg(&cfg)
+        .args(["--set", "schedule.batch_size=8"])
+        .output()
+        .unwrap();
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    std::fs::rename(run.join("train/truth"), run.join("one")).unwrap();
+    let two = mpirun(&cfg, &["--set", "schedule.batch_size=4"])
+        .output()
+        .unwrap();
+    assert!(
+        two.status.success(),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+
+    let shards = ShardSet::open(&run.join("shards")).unwrap();
+    let weights = |dir: &Path, batch: &str| -> Vec<f32> {
+        let c = Config::load(&cfg, &[format!("schedule.batch_size={batch}")]).unwrap();
+        let s = TrainSettings::from_config(&c, "truth", &shards).unwrap();
+        let last = checkpoint::list(&dir.join("checkpoints"))
+            .last()
+            .unwrap()
+            .1
+            .clone();
+        chexlab::model::state_values(&load_model(&last, &s, &Device::flex()).unwrap())
+    };
+    let a = weights(&run.join("one"), "8");
+    let b = weights(&run.join("train/truth"), "4");
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        worst <= 1e-4 * scale,
+        "max |difference| {worst} (largest value {scale})"
+    );
+}

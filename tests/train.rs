@@ -93,6 +93,7 @@ fn settings(set: &ShardSet) -> TrainSettings {
             ..ScheduleConfig::default()
         },
         seed: 11,
+        lr_scaling: Default::default(),
         shards: set.index.config_hash.clone(),
     }
 }

@@ -49,6 +49,9 @@ pub struct TrainSettings {
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleConfig,
     pub seed: u64,
+    /// How the learning rate follows the global batch.
+    #[serde(default)]
+    pub lr_scaling: crate::config::LrScaling,
     /// The shard set's `config_hash` (same data, same order).
     pub shards: String,
 }
@@ -78,6 +81,7 @@ impl TrainSettings {
             optimizer: cfg.optimizer.clone(),
             schedule: cfg.schedule.clone(),
             seed: cfg.seed,
+            lr_scaling: cfg.distributed.lr_scaling,
             shards: shards.index.config_hash.clone(),
         })
     }

@@ -304,7 +304,20 @@ fn train_in_pool(
     let total_steps = sched
         .max_steps
         .unwrap_or(sched.epochs as u64 * steps_per_epoch);
-    let lr = LrSchedule::new(s.optimizer.lr, &s.optimizer, sched, total_steps);
+    let global_batch = bs * world * accum;
+    let base_lr = match s.lr_scaling {
+        crate::config::LrScaling::None => s.optimizer.lr,
+        crate::config::LrScaling::Linear => s.optimizer.lr * (world * accum) as f64,
+    };
+    if root {
+        tracing::info!(
+            "{}: {world} rank(s) × batch {bs} × accumulation {accum} = global batch {global_batch}; \
+             lr {base_lr:.3e} ({:?} scaling); {total_steps} steps, {steps_per_epoch} per epoch",
+            s.source,
+            s.lr_scaling
+        );
+    }
+    let lr = LrSchedule::new(base_lr, sched, total_steps);
     let valid_rows = shards.rows(Split::Valid);
     let size = s.model.image_size as usize;
     let chans = s.model.in_channels;

@@ -1,6 +1,6 @@
 //! Learning rate as a function of the optimizer step: linear warm-up, then constant, cosine or step decay.
 
-use crate::config::{LrDecay, OptimizerConfig, ScheduleConfig};
+use crate::config::{LrDecay, ScheduleConfig};
 
 /// The learning rate of a run.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,8 +15,7 @@ pub struct LrSchedule {
 
 impl LrSchedule {
     /// The schedule of a config over `total` optimizer steps, with the base rate already scaled for the world.
-    pub fn new(base: f64, opt: &OptimizerConfig, s: &ScheduleConfig, total: u64) -> Self {
-        let _ = opt;
+    pub fn new(base: f64, s: &ScheduleConfig, total: u64) -> Self {
         LrSchedule {
             base,
             decay: s.decay,

@@ -209,3 +209,28 @@ pub fn evaluate(
     )?;
     Ok(Some(scores))
 }
+
+/// Collects every source's `eval/<source>/scores_<split>.json` of a run into `RUN_DIR/results.json` (a
+/// per-source AUROC table); returns its path.
+pub fn write_results(run_dir: &Path, split: Split) -> Result<std::path::PathBuf> {
+    let eval = run_dir.join("eval");
+    let mut sources = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&eval).map_err(|e| Error::io(&eval, e))? {
+        let dir = entry.map_err(|e| Error::io(&eval, e))?.path();
+        let file = dir.join(format!("scores_{}.json", split.name()));
+        if !file.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        let scores: SplitScores =
+            serde_json::from_str(&text).map_err(|e| Error::format(&file, e.to_string()))?;
+        sources.insert(scores.source.clone(), scores);
+    }
+    let path = run_dir.join("results.json");
+    let doc = serde_json::json!({ "split": split.name(), "sources": sources });
+    crate::io::write_atomic(
+        &path,
+        serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
+    )?;
+    Ok(path)
+}
