@@ -357,3 +357,74 @@ fn label_bad_input_rows_fail_or_skip() {
         3
     );
 }
+
+#[test]
+fn shard_train_evaluate_from_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = chexlab(
+        &[
+            "synth",
+            "--out",
+            "world",
+            "--studies",
+            "150",
+            "--image-size",
+            "32",
+            "--seed",
+            "2",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(
+        d.join("study.toml"),
+        "seed = 1\nrun_dir = \"run\"\n[dataset]\nkind = \"synthetic\"\nroot = \"world\"\nimage_size = 32\n\
+         [[sources]]\nname = \"truth\"\nkind = \"truth\"\n[model]\narch = \"small\"\ngrowth_rate = 4\n\
+         block_config = [1]\ninit_features = 8\nimage_size = 32\nobservations = [\"Pleural Effusion\"]\n\
+         [schedule]\nepochs = 1\nbatch_size = 8\n",
+    )
+    .unwrap();
+    let o = chexlab(&["shard", "--config", "study.toml"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    // Training before sharding the right size is a clear error: the model wants 64 px here.
+    let o = chexlab(
+        &[
+            "train",
+            "--config",
+            "study.toml",
+            "--set",
+            "model.image_size=64",
+        ],
+        d,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("64x64"), "{}", text(&o));
+    std::fs::remove_dir_all(d.join("run/train")).ok();
+    let o = chexlab(&["train", "--config", "study.toml"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("truth:"), "{}", text(&o));
+    for f in ["best.ckpt", "metrics.csv", "metrics.jsonl", "summary.json"] {
+        assert!(d.join("run/train/truth").join(f).is_file(), "{f}");
+    }
+    // A second fresh start would overwrite the run: refused; --resume auto finds it finished.
+    let o = chexlab(&["train", "--config", "study.toml"], d);
+    assert!(
+        !o.status.success() && text(&o).contains("--resume auto"),
+        "{}",
+        text(&o)
+    );
+    let o = chexlab(&["train", "--config", "study.toml", "--resume", "auto"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = chexlab(&["evaluate", "--run", "run", "--split", "test"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    let preds = std::fs::read_to_string(d.join("run/eval/truth/predictions_test.csv")).unwrap();
+    assert!(
+        preds.starts_with("image_id,p_pleural_effusion,ref_pleural_effusion\n"),
+        "{preds}"
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run/results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["sources"]["truth"]["split"], "test");
+}
