@@ -645,6 +645,7 @@ fn run(cli: Cli) -> Result<()> {
                         &train_dir,
                         split,
                         &out,
+                        &cfg.evaluation,
                         comm.as_ref(),
                     )?
                     else {
@@ -661,15 +662,25 @@ fn run(cli: Cli) -> Result<()> {
                         sc.checkpoint_step,
                         out.display()
                     );
-                    for ((name, a), (_, pos)) in sc.auroc.iter().zip(&sc.positives) {
+                    for (((name, a), (_, pos)), (_, ci)) in
+                        sc.auroc.iter().zip(&sc.positives).zip(&sc.auroc_ci)
+                    {
                         println!(
-                            "  {name:<28} {:>7}  ({pos} positives)",
-                            a.map(|a| format!("{a:.4}")).unwrap_or("n/a".into())
+                            "  {name:<28} {:>7}  {:<18} ({pos} positives)",
+                            a.map(|a| format!("{a:.4}")).unwrap_or("n/a".into()),
+                            ci.map(|(l, h)| format!("[{l:.3}, {h:.3}]"))
+                                .unwrap_or_default()
                         );
                     }
                 }
                 if comm.rank() == 0 {
-                    let path = chexlab::train::score::write_results(&run, split)?;
+                    let path = chexlab::train::score::write_results(
+                        &run,
+                        split,
+                        &cfg.observations(),
+                        &cfg.evaluation,
+                        cfg.seed,
+                    )?;
                     println!("per-source AUROC: {}", path.display());
                 }
                 Ok(0)

@@ -380,7 +380,8 @@ fn shard_train_evaluate_from_a_config() {
     std::fs::write(
         d.join("study.toml"),
         "seed = 1\nrun_dir = \"run\"\n[dataset]\nkind = \"synthetic\"\nroot = \"world\"\nimage_size = 32\n\
-         [[sources]]\nname = \"truth\"\nkind = \"truth\"\n[model]\narch = \"small\"\ngrowth_rate = 4\n\
+         [[sources]]\nname = \"truth\"\nkind = \"truth\"\n[[sources]]\nname = \"report\"\nkind = \"external\"\n\
+         path = \"world/truth/report_labels.csv\"\n[model]\narch = \"small\"\ngrowth_rate = 4\n\
          block_config = [1]\ninit_features = 8\nimage_size = 32\nobservations = [\"Pleural Effusion\"]\n\
          [schedule]\nepochs = 1\nbatch_size = 8\n",
     )
@@ -403,7 +404,11 @@ fn shard_train_evaluate_from_a_config() {
     std::fs::remove_dir_all(d.join("run/train")).ok();
     let o = chexlab(&["train", "--config", "study.toml"], d);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("truth:"), "{}", text(&o));
+    assert!(
+        text(&o).contains("truth:") && text(&o).contains("report:"),
+        "{}",
+        text(&o)
+    );
     for f in ["best.ckpt", "metrics.csv", "metrics.jsonl", "summary.json"] {
         assert!(d.join("run/train/truth").join(f).is_file(), "{f}");
     }
@@ -427,4 +432,15 @@ fn shard_train_evaluate_from_a_config() {
         serde_json::from_str(&std::fs::read_to_string(d.join("run/results.json")).unwrap())
             .unwrap();
     assert_eq!(results["sources"]["truth"]["split"], "test");
+    let ci = &results["sources"]["report"]["auroc_ci"][0][1];
+    assert!(ci[0].as_f64().unwrap() <= ci[1].as_f64().unwrap(), "{ci}");
+    // The two sources' classifiers compared on the same test images.
+    let c = &results["comparisons"][0];
+    assert_eq!(
+        (c["a"].as_str(), c["b"].as_str()),
+        (Some("report"), Some("truth")),
+        "{c}"
+    );
+    let p = c["delong"]["p"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p), "{c}");
 }

@@ -7,10 +7,13 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::{RunFiles, TrainSettings, checkpoint, load_model, to_batch};
+use crate::config::EvaluationConfig;
 use crate::data::Split;
 use crate::dist::Communicator;
 use crate::error::{Error, Result};
 use crate::eval::auroc;
+use crate::eval::bootstrap::auroc_ci;
+use crate::eval::compare::{Paired, paired};
 use crate::model::DenseNet;
 use crate::observations::{Label, LabelRow, Observation};
 use crate::shard::{RowRef, Sample, ShardSet};
@@ -98,24 +101,78 @@ pub fn predict_distributed(
     Ok(Some(all))
 }
 
+/// One observation's scores and binary labels (images with an uncertain reference label are left out).
+pub fn observation_pairs(sc: &Scored, obs: &[Observation], j: usize) -> (Vec<f32>, Vec<bool>) {
+    let (mut p, mut y) = (Vec::new(), Vec::new());
+    for (i, l) in sc.labels.iter().enumerate() {
+        match l.get(obs[j]) {
+            Label::Uncertain => continue,
+            l => {
+                p.push(sc.probs[i * obs.len() + j]);
+                y.push(l == Label::Positive);
+            }
+        }
+    }
+    (p, y)
+}
+
 /// Per-observation AUROC of the scores against their labels (uncertain reference labels are left out).
 pub fn auroc_table(sc: &Scored, obs: &[Observation]) -> Vec<(String, Option<f64>)> {
-    obs.iter()
-        .enumerate()
-        .map(|(j, &o)| {
-            let (mut p, mut y) = (Vec::new(), Vec::new());
-            for (i, l) in sc.labels.iter().enumerate() {
-                match l.get(o) {
-                    Label::Uncertain => continue,
-                    l => {
-                        p.push(sc.probs[i * obs.len() + j]);
-                        y.push(l == Label::Positive);
-                    }
-                }
-            }
-            (o.name().to_string(), auroc(&p, &y))
+    (0..obs.len())
+        .map(|j| {
+            let (p, y) = observation_pairs(sc, obs, j);
+            (obs[j].name().to_string(), auroc(&p, &y))
         })
         .collect()
+}
+
+/// Reads a `predictions_<split>.csv` written by [`evaluate`] back into scores.
+pub fn read_predictions(path: &Path, obs: &[Observation]) -> Result<Scored> {
+    let mut r = csv::Reader::from_reader(crate::io::open_read(path)?);
+    let header = r.headers().map_err(|e| Error::csv(path, e))?.clone();
+    let col = |name: String| -> Result<usize> {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| Error::MissingColumns {
+                path: path.to_path_buf(),
+                missing: vec![name.clone()],
+                found: header.iter().map(String::from).collect(),
+            })
+    };
+    let id = col("image_id".into())?;
+    let p: Vec<usize> = obs
+        .iter()
+        .map(|o| col(format!("p_{}", o.snake_name())))
+        .collect::<Result<_>>()?;
+    let l: Vec<usize> = obs
+        .iter()
+        .map(|o| col(format!("ref_{}", o.snake_name())))
+        .collect::<Result<_>>()?;
+    let mut sc = Scored::default();
+    for (k, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| Error::csv(path, e))?;
+        let line = k as u64 + 2;
+        sc.image_ids.push(rec[id].to_string());
+        let mut row = LabelRow::default();
+        for (j, &o) in obs.iter().enumerate() {
+            let v: f32 = rec[p[j]].parse().map_err(|_| {
+                Error::record(
+                    path,
+                    line,
+                    format!("probability '{}' is not a number", &rec[p[j]]),
+                )
+            })?;
+            sc.probs.push(v);
+            row.set(
+                o,
+                Label::parse(&rec[l[j]])
+                    .ok_or_else(|| Error::record(path, line, format!("label '{}'", &rec[l[j]])))?,
+            );
+        }
+        sc.labels.push(row);
+    }
+    Ok(sc)
 }
 
 /// Mean of the defined AUROCs.
@@ -135,6 +192,9 @@ pub struct SplitScores {
     /// Positives per observation in the reference labels.
     pub positives: Vec<(String, usize)>,
     pub auroc: Vec<(String, Option<f64>)>,
+    /// Stratified bootstrap percentile interval per observation (`evaluation.bootstrap` resamples at
+    /// `evaluation.ci`).
+    pub auroc_ci: Vec<(String, Option<(f64, f64)>)>,
     pub mean_auroc: Option<f64>,
 }
 
@@ -147,6 +207,7 @@ pub fn evaluate(
     train_dir: &Path,
     split: Split,
     out: &Path,
+    ev: &EvaluationConfig,
     comm: &dyn Communicator,
 ) -> Result<Option<SplitScores>> {
     let files = RunFiles {
@@ -163,6 +224,13 @@ pub fn evaluate(
     };
     let obs = s.observations()?;
     let table = auroc_table(&sc, &obs);
+    let cis = (0..obs.len())
+        .map(|j| {
+            let (p, y) = observation_pairs(&sc, &obs, j);
+            let ci = auroc_ci(&p, &y, ev.bootstrap, ev.ci, s.seed).map(|(_, ci)| ci);
+            (obs[j].name().to_string(), ci)
+        })
+        .collect();
     let name = split.name();
     let csv_path = out.join(format!("predictions_{name}.csv"));
     let mut w = crate::io::csv_writer(&csv_path)?;
@@ -200,6 +268,7 @@ pub fn evaluate(
             .collect(),
         mean_auroc: mean_auroc(&table),
         auroc: table,
+        auroc_ci: cis,
     };
     crate::io::write_atomic(
         out.join(format!("scores_{name}.json")),
@@ -210,11 +279,30 @@ pub fn evaluate(
     Ok(Some(scores))
 }
 
-/// Collects every source's `eval/<source>/scores_<split>.json` of a run into `RUN_DIR/results.json` (a
-/// per-source AUROC table); returns its path.
-pub fn write_results(run_dir: &Path, split: Split) -> Result<std::path::PathBuf> {
+/// One observation, two label sources' classifiers, the same test images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    pub observation: String,
+    pub images: usize,
+    #[serde(flatten)]
+    pub result: Paired,
+}
+
+/// Collects every source's `eval/<source>/scores_<split>.json` of a run into `RUN_DIR/results.json` — the
+/// per-source AUROC tables with intervals, and for every pair of sources and every observation the paired
+/// difference (bootstrap interval and p-value, DeLong's test) on the images both scored; returns its path.
+pub fn write_results(
+    run_dir: &Path,
+    split: Split,
+    obs: &[Observation],
+    ev: &EvaluationConfig,
+    seed: u64,
+) -> Result<std::path::PathBuf> {
     let eval = run_dir.join("eval");
     let mut sources = std::collections::BTreeMap::new();
+    let mut preds = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(&eval).map_err(|e| Error::io(&eval, e))? {
         let dir = entry.map_err(|e| Error::io(&eval, e))?.path();
         let file = dir.join(format!("scores_{}.json", split.name()));
@@ -224,10 +312,55 @@ pub fn write_results(run_dir: &Path, split: Split) -> Result<std::path::PathBuf>
         let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
         let scores: SplitScores =
             serde_json::from_str(&text).map_err(|e| Error::format(&file, e.to_string()))?;
+        let p = read_predictions(&dir.join(format!("predictions_{}.csv", split.name())), obs)?;
+        preds.insert(scores.source.clone(), p);
         sources.insert(scores.source.clone(), scores);
     }
+    let names: Vec<&String> = preds.keys().collect();
+    let mut comparisons = Vec::new();
+    for (x, a) in names.iter().enumerate() {
+        for b in &names[x + 1..] {
+            let (pa, pb) = (&preds[*a], &preds[*b]);
+            let index: std::collections::HashMap<&str, usize> = pb
+                .image_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect();
+            for (j, &o) in obs.iter().enumerate() {
+                let (mut sa, mut sb, mut y) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, id) in pa.image_ids.iter().enumerate() {
+                    let Some(&k) = index.get(id.as_str()) else {
+                        continue;
+                    };
+                    // Both files carry the same reference labels; an uncertain one leaves the image out.
+                    match pa.labels[i].get(o) {
+                        Label::Uncertain => continue,
+                        l => y.push(l == Label::Positive),
+                    }
+                    sa.push(pa.probs[i * obs.len() + j]);
+                    sb.push(pb.probs[k * obs.len() + j]);
+                }
+                if let Some(result) = paired(&sa, &sb, &y, ev.bootstrap, ev.ci, seed) {
+                    comparisons.push(Comparison {
+                        a: (*a).clone(),
+                        b: (*b).clone(),
+                        observation: o.name().to_string(),
+                        images: y.len(),
+                        result,
+                    });
+                }
+            }
+        }
+    }
     let path = run_dir.join("results.json");
-    let doc = serde_json::json!({ "split": split.name(), "sources": sources });
+    let doc = serde_json::json!({
+        "split": split.name(),
+        "bootstrap": ev.bootstrap,
+        "ci": ev.ci,
+        "sources": sources,
+        "comparisons": comparisons,
+    });
     crate::io::write_atomic(
         &path,
         serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
