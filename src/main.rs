@@ -628,6 +628,7 @@ fn run(cli: Cli) -> Result<()> {
                     chexlab::progress::set_enabled(false);
                 }
                 let shards = chexlab::shard::ShardSet::open(&run.join("shards"))?;
+                let mut evaluated = 0;
                 for source in selected_sources(&cfg, &sources)? {
                     let train_dir = run.join("train").join(&source);
                     if sources.is_empty() && !train_dir.join("best.ckpt").is_file() {
@@ -649,8 +650,10 @@ fn run(cli: Cli) -> Result<()> {
                         comm.as_ref(),
                     )?
                     else {
+                        evaluated += 1;
                         continue;
                     };
+                    evaluated += 1;
                     println!(
                         "{source}: {} {} images, mean AUROC {} vs '{}' (checkpoint step {}); {}",
                         sc.images,
@@ -673,6 +676,11 @@ fn run(cli: Cli) -> Result<()> {
                         );
                     }
                 }
+                anyhow::ensure!(
+                    evaluated > 0,
+                    "nothing to evaluate: no source has a best.ckpt under {} (train first)",
+                    run.join("train").display()
+                );
                 if comm.rank() == 0 {
                     let path = chexlab::train::score::write_results(
                         &run,

@@ -93,6 +93,14 @@ fn job_state(id: &str) -> String {
         .to_string()
 }
 
+fn steps_of(id: &str) -> usize {
+    let out = Command::new("squeue")
+        .args(["-h", "-s", "-j", id])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
 fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(dir.join("run/train/truth/summary.json")).unwrap(),
@@ -161,7 +169,10 @@ fn run_sbatch_requeues_after_preemption_and_finishes() {
     let t = Instant::now();
     loop {
         let state = job_state(&id);
-        if state == "PENDING" {
+        // Release the requeued job early, but only once the first run's steps are gone (a step still being torn
+        // down would collide with the new run's step of the same id).
+        if state == "PENDING" && steps_of(&id) == 0 {
+            std::thread::sleep(Duration::from_secs(2));
             Command::new("scontrol")
                 .args(["update", &format!("JobId={id}"), "StartTime=now"])
                 .status()
