@@ -3,68 +3,14 @@
 //! finishes; SIGUSR2 (Slurm's preemption warning, forwarded by mpirun) checkpoints and exits for requeue.
 #![cfg(feature = "mpi")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use chexlab::config::ImageFormat;
-use chexlab::data::OnBadRecord;
-use chexlab::data::synth::{self, SynthConfig};
-use chexlab::shard::{ShardSpec, write_shards};
 use chexlab::train::checkpoint;
 
-/// A tiny world, its shards and a config training on its truth labels; returns the config path.
-fn study(dir: &Path, schedule: &str) -> PathBuf {
-    let world = dir.join("world");
-    let cfg = SynthConfig {
-        studies: 200,
-        seed: 3,
-        image_size: 32,
-        format: ImageFormat::Png,
-        ..SynthConfig::default()
-    };
-    synth::generate(&world, &cfg).unwrap();
-    let run = dir.join("run");
-    let spec = ShardSpec {
-        dataset: world.clone(),
-        sources: vec![("truth".into(), world.join("truth/image_labels.csv"))],
-        target_mb: 1.0,
-        pre_resize: true,
-        image_size: 32,
-        seed: 5,
-        on_bad_record: OnBadRecord::Fail,
-    };
-    write_shards(&spec, &run.join("shards")).unwrap();
-    let text = format!(
-        r#"seed = 5
-run_dir = "{run}"
-[dataset]
-kind = "synthetic"
-root = "{world}"
-image_size = 32
-[[sources]]
-name = "truth"
-kind = "truth"
-[model]
-arch = "small"
-growth_rate = 4
-block_config = [1, 1]
-init_features = 8
-image_size = 32
-observations = ["Cardiomegaly", "Pleural Effusion", "Edema"]
-[optimizer]
-lr = 1e-3
-[schedule]
-batch_size = 8
-{schedule}
-"#,
-        run = run.display(),
-        world = world.display()
-    );
-    let path = dir.join("study.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+mod common;
+use common::study;
 
 fn mpirun(config: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new("mpirun");

@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chexlab::config::ImageFormat;
-use chexlab::data::OnBadRecord;
-use chexlab::data::synth::{self, SynthConfig};
-use chexlab::shard::{ShardSpec, write_shards};
 use chexlab::train::checkpoint;
+
+mod common;
+use common::study;
 
 fn cluster() -> bool {
     if std::env::var("CHEXLAB_SLURM").as_deref() != Ok("1") {
@@ -26,42 +25,6 @@ fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("launch/slurm")
         .join(name)
-}
-
-/// A tiny world with shards and a config training on its truth labels.
-fn study(dir: &Path, schedule: &str) -> PathBuf {
-    let world = dir.join("world");
-    let cfg = SynthConfig {
-        studies: 200,
-        seed: 3,
-        image_size: 32,
-        format: ImageFormat::Png,
-        ..SynthConfig::default()
-    };
-    synth::generate(&world, &cfg).unwrap();
-    let run = dir.join("run");
-    let spec = ShardSpec {
-        dataset: world.clone(),
-        sources: vec![("truth".into(), world.join("truth/image_labels.csv"))],
-        target_mb: 1.0,
-        pre_resize: true,
-        image_size: 32,
-        seed: 5,
-        on_bad_record: OnBadRecord::Fail,
-    };
-    write_shards(&spec, &run.join("shards")).unwrap();
-    let text = format!(
-        "seed = 5\nrun_dir = \"{}\"\n[dataset]\nkind = \"synthetic\"\nroot = \"{}\"\nimage_size = 32\n\
-         [[sources]]\nname = \"truth\"\nkind = \"truth\"\n[shard]\ntarget_mb = 1.0\n[model]\narch = \"small\"\n\
-         growth_rate = 4\nblock_config = [1, 1]\ninit_features = 8\nimage_size = 32\n\
-         observations = [\"Cardiomegaly\", \"Pleural Effusion\", \"Edema\"]\n[optimizer]\nlr = 1e-3\n\
-         [schedule]\nbatch_size = 8\n{schedule}\n",
-        run.display(),
-        world.display()
-    );
-    let path = dir.join("study.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn sbatch(dir: &Path, config: &Path, script_name: &str, wait: bool) -> (bool, String) {

@@ -5,15 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use chexlab::config::{
-    ImageFormat, ModelConfig, OptimizerConfig, ScheduleConfig, UncertaintyPolicy,
-};
-use chexlab::data::OnBadRecord;
-use chexlab::data::synth::{self, SynthConfig};
+use chexlab::config::{ModelConfig, OptimizerConfig, ScheduleConfig, UncertaintyPolicy};
 use chexlab::dist::Communicator;
 use chexlab::dist::single::Single;
 use chexlab::dist::threads::Threads;
-use chexlab::shard::{ShardSet, ShardSpec, write_shards};
+use chexlab::shard::ShardSet;
+
+mod common;
 use chexlab::train::{Resume, TrainOptions, TrainSettings, TrainSummary, checkpoint, load_model};
 
 fn train(
@@ -32,30 +30,15 @@ fn train(
 }
 
 fn shards(dir: &Path) -> ShardSet {
-    let root = dir.join("w");
-    let cfg = SynthConfig {
-        studies: 120,
-        seed: 5,
-        image_size: 32,
-        format: ImageFormat::Png,
-        ..SynthConfig::default()
-    };
-    synth::generate(&root, &cfg).unwrap();
-    let spec = ShardSpec {
-        dataset: root.clone(),
-        sources: vec![
-            ("truth".into(), root.join("truth/image_labels.csv")),
-            ("report".into(), root.join("truth/report_labels.csv")),
+    common::world_and_shards(
+        dir,
+        120,
+        &[
+            ("truth", "truth/image_labels.csv"),
+            ("report", "truth/report_labels.csv"),
         ],
-        target_mb: 1.0,
-        pre_resize: true,
-        image_size: 32,
-        seed: 3,
-        on_bad_record: OnBadRecord::Fail,
-    };
-    let out = dir.join("shards");
-    write_shards(&spec, &out).unwrap();
-    ShardSet::open(&out).unwrap()
+    );
+    ShardSet::open(&dir.join("run/shards")).unwrap()
 }
 
 fn settings(set: &ShardSet) -> TrainSettings {

@@ -1,0 +1,74 @@
+//! Fixtures shared by the training tests: a small synthetic world with its shards, and a study config over them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use chexlab::config::ImageFormat;
+use chexlab::data::OnBadRecord;
+use chexlab::data::synth::{self, SynthConfig};
+use chexlab::shard::{ShardSpec, write_shards};
+
+/// A synthetic world of `studies` studies at 32 px under `dir/world`, sharded into `dir/run/shards` with the given
+/// label sources (name, path relative to the world). Returns the world's path.
+pub fn world_and_shards(dir: &Path, studies: u64, sources: &[(&str, &str)]) -> PathBuf {
+    let world = dir.join("world");
+    let cfg = SynthConfig {
+        studies,
+        seed: 3,
+        image_size: 32,
+        format: ImageFormat::Png,
+        ..SynthConfig::default()
+    };
+    synth::generate(&world, &cfg).unwrap();
+    let spec = ShardSpec {
+        dataset: world.clone(),
+        sources: sources
+            .iter()
+            .map(|(name, file)| (name.to_string(), world.join(file)))
+            .collect(),
+        target_mb: 1.0,
+        pre_resize: true,
+        image_size: 32,
+        seed: 5,
+        on_bad_record: OnBadRecord::Fail,
+    };
+    write_shards(&spec, &dir.join("run/shards")).unwrap();
+    world
+}
+
+/// A 200-study world sharded with its truth labels, and `dir/study.toml` training a tiny DenseNet on them with
+/// the given `[schedule]` lines. Returns the config's path.
+pub fn study(dir: &Path, schedule: &str) -> PathBuf {
+    let world = world_and_shards(dir, 200, &[("truth", "truth/image_labels.csv")]);
+    let text = format!(
+        r#"seed = 5
+run_dir = "{run}"
+[dataset]
+kind = "synthetic"
+root = "{world}"
+image_size = 32
+[[sources]]
+name = "truth"
+kind = "truth"
+[shard]
+target_mb = 1.0
+[model]
+arch = "small"
+growth_rate = 4
+block_config = [1, 1]
+init_features = 8
+image_size = 32
+observations = ["Cardiomegaly", "Pleural Effusion", "Edema"]
+[optimizer]
+lr = 1e-3
+[schedule]
+batch_size = 8
+{schedule}
+"#,
+        run = dir.join("run").display(),
+        world = world.display()
+    );
+    let path = dir.join("study.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
