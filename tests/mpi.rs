@@ -3,7 +3,7 @@
 //! finishes; SIGUSR2 (Slurm's preemption warning, forwarded by mpirun) checkpoints and exits for requeue.
 #![cfg(feature = "mpi")]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,19 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// Starts a 1,500-step 2-rank training that checkpoints every 20 steps and returns once its first checkpoint is
+/// written: the config, the checkpoint directory and the running mpirun.
+fn long_job(dir: &Path) -> (PathBuf, PathBuf, Child) {
+    let cfg = study(
+        dir,
+        "max_steps = 1500\ncheckpoint_every = 20\nvalid_every = 2000",
+    );
+    let ckpts = dir.join("run/train/truth/checkpoints");
+    let mut job = mpirun(&cfg, &[]).spawn().unwrap();
+    wait_for_checkpoint(&ckpts, &mut job);
+    (cfg, ckpts, job)
+}
+
 #[test]
 fn two_ranks_end_with_identical_weights() {
     let tmp = tempfile::tempdir().unwrap();
@@ -78,13 +91,7 @@ fn two_ranks_end_with_identical_weights() {
 #[test]
 fn killed_rank_fails_fast_and_resume_finishes() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = study(
-        tmp.path(),
-        "max_steps = 1500\ncheckpoint_every = 20\nvalid_every = 2000",
-    );
-    let ckpts = tmp.path().join("run/train/truth/checkpoints");
-    let mut job = mpirun(&cfg, &[]).spawn().unwrap();
-    wait_for_checkpoint(&ckpts, &mut job);
+    let (cfg, _, mut job) = long_job(tmp.path());
     // Kill one rank (not mpirun) hard.
     let ranks = Command::new("pgrep")
         .args([
@@ -121,13 +128,7 @@ fn killed_rank_fails_fast_and_resume_finishes() {
 #[test]
 fn sigusr2_checkpoints_and_exits_for_requeue() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = study(
-        tmp.path(),
-        "max_steps = 1500\ncheckpoint_every = 20\nvalid_every = 2000",
-    );
-    let ckpts = tmp.path().join("run/train/truth/checkpoints");
-    let mut job = mpirun(&cfg, &[]).spawn().unwrap();
-    wait_for_checkpoint(&ckpts, &mut job);
+    let (cfg, ckpts, mut job) = long_job(tmp.path());
     // mpirun forwards SIGUSR2 to every rank.
     Command::new("kill")
         .args(["-USR2", &job.id().to_string()])
@@ -204,14 +205,5 @@ fn two_ranks_with_batch_b_match_one_process_with_batch_2b() {
     };
     let a = weights(&run.join("one"), "8");
     let b = weights(&run.join("train/truth"), "4");
-    assert_eq!(a.len(), b.len());
-    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(
-        worst <= 1e-4 * scale,
-        "max |difference| {worst} (largest value {scale})"
-    );
+    common::assert_close(&a, &b, 1e-4);
 }

@@ -72,3 +72,14 @@ batch_size = 8
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Asserts that two weight vectors agree to `rel` × their largest magnitude.
+pub fn assert_close(a: &[f32], b: &[f32], rel: f32) {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        worst <= rel * scale,
+        "max |difference| {worst} (largest value {scale})"
+    );
+}
