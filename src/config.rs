@@ -619,11 +619,14 @@ mod tests {
         let demo = Config::demo(&[]).unwrap();
         assert_eq!(demo.dataset.kind, DatasetKind::Synthetic);
         assert_eq!(demo.sources.len(), 4);
-        for f in ["chexpert.toml", "mimic.toml"] {
+        crate::model::DenseNetConfig::from_model_config(&demo.model).unwrap();
+        for f in ["chexpert.toml", "mimic.toml", "synthetic-large.toml"] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("configs")
                 .join(f);
-            Config::load(&p, &[]).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let cfg = Config::load(&p, &[]).unwrap_or_else(|e| panic!("{f}: {e}"));
+            crate::model::DenseNetConfig::from_model_config(&cfg.model)
+                .unwrap_or_else(|e| panic!("{f}: {e}"));
         }
     }
 

@@ -1,6 +1,6 @@
 //! Known answers for the evaluation statistics: DeLong's test against committed reference values
 //! (`tests/fixtures/eval/delong_reference.py`, computed from the pairwise definition), and AUROC plus its stratified
-//! bootstrap interval against scikit-learn on random inputs with ties (runs when python3 with scikit-learn is
+//! bootstrap interval and the average precision against scikit-learn on random inputs with ties (runs when python3 with scikit-learn is
 //! installed, and says why it skips otherwise).
 
 use std::io::Write;
@@ -103,6 +103,12 @@ fn auroc_and_bootstrap_interval_agree_with_scikit_learn() {
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let want = r["auroc"].as_f64().unwrap();
         assert!((a - want).abs() < 1e-12, "AUROC {a} vs scikit-learn {want}");
+        let ap = chexlab::eval::auprc(&scores, &labels).unwrap();
+        let want = r["auprc"].as_f64().unwrap();
+        assert!(
+            (ap - want).abs() < 1e-12,
+            "AUPRC {ap} vs scikit-learn {want}"
+        );
         // Two independent bootstraps of 2,000 resamples: the endpoints agree to Monte Carlo error.
         let (rlo, rhi) = (r["ci"][0].as_f64().unwrap(), r["ci"][1].as_f64().unwrap());
         assert!(

@@ -32,6 +32,41 @@ pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
     Some(u / (pos as f64 * neg as f64))
 }
 
+/// Area under the precision-recall curve as average precision, computed as scikit-learn's
+/// `average_precision_score` does: `Σ (R_k − R_{k−1}) · P_k` over the distinct score thresholds, from the highest
+/// down (tied scores form one threshold). `None` without positives.
+pub fn auprc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    assert_eq!(
+        scores.len(),
+        labels.len(),
+        "scores and labels differ in length"
+    );
+    let pos = labels.iter().filter(|&&l| l).count();
+    if pos == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut ap, mut last_recall) = (0usize, 0usize, 0f64, 0f64);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j < order.len() && scores[order[j]] == scores[order[i]] {
+            if labels[order[j]] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            j += 1;
+        }
+        let recall = tp as f64 / pos as f64;
+        ap += (recall - last_recall) * tp as f64 / (tp + fp) as f64;
+        last_recall = recall;
+        i = j;
+    }
+    Some(ap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +91,15 @@ mod tests {
         .unwrap();
         assert!((a - 2.0 / 3.0).abs() < 1e-12, "{a}");
         assert_eq!(auroc(&[0.3, 0.4], &[true, true]), None);
+    }
+
+    #[test]
+    fn auprc_known_values() {
+        // sklearn.metrics.average_precision_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.8333...
+        let a = auprc(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap();
+        assert!((a - 5.0 / 6.0).abs() < 1e-12, "{a}");
+        // All tied: the prevalence.
+        assert_eq!(auprc(&[0.5; 4], &[true, false, false, false]), Some(0.25));
+        assert_eq!(auprc(&[0.5; 2], &[false, false]), None);
     }
 }

@@ -5,4 +5,4 @@ pub mod auroc;
 pub mod bootstrap;
 pub mod compare;
 
-pub use auroc::auroc;
+pub use auroc::{auprc, auroc};

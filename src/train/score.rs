@@ -11,9 +11,9 @@ use crate::config::EvaluationConfig;
 use crate::data::Split;
 use crate::dist::Communicator;
 use crate::error::{Error, Result};
-use crate::eval::auroc;
 use crate::eval::bootstrap::auroc_ci;
 use crate::eval::compare::{Paired, paired};
+use crate::eval::{auprc, auroc};
 use crate::model::DenseNet;
 use crate::observations::{Label, LabelRow, Observation};
 use crate::shard::{RowRef, Sample, ShardSet};
@@ -192,6 +192,9 @@ pub struct SplitScores {
     /// Positives per observation in the reference labels.
     pub positives: Vec<(String, usize)>,
     pub auroc: Vec<(String, Option<f64>)>,
+    /// Average precision per observation.
+    #[serde(default)]
+    pub auprc: Vec<(String, Option<f64>)>,
     /// Stratified bootstrap percentile interval per observation (`evaluation.bootstrap` resamples at
     /// `evaluation.ci`).
     pub auroc_ci: Vec<(String, Option<(f64, f64)>)>,
@@ -224,13 +227,13 @@ pub fn evaluate(
     };
     let obs = s.observations()?;
     let table = auroc_table(&sc, &obs);
-    let cis = (0..obs.len())
-        .map(|j| {
-            let (p, y) = observation_pairs(&sc, &obs, j);
-            let ci = auroc_ci(&p, &y, ev.bootstrap, ev.ci, s.seed).map(|(_, ci)| ci);
-            (obs[j].name().to_string(), ci)
-        })
-        .collect();
+    let (mut cis, mut aps) = (Vec::new(), Vec::new());
+    for (j, o) in obs.iter().enumerate() {
+        let (p, y) = observation_pairs(&sc, &obs, j);
+        let ci = auroc_ci(&p, &y, ev.bootstrap, ev.ci, s.seed).map(|(_, ci)| ci);
+        cis.push((o.name().to_string(), ci));
+        aps.push((o.name().to_string(), auprc(&p, &y)));
+    }
     let name = split.name();
     let csv_path = out.join(format!("predictions_{name}.csv"));
     let mut w = crate::io::csv_writer(&csv_path)?;
@@ -269,6 +272,7 @@ pub fn evaluate(
         mean_auroc: mean_auroc(&table),
         auroc: table,
         auroc_ci: cis,
+        auprc: aps,
     };
     crate::io::write_atomic(
         out.join(format!("scores_{name}.json")),
