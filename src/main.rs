@@ -640,7 +640,7 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     let s = TrainSettings::from_config(&cfg, &source, &shards)?;
                     let out = run.join("eval").join(&source);
-                    let Some(sc) = chexlab::train::evaluate(
+                    let scored = chexlab::train::evaluate(
                         &shards,
                         &s,
                         &train_dir,
@@ -648,12 +648,10 @@ fn run(cli: Cli) -> Result<()> {
                         &out,
                         &cfg.evaluation,
                         comm.as_ref(),
-                    )?
-                    else {
-                        evaluated += 1;
-                        continue;
-                    };
+                    )?;
                     evaluated += 1;
+                    // Rank 0 reports; the other ranks only scored their share.
+                    let Some(sc) = scored else { continue };
                     println!(
                         "{source}: {} {} images, mean AUROC {} vs '{}' (checkpoint step {}); {}",
                         sc.images,

@@ -62,13 +62,6 @@ pub fn broadcast_json<T: serde::Serialize + serde::de::DeserializeOwned>(
         .map_err(|e| Error::Config(format!("broadcast from rank {root}: {e}")))
 }
 
-/// True on every rank when `flag` is true on any rank.
-pub fn any(comm: &dyn Communicator, flag: bool) -> Result<bool> {
-    let mut v = [flag as u8 as f32];
-    comm.all_reduce_sum_f32(&mut v)?;
-    Ok(v[0] > 0.0)
-}
-
 /// Which launcher started this process, from the environment: `Some(world size)` under mpirun/srun.
 pub fn launched_world_size() -> Option<usize> {
     [

@@ -244,7 +244,7 @@ pub fn build_model(s: &TrainSettings, device: &Device) -> Result<DenseNet> {
     })
 }
 
-/// Loads a checkpoint's model (on `device`) after checking it was trained with `settings` when given.
+/// Loads a checkpoint's model (on `device`) after checking it was trained with settings `s`.
 pub fn load_model(path: &Path, s: &TrainSettings, device: &Device) -> Result<DenseNet> {
     let (meta, model_bytes, _) = checkpoint::load(path)?;
     check_settings(path, &meta, s)?;

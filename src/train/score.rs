@@ -283,6 +283,30 @@ pub fn evaluate(
     Ok(Some(scores))
 }
 
+/// The images both `a` and `b` scored, in `a`'s order, as two score sets that share `a`'s reference labels (so
+/// that [`observation_pairs`] keeps the same images of both).
+fn aligned(a: &Scored, b: &Scored, n_obs: usize) -> (Scored, Scored) {
+    let index: std::collections::HashMap<&str, usize> = b
+        .image_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let (mut a2, mut b2) = (Scored::default(), Scored::default());
+    for (i, id) in a.image_ids.iter().enumerate() {
+        let Some(&k) = index.get(id.as_str()) else {
+            continue;
+        };
+        for (from, row, to) in [(a, i, &mut a2), (b, k, &mut b2)] {
+            to.image_ids.push(id.clone());
+            to.labels.push(a.labels[i]);
+            to.probs
+                .extend_from_slice(&from.probs[row * n_obs..(row + 1) * n_obs]);
+        }
+    }
+    (a2, b2)
+}
+
 /// One observation, two label sources' classifiers, the same test images.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
@@ -324,27 +348,10 @@ pub fn write_results(
     let mut comparisons = Vec::new();
     for (x, a) in names.iter().enumerate() {
         for b in &names[x + 1..] {
-            let (pa, pb) = (&preds[*a], &preds[*b]);
-            let index: std::collections::HashMap<&str, usize> = pb
-                .image_ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), i))
-                .collect();
+            let (pa, pb) = aligned(&preds[*a], &preds[*b], obs.len());
             for (j, &o) in obs.iter().enumerate() {
-                let (mut sa, mut sb, mut y) = (Vec::new(), Vec::new(), Vec::new());
-                for (i, id) in pa.image_ids.iter().enumerate() {
-                    let Some(&k) = index.get(id.as_str()) else {
-                        continue;
-                    };
-                    // Both files carry the same reference labels; an uncertain one leaves the image out.
-                    match pa.labels[i].get(o) {
-                        Label::Uncertain => continue,
-                        l => y.push(l == Label::Positive),
-                    }
-                    sa.push(pa.probs[i * obs.len() + j]);
-                    sb.push(pb.probs[k * obs.len() + j]);
-                }
+                let (sa, y) = observation_pairs(&pa, obs, j);
+                let (sb, _) = observation_pairs(&pb, obs, j);
                 if let Some(result) = paired(&sa, &sb, &y, ev.bootstrap, ev.ci, seed) {
                     comparisons.push(Comparison {
                         a: (*a).clone(),
@@ -370,4 +377,30 @@ pub fn write_results(
         serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
     )?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_keeps_common_images_in_a_order_with_a_labels() {
+        let mut pos = LabelRow::default();
+        pos.set(Observation::Edema, Label::Positive);
+        let a = Scored {
+            image_ids: vec!["x".into(), "y".into(), "z".into()],
+            labels: vec![pos, LabelRow::default(), pos],
+            probs: vec![0.1, 0.2, 0.3],
+        };
+        let b = Scored {
+            image_ids: vec!["z".into(), "x".into()],
+            labels: vec![LabelRow::default(); 2],
+            probs: vec![0.9, 0.8],
+        };
+        let (a2, b2) = aligned(&a, &b, 1);
+        assert_eq!(a2.image_ids, vec!["x", "z"]);
+        assert_eq!(b2.image_ids, vec!["x", "z"]);
+        assert_eq!((a2.probs, b2.probs), (vec![0.1, 0.3], vec![0.8, 0.9]));
+        assert_eq!(b2.labels, vec![pos, pos]);
+    }
 }
