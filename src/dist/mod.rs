@@ -93,3 +93,23 @@ pub fn from_env() -> Result<Box<dyn Communicator>> {
     }
     Ok(Box::new(single::Single))
 }
+
+/// The items (of `0..n`) rank `rank` of `world` takes in `epoch`: a permutation by (seed, epoch), dealt
+/// round-robin, the remainder dropped so every rank gets the same count. Another epoch gives another order.
+pub fn deal(n: usize, rank: usize, world: usize, epoch: u64, seed: u64) -> Vec<usize> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    assert!(world > 0 && rank < world, "rank {rank} of world {world}");
+    let mut items: Vec<usize> = (0..n).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ epoch.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0x5EED,
+    );
+    items.shuffle(&mut rng);
+    let per_rank = n / world;
+    items
+        .into_iter()
+        .skip(rank)
+        .step_by(world)
+        .take(per_rank)
+        .collect()
+}

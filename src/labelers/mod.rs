@@ -1,5 +1,6 @@
 //! Report labelers, their file format and their evaluation.
 
+pub mod bert;
 pub mod format;
 pub mod metrics;
 pub mod rules;
@@ -15,14 +16,15 @@ use crate::error::{Error, Result};
 use crate::observations::LabelRow;
 use format::{LabeledWriter, read_reports};
 
-/// Anything that turns a report into the 14 labels.
+/// Anything that turns reports into the 14 labels. Labelers get reports in batches (a BERT labeler runs a batch
+/// as length-sorted forward passes); the output has one row per report, in order.
 pub trait ReportLabeler: Sync {
-    fn label(&self, report: &str) -> LabelRow;
+    fn label_batch(&self, reports: &[&str]) -> Result<Vec<LabelRow>>;
 }
 
 impl ReportLabeler for rules::RuleLabeler {
-    fn label(&self, report: &str) -> LabelRow {
-        rules::RuleLabeler::label(self, report)
+    fn label_batch(&self, reports: &[&str]) -> Result<Vec<LabelRow>> {
+        Ok(reports.par_iter().map(|r| self.label(r)).collect())
     }
 }
 
@@ -58,7 +60,8 @@ pub fn label_csv(
         if batch.is_empty() {
             break;
         }
-        let labels: Vec<LabelRow> = batch.par_iter().map(|r| labeler.label(&r.text)).collect();
+        let texts: Vec<&str> = batch.iter().map(|r| r.text.as_str()).collect();
+        let labels = labeler.label_batch(&texts)?;
         for (r, l) in batch.iter().zip(&labels) {
             writer.write(r.id.as_deref(), Some(&r.text), l)?;
         }
@@ -98,22 +101,26 @@ pub fn label_dataset(
     let bar = crate::progress::bar(studies.len() as u64, "label");
     let mut run = LabelRun::default();
     for chunk in studies.chunks(BATCH) {
-        let done: Vec<Result<(String, LabelRow)>> = chunk
+        let read: Vec<Result<String>> = chunk
             .par_iter()
             .map(|s| {
-                let text = extract(&layout.read_report(s.subject_id, s.study_id)?, sections);
-                let labels = labeler.label(&text);
-                Ok((text, labels))
+                Ok(extract(
+                    &layout.read_report(s.subject_id, s.study_id)?,
+                    sections,
+                ))
             })
             .collect();
-        for (s, r) in chunk.iter().zip(done) {
+        let mut ok = Vec::with_capacity(chunk.len());
+        for (s, r) in chunk.iter().zip(read) {
             match r {
-                Ok((text, labels)) => {
-                    writer.write(Some(&s.study_id.to_string()), Some(&text), &labels)?
-                }
+                Ok(text) => ok.push((s.study_id, text)),
                 Err(e) if policy == OnBadRecord::Skip => bad.note(&e),
                 Err(e) => return Err(e),
             }
+        }
+        let texts: Vec<&str> = ok.iter().map(|(_, t)| t.as_str()).collect();
+        for ((id, text), labels) in ok.iter().zip(labeler.label_batch(&texts)?) {
+            writer.write(Some(&id.to_string()), Some(text), &labels)?;
         }
         bar.inc(chunk.len() as u64);
     }

@@ -18,7 +18,7 @@ use burn::tensor::TensorData;
 use crate::error::{Error, Result};
 use crate::model::DenseNet;
 
-type PackTensor = burn::store::burn_pack::Tensor;
+pub(crate) type PackTensor = burn::store::burn_pack::Tensor;
 
 /// What an import did besides loading matching tensors.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -69,7 +69,7 @@ pub fn map_key(key: &str) -> Option<String> {
 }
 
 /// Reads every tensor of a PyTorch (`.pth`, `.pt`, `.bin`) or safetensors file, keyed by name.
-fn read_tensors(path: &Path) -> Result<Vec<PackTensor>> {
+pub(crate) fn read_tensors(path: &Path) -> Result<Vec<PackTensor>> {
     if !path.is_file() {
         return Err(Error::io(
             path,
@@ -94,7 +94,7 @@ fn read_tensors(path: &Path) -> Result<Vec<PackTensor>> {
 }
 
 /// Loads torchvision DenseNet weights from `path` into `model` (see the module docs for what is adapted).
-pub fn load_torchvision(mut model: DenseNet, path: &Path) -> Result<(DenseNet, ImportReport)> {
+pub fn load_torchvision(model: DenseNet, path: &Path) -> Result<(DenseNet, ImportReport)> {
     let mut report = ImportReport::default();
     let stem_channels = model.conv0.weight.dims()[1];
     let head = model.classifier.weight.dims(); // Burn stores [in, out]
@@ -123,30 +123,53 @@ pub fn load_torchvision(mut model: DenseNet, path: &Path) -> Result<(DenseNet, I
         t.name = name;
         tensors.push(t);
     }
+    let skip_head = report.head_replaced.is_some();
+    let (model, loaded) = apply_all(
+        model,
+        tensors,
+        unexpected,
+        path,
+        "the configured DenseNet",
+        |k| skip_head && k.starts_with("classifier."),
+    )?;
+    report.loaded = loaded;
+    Ok((model, report))
+}
+
+/// Applies PyTorch-named `tensors` (already renamed to `model`'s paths) to `model`, or fails listing every missing
+/// key (except those `may_miss` accepts), every unexpected key (`unexpected` plus the model's unused ones) and every
+/// shape mismatch: a partial load is never silent. Returns the model and the number of tensors loaded.
+pub(crate) fn apply_all<M: ModuleSnapshot>(
+    mut model: M,
+    tensors: Vec<PackTensor>,
+    mut unexpected: Vec<String>,
+    path: &Path,
+    what: &str,
+    may_miss: impl Fn(&str) -> bool,
+) -> Result<(M, usize)> {
     let result = model.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), false);
     let missing: Vec<String> = result
         .missing
         .iter()
         .map(|(k, _)| k.clone())
-        .filter(|k| !(report.head_replaced.is_some() && k.starts_with("classifier.")))
+        .filter(|k| !may_miss(k))
         .collect();
     unexpected.extend(result.unused.iter().cloned());
     let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
     if !missing.is_empty() || !unexpected.is_empty() || !errors.is_empty() {
-        let mut msg = String::from("does not fit the configured DenseNet:");
-        for (what, list) in [
+        let mut msg = format!("does not fit {what}:");
+        for (kind, list) in [
             ("missing", &missing),
             ("unexpected", &unexpected),
             ("mismatched", &errors),
         ] {
             if !list.is_empty() {
-                msg.push_str(&format!("\n  {what} ({}): {}", list.len(), list.join(", ")));
+                msg.push_str(&format!("\n  {kind} ({}): {}", list.len(), list.join(", ")));
             }
         }
         return Err(Error::format(path, msg));
     }
-    report.loaded = result.applied.len();
-    Ok((model, report))
+    Ok((model, result.applied.len()))
 }
 
 /// Sums a `[out, 3, k, k]` convolution weight over its input channels into `[out, 1, k, k]`.

@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 use arrow_array::{Array, BinaryArray, Int8Array, StringArray, UInt16Array};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
 
 use crate::data::Split;
 use crate::error::{Error, Result};
@@ -144,17 +142,10 @@ impl ShardSet {
         epoch: u64,
         seed: u64,
     ) -> Vec<RowRef> {
-        assert!(world > 0 && rank < world, "rank {rank} of world {world}");
-        let mut rows = self.rows(split);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-            seed ^ epoch.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0x5EED,
-        );
-        rows.shuffle(&mut rng);
-        let per_rank = rows.len() / world;
-        rows.into_iter()
-            .skip(rank)
-            .step_by(world)
-            .take(per_rank)
+        let rows = self.rows(split);
+        crate::dist::deal(rows.len(), rank, world, epoch, seed)
+            .into_iter()
+            .map(|i| rows[i])
             .collect()
     }
 

@@ -316,14 +316,14 @@ pub fn gradients(
 
 /// One optimizer step with a flat gradient (already averaged, accumulated and clipped as wanted). `inner` is the
 /// model's device without autodiff, where gradients live.
-pub fn apply(
-    model: DenseNet,
+pub fn apply<M: burn::module::Module>(
+    model: M,
     optim: &mut ModuleOptimizer,
     layout: &grads::GradLayout,
     flat: &[f32],
     lr: f64,
     inner: &Device,
-) -> DenseNet {
+) -> M {
     let g = grads::unflatten(layout, flat, &model, inner);
     optim.step(lr, model, g)
 }
