@@ -11,6 +11,10 @@ use chexlab::config::{Config, ImageFormat};
 use chexlab::data::OnBadRecord;
 use chexlab::data::report::SectionChoice;
 use chexlab::data::synth::{self, SynthConfig};
+use chexlab::labelers::ReportLabeler;
+use chexlab::labelers::bert::BertReportLabeler;
+use chexlab::labelers::bert::model::HeadKind;
+use chexlab::labelers::bert::tokenizer::ReportTokenizer;
 use chexlab::labelers::rules::RuleLabeler;
 use chexlab::train::{Resume, TrainOptions, TrainSettings};
 
@@ -118,7 +122,47 @@ struct ConfigArgs {
 }
 
 #[derive(Subcommand)]
+enum LabelAction {
+    /// Train a BERT labeler on a dataset's reports as configured in `[bert]` (data-parallel under mpirun/srun),
+    /// and score it and the rule labeler on the test split.
+    Train {
+        /// chexbert or visualchexbert.
+        #[arg(long, value_enum)]
+        labeler: LabelerArg,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Labeler directory to write (default: RUN_DIR/labelers/<labeler>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenizerAction {
+    /// Train a WordPiece vocabulary (uncased BERT rules) on a report corpus.
+    Train {
+        /// Reports CSV in the labeler input format.
+        #[arg(long)]
+        reports: PathBuf,
+        /// Output `tokenizer.json`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Vocabulary size.
+        #[arg(long, default_value_t = 3000)]
+        vocab_size: usize,
+        /// Words seen fewer times are left to sub-words.
+        #[arg(long, default_value_t = 2)]
+        min_frequency: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
+    /// Build a domain tokenizer for the BERT labelers.
+    Tokenizer {
+        #[command(subcommand)]
+        action: TokenizerAction,
+    },
     /// Generate a synthetic chest X-ray world (MIMIC-CXR-JPG layout plus image and report truth).
     Synth {
         /// Output directory (optional with --preview).
@@ -140,17 +184,20 @@ enum Command {
         #[arg(long)]
         preview: Option<PathBuf>,
     },
-    /// Label reports with a built-in labeler (chexpert, chexbert, visualchexbert).
+    /// Label reports with a built-in labeler (chexpert, chexbert, visualchexbert); `label train` trains a BERT one.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Label {
+        #[command(subcommand)]
+        action: Option<LabelAction>,
         /// Labeler.
         #[arg(long, value_enum, default_value = "chexpert")]
         labeler: LabelerArg,
         /// Reports CSV in the labeler input format, or a dataset directory.
-        #[arg(long)]
-        reports: PathBuf,
-        /// Output CSV (CheXpert labeler output format).
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required = true)]
+        reports: Option<PathBuf>,
+        /// Output CSV (CheXpert labeler output format; VisualCheXbert writes 0/1 only).
+        #[arg(long, required = true)]
+        out: Option<PathBuf>,
         /// Report part to read when --reports is a dataset directory.
         #[arg(long, value_enum, default_value = "impression")]
         sections: SectionArg,
@@ -160,9 +207,16 @@ enum Command {
         /// Lexicon file extending the rule labeler's built-in one (or replacing it: first line `!replace`).
         #[arg(long)]
         lexicon: Option<PathBuf>,
-        /// Trained model directory (BERT labelers).
+        /// BERT labelers: a trained labeler directory, or a published CheXbert / VisualCheXbert checkpoint file.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// BERT labelers: tokenizer (`vocab.txt` or `tokenizer.json`) for a checkpoint file, or to replace a
+        /// directory's own.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// BERT labelers: reports per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
         /// What to do with malformed input rows.
         #[arg(long, value_enum, default_value = "fail")]
         on_bad_record: BadRecordArg,
@@ -419,27 +473,139 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Tokenizer {
+            action:
+                TokenizerAction::Train {
+                    reports,
+                    out,
+                    vocab_size,
+                    min_frequency,
+                },
+        } => {
+            let mut texts = Vec::new();
+            for row in
+                chexlab::labelers::format::read_reports(&reports, chexlab::data::OnBadRecord::Fail)?
+            {
+                texts.push(row?.text);
+            }
+            let tok = ReportTokenizer::train(
+                texts.iter().map(String::as_str),
+                vocab_size,
+                min_frequency,
+            )?;
+            tok.save(&out)?;
+            println!(
+                "trained a {}-token vocabulary on {} reports into {}",
+                tok.vocab_size(),
+                texts.len(),
+                out.display()
+            );
+            Ok(())
+        }
         Command::Label {
+            action:
+                Some(LabelAction::Train {
+                    labeler,
+                    config,
+                    out,
+                }),
+            ..
+        } => {
+            let kind = match labeler {
+                LabelerArg::Chexpert => anyhow::bail!(
+                    "the rule labeler is not trained; use --labeler chexbert|visualchexbert"
+                ),
+                LabelerArg::Chexbert => HeadKind::Chexbert,
+                LabelerArg::Visualchexbert => HeadKind::Visualchexbert,
+            };
+            let cfg = Config::load(&config.config, &config.overrides)?;
+            let out = out.unwrap_or_else(|| {
+                cfg.run_dir
+                    .join("labelers")
+                    .join(format!("{kind:?}").to_lowercase())
+            });
+            let comm = chexlab::dist::from_env()?;
+            let code = distributed(comm.as_ref(), || {
+                if comm.rank() != 0 {
+                    chexlab::progress::set_enabled(false);
+                }
+                let r = chexlab::labelers::bert::pipeline::train_labeler(
+                    &cfg,
+                    kind,
+                    &out,
+                    comm.as_ref(),
+                )?;
+                if comm.rank() == 0 {
+                    println!(
+                        "trained {kind:?} on {} reports ({} expert) in {:.0} s on {} rank(s) into {}",
+                        r.train_reports,
+                        r.expert_reports,
+                        r.seconds,
+                        comm.size(),
+                        out.display()
+                    );
+                    println!("test split ({} reports):", r.test_reports);
+                    println!(
+                        "{:<18} {:>20} {:>24}",
+                        "labeler", "report weighted F1", "image mean positive F1"
+                    );
+                    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+                    for s in &r.scores {
+                        println!(
+                            "{:<18} {:>20} {:>24}",
+                            s.labeler,
+                            f(s.report_weighted_f1),
+                            f(s.image_mean_positive_f1)
+                        );
+                    }
+                }
+                Ok(0)
+            });
+            finish(comm, code)
+        }
+        Command::Label {
+            action: None,
             labeler,
             reports,
             out,
             sections,
             reports_root,
             lexicon,
-            model: _,
+            model,
+            tokenizer,
+            batch_size,
             on_bad_record,
         } => {
-            if labeler != LabelerArg::Chexpert {
-                return not_yet("the BERT labelers (chexbert, visualchexbert)");
-            }
-            let rules = match &lexicon {
-                Some(path) => RuleLabeler::with_lexicon_file(path)?,
-                None => RuleLabeler::default(),
+            let (reports, out) = (reports.expect("required"), out.expect("required"));
+            let labeler: Box<dyn ReportLabeler> = match labeler {
+                LabelerArg::Chexpert => Box::new(match &lexicon {
+                    Some(path) => RuleLabeler::with_lexicon_file(path)?,
+                    None => RuleLabeler::default(),
+                }),
+                LabelerArg::Chexbert | LabelerArg::Visualchexbert => {
+                    let model = model
+                        .context("--model: a trained labeler directory or a checkpoint file")?;
+                    let mut l = BertReportLabeler::load(&model, tokenizer.as_deref())?;
+                    let want = if labeler == LabelerArg::Chexbert {
+                        HeadKind::Chexbert
+                    } else {
+                        HeadKind::Visualchexbert
+                    };
+                    anyhow::ensure!(
+                        l.meta.kind == want,
+                        "{} is a {:?} model, not {want:?}",
+                        model.display(),
+                        l.meta.kind
+                    );
+                    l.batch_size = batch_size;
+                    Box::new(l)
+                }
             };
+            let rules = labeler.as_ref();
             let t = std::time::Instant::now();
             let run = if reports.is_dir() {
                 chexlab::labelers::label_dataset(
-                    &rules,
+                    rules,
                     &reports,
                     reports_root.as_deref(),
                     sections.into(),
@@ -447,7 +613,7 @@ fn run(cli: Cli) -> Result<()> {
                     on_bad_record.into(),
                 )?
             } else {
-                chexlab::labelers::label_csv(&rules, &reports, &out, on_bad_record.into())?
+                chexlab::labelers::label_csv(rules, &reports, &out, on_bad_record.into())?
             };
             let secs = t.elapsed().as_secs_f64();
             println!(
@@ -456,6 +622,12 @@ fn run(cli: Cli) -> Result<()> {
                 out.display(),
                 run.reports as f64 / secs.max(1e-9)
             );
+            if rules.truncated() > 0 {
+                println!(
+                    "{} report(s) were longer than the model's maximum and were truncated",
+                    rules.truncated()
+                );
+            }
             if run.bad.skipped > 0 {
                 println!(
                     "skipped {} bad record(s), e.g. {}",

@@ -20,6 +20,11 @@ use format::{LabeledWriter, read_reports};
 /// as length-sorted forward passes); the output has one row per report, in order.
 pub trait ReportLabeler: Sync {
     fn label_batch(&self, reports: &[&str]) -> Result<Vec<LabelRow>>;
+
+    /// Reports cut to the labeler's maximum length so far (only BERT labelers have one).
+    fn truncated(&self) -> u64 {
+        0
+    }
 }
 
 impl ReportLabeler for rules::RuleLabeler {

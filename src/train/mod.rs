@@ -206,13 +206,20 @@ pub fn optimizer(o: &OptimizerConfig) -> ModuleOptimizer {
 /// model is seeded and every parameter drawn under one lock: concurrent initialisations (tests, several sources or
 /// ranks in one process) cannot interleave.
 pub fn seeded_init(cfg: &DenseNetConfig, seed: u64, device: &Device) -> DenseNet {
+    with_seed(seed, device, || {
+        let model = cfg.init(device);
+        // Burn initialises parameters lazily, on first use: draw them all now, under the lock.
+        crate::model::state_values(&model);
+        model
+    })
+}
+
+/// Runs `init` with Burn's process-global generator seeded to `seed`, under one lock (see [`seeded_init`]).
+pub fn with_seed<T>(seed: u64, device: &Device, init: impl FnOnce() -> T) -> T {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(seed);
-    let model = cfg.init(device);
-    // Burn initialises parameters lazily, on first use: draw them all now, under the lock.
-    crate::model::state_values(&model);
-    model
+    init()
 }
 
 /// Builds the configured model on `device` (seeded), with pretrained weights when configured.

@@ -8,6 +8,7 @@
 
 pub mod import;
 pub mod model;
+pub mod pipeline;
 pub mod tokenizer;
 pub mod train;
 
@@ -317,5 +318,9 @@ pub(crate) fn load_record(model: BertLabeler, bytes: Vec<u8>, what: &Path) -> Re
 impl super::ReportLabeler for BertReportLabeler {
     fn label_batch(&self, reports: &[&str]) -> Result<Vec<LabelRow>> {
         self.label_texts(reports)
+    }
+
+    fn truncated(&self) -> u64 {
+        BertReportLabeler::truncated(self)
     }
 }

@@ -131,6 +131,15 @@ impl ReportTokenizer {
         Self::wrap(t, &file)
     }
 
+    /// Loads a tokenizer from the bytes of a `tokenizer.json`.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
+        let here = Path::new("<tokenizer.json bytes>");
+        Self::wrap(
+            Tokenizer::from_bytes(bytes).map_err(|e| tok_err(here, e))?,
+            here,
+        )
+    }
+
     /// Trains a WordPiece vocabulary of at most `vocab_size` entries on `reports` (words seen fewer than
     /// `min_frequency` times are left to sub-words).
     pub fn train<I, S>(reports: I, vocab_size: usize, min_frequency: u64) -> Result<Self>

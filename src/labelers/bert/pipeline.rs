@@ -1,0 +1,485 @@
+//! `chexlab label train`: a BERT labeler trained on a MIMIC-CXR(-JPG) style dataset (real or synthetic), then
+//! scored on the test split's reports next to the rule labeler.
+//!
+//! Splits: training reports come from the train split, VisualCheXbert's calibration from the validation split,
+//! and the scores from the test split, so nothing is scored on what it was fitted to.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::config::{BertSection, Config, OptimizerConfig, UncertaintyPolicy};
+use crate::data::Split;
+use crate::data::mimic::{MimicLayout, study_label_map};
+use crate::data::report::extract;
+use crate::dist::{Communicator, broadcast_json};
+use crate::error::{Error, Result};
+use crate::labelers::metrics::Confusion;
+use crate::labelers::rules::RuleLabeler;
+use crate::observations::{Label, LabelRow, N_OBS, Observation};
+
+use super::model::{BertConfig, BertLabeler, HeadKind};
+use super::tokenizer::{Encoded, ReportTokenizer};
+use super::train::{Example, FitSettings, Target, fit, fit_calibration};
+use super::{BertReportLabeler, LabelerMeta, TOKENIZER_FILE};
+
+/// One study's report.
+#[derive(Clone, Debug)]
+pub struct StudyReport {
+    pub study_id: u64,
+    pub split: Split,
+    pub text: String,
+}
+
+/// Reads every study's report (the configured section) of the dataset, in parallel.
+pub fn read_corpus(cfg: &Config) -> Result<Vec<StudyReport>> {
+    let layout = MimicLayout::open(&cfg.dataset.root, cfg.dataset.reports_root.as_deref())?;
+    let (studies, _) = layout.studies(cfg.dataset.on_bad_record)?;
+    studies
+        .par_iter()
+        .map(|s| {
+            Ok(StudyReport {
+                study_id: s.study_id,
+                split: s.split,
+                text: extract(
+                    &layout.read_report(s.subject_id, s.study_id)?,
+                    cfg.dataset.sections,
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Labels in CheXbert head order.
+fn head_order(row: &LabelRow) -> [Label; N_OBS] {
+    HeadKind::Chexbert.observations().map(|o| row.get(o))
+}
+
+/// Scores of one labeler on the test split.
+#[derive(Clone, Debug, Serialize)]
+pub struct LabelerScores {
+    pub labeler: String,
+    /// Support-weighted F1 against report truth (every observation and non-blank class).
+    pub report_weighted_f1: Option<f64>,
+    /// Mean positive-class F1 against image truth (uncertain counted as positive).
+    pub image_mean_positive_f1: Option<f64>,
+}
+
+/// What `label train` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct LabelTrainReport {
+    pub kind: HeadKind,
+    pub train_reports: usize,
+    pub expert_reports: usize,
+    pub truncated: usize,
+    pub epoch_loss: Vec<Vec<f64>>,
+    pub seconds: f64,
+    pub test_reports: usize,
+    pub scores: Vec<LabelerScores>,
+}
+
+fn resolve(cfg: &Config, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cfg.dataset.root.join(p)
+    }
+}
+
+/// Per-study probabilities of an image model: a CSV with `study_id` (or `image_id`, averaged per study through the
+/// dataset's split table) and one column per observation, named as in the labeler format or `p_<snake name>`.
+pub fn read_teacher(cfg: &Config, path: &Path) -> Result<HashMap<u64, [Option<f32>; N_OBS]>> {
+    let mut r = csv::Reader::from_path(path).map_err(|e| Error::csv(path, e))?;
+    let header = r.headers().map_err(|e| Error::csv(path, e))?.clone();
+    let find = |n: &str| header.iter().position(|h| h == n);
+    let cols: Vec<(usize, Observation)> = HeadKind::Chexbert
+        .observations()
+        .iter()
+        .enumerate()
+        .filter_map(|(h, o)| {
+            find(o.name())
+                .or_else(|| find(&format!("p_{}", o.snake_name())))
+                .map(|c| (c, h, *o))
+        })
+        .map(|(c, _, o)| (c, o))
+        .collect();
+    if cols.is_empty() {
+        return Err(Error::format(
+            path,
+            "no observation columns (names as in the labeler format, or p_<name>)",
+        ));
+    }
+    let image_to_study: Option<HashMap<String, u64>> = match (find("study_id"), find("image_id")) {
+        (Some(_), _) => None,
+        (None, Some(_)) => {
+            let layout = MimicLayout::open(&cfg.dataset.root, None)?;
+            let mut m = HashMap::new();
+            for row in crate::data::mimic::read_split(&layout.split, cfg.dataset.on_bad_record)? {
+                let row = row?;
+                m.insert(row.dicom_id, row.study_id);
+            }
+            Some(m)
+        }
+        _ => return Err(Error::format(path, "needs a study_id or image_id column")),
+    };
+    let id_col = find("study_id")
+        .or_else(|| find("image_id"))
+        .expect("checked");
+    let heads = HeadKind::Chexbert.observations();
+    let mut sums: HashMap<u64, ([f64; N_OBS], [u32; N_OBS])> = HashMap::new();
+    for (i, rec) in r.records().enumerate() {
+        let line = i as u64 + 2;
+        let rec = rec.map_err(|e| Error::csv(path, e))?;
+        let id = rec.get(id_col).unwrap_or("");
+        let study = match &image_to_study {
+            None => id
+                .parse::<u64>()
+                .map_err(|_| Error::record(path, line, format!("study_id '{id}'")))?,
+            Some(m) => *m.get(id).ok_or_else(|| {
+                Error::record(path, line, format!("image '{id}' not in the dataset"))
+            })?,
+        };
+        let entry = sums.entry(study).or_insert(([0.0; N_OBS], [0; N_OBS]));
+        for &(c, o) in &cols {
+            let cell = rec.get(c).unwrap_or("").trim();
+            if cell.is_empty() {
+                continue;
+            }
+            let v: f64 = cell
+                .parse()
+                .ok()
+                .filter(|v: &f64| (0.0..=1.0).contains(v))
+                .ok_or_else(|| {
+                    Error::record(path, line, format!("{o}: '{cell}' is not a probability"))
+                })?;
+            let h = heads.iter().position(|x| *x == o).expect("head");
+            entry.0[h] += v;
+            entry.1[h] += 1;
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(k, (s, n))| {
+            (
+                k,
+                std::array::from_fn(|h| (n[h] > 0).then(|| (s[h] / f64::from(n[h])) as f32)),
+            )
+        })
+        .collect())
+}
+
+fn fit_settings(b: &BertSection, cfg: &Config, epochs: usize, lr: f64, seed: u64) -> FitSettings {
+    FitSettings {
+        epochs,
+        batch_size: b.batch_size,
+        lr,
+        warmup: 0.1,
+        optimizer: OptimizerConfig {
+            weight_decay: 0.0,
+            ..cfg.optimizer.clone()
+        },
+        seed,
+    }
+}
+
+/// Trains a BERT labeler of `kind` as configured in `cfg.bert`, writes it to `out` (a labeler directory plus
+/// `train_report.json`), and scores it and the rule labeler on the test split.
+pub fn train_labeler(
+    cfg: &Config,
+    kind: HeadKind,
+    out: &Path,
+    comm: &dyn Communicator,
+) -> Result<LabelTrainReport> {
+    let t0 = std::time::Instant::now();
+    let b = &cfg.bert;
+    let root = comm.rank() == 0;
+    let corpus = read_corpus(cfg)?;
+    let of = |split: Split| corpus.iter().filter(move |s| s.split == split);
+    let train: Vec<&StudyReport> = of(Split::Train).collect();
+    if train.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: no training-split reports",
+            cfg.dataset.root.display()
+        )));
+    }
+
+    // The vocabulary: given, or trained on the training reports by rank 0 and sent to every rank.
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut tok_json: Vec<u8> = if root {
+        let tok = match &b.tokenizer {
+            Some(p) => ReportTokenizer::from_path(p)?,
+            None => ReportTokenizer::train(train.iter().map(|s| s.text.as_str()), b.vocab_size, 2)?,
+        };
+        tok.save(&out.join(TOKENIZER_FILE))?;
+        std::fs::read(out.join(TOKENIZER_FILE)).map_err(|e| Error::io(out, e))?
+    } else {
+        Vec::new()
+    };
+    comm.broadcast_bytes(&mut tok_json, 0)?;
+    let tok = ReportTokenizer::from_json_bytes(&tok_json)?;
+
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    let (bert_cfg, pretrained) = match &b.pretrained {
+        Some(p) => (
+            super::import::infer_config(p, Some(b.heads))?,
+            Some(p.clone()),
+        ),
+        None => {
+            let mut c = BertConfig::new(
+                tok.vocab_size(),
+                b.hidden,
+                b.layers,
+                b.heads,
+                b.intermediate,
+            );
+            c.max_position_embeddings = b.max_len;
+            c.validate().map_err(Error::Config)?;
+            (c, None)
+        }
+    };
+    let tok = tok.with_max_len(b.max_len.min(bert_cfg.max_position_embeddings));
+    let model = seeded_labeler(&bert_cfg, kind, b.dropout, cfg.seed, &ad);
+    let model = match pretrained {
+        Some(p) => {
+            let (bert, n) = super::import::load_encoder(model.bert, &p)?;
+            if root {
+                tracing::info!("encoder: {n} tensors from {}", p.display());
+            }
+            BertLabeler { bert, ..model }
+        }
+        None => model,
+    };
+
+    let encode = |rows: &[&StudyReport]| -> Result<Vec<Encoded>> {
+        rows.par_iter().map(|s| tok.encode(&s.text)).collect()
+    };
+    let train_enc = encode(&train)?;
+    let truncated = train_enc.iter().filter(|e| e.truncated).count();
+    let mut report = LabelTrainReport {
+        kind,
+        train_reports: train.len(),
+        expert_reports: 0,
+        truncated,
+        epoch_loss: Vec::new(),
+        seconds: 0.0,
+        test_reports: 0,
+        scores: Vec::new(),
+    };
+    let rules = RuleLabeler::default();
+    let mut model = model;
+    let mut calibration = None;
+    match kind {
+        HeadKind::Chexbert => {
+            // Phase 1: the rule labeler's labels of every training report.
+            let examples: Vec<Example> = train
+                .par_iter()
+                .zip(train_enc.par_iter())
+                .map(|(s, e)| Example {
+                    encoded: e.clone(),
+                    target: Target::from_labels(head_order(&rules.label(&s.text))),
+                })
+                .collect();
+            let s = fit_settings(b, cfg, b.epochs, b.lr, cfg.seed);
+            let (m, log) = fit(
+                model,
+                &tok,
+                &examples,
+                &s,
+                comm,
+                &ad,
+                &device,
+                "chexbert (rule labels)",
+            )?;
+            report.epoch_loss.push(log.epoch_loss);
+            // Phase 2: expert labels of a few training studies.
+            let expert_path = resolve(cfg, &b.expert_labels);
+            let (expert, _) = study_label_map(&expert_path, cfg.dataset.on_bad_record)?;
+            let mut with_expert: Vec<usize> = (0..train.len())
+                .filter(|&i| expert.contains_key(&train[i].study_id))
+                .collect();
+            with_expert.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+                cfg.seed ^ 0xE4BE,
+            ));
+            with_expert.truncate(b.expert_studies);
+            with_expert.sort_unstable();
+            report.expert_reports = with_expert.len();
+            model = m;
+            if b.finetune_epochs > 0 && !with_expert.is_empty() {
+                let examples: Vec<Example> = with_expert
+                    .iter()
+                    .map(|&i| Example {
+                        encoded: train_enc[i].clone(),
+                        target: Target::from_labels(head_order(&expert[&train[i].study_id])),
+                    })
+                    .collect();
+                let mut s = fit_settings(b, cfg, b.finetune_epochs, b.finetune_lr, cfg.seed ^ 1);
+                s.batch_size = s.batch_size.min((examples.len() / comm.size()).max(1));
+                let (m, log) = fit(
+                    model,
+                    &tok,
+                    &examples,
+                    &s,
+                    comm,
+                    &ad,
+                    &device,
+                    "chexbert (expert labels)",
+                )?;
+                report.epoch_loss.push(log.epoch_loss);
+                model = m;
+            }
+        }
+        HeadKind::Visualchexbert => {
+            let teacher_path = b.teacher.as_ref().ok_or_else(|| {
+                Error::Config(
+                    "VisualCheXbert regresses an image model's probabilities: set bert.teacher to a CSV of them \
+                     (e.g. `chexlab evaluate --split train` predictions of a classifier)"
+                        .into(),
+                )
+            })?;
+            let teacher = read_teacher(cfg, &resolve(cfg, teacher_path))?;
+            let examples: Vec<Example> = train
+                .iter()
+                .zip(&train_enc)
+                .filter_map(|(s, e)| {
+                    teacher.get(&s.study_id).map(|p| Example {
+                        encoded: e.clone(),
+                        target: Target::Probs(*p),
+                    })
+                })
+                .collect();
+            if examples.is_empty() {
+                return Err(Error::format(
+                    teacher_path,
+                    "no training study has teacher probabilities",
+                ));
+            }
+            let s = fit_settings(b, cfg, b.epochs, b.lr, cfg.seed);
+            let (m, log) = fit(
+                model,
+                &tok,
+                &examples,
+                &s,
+                comm,
+                &ad,
+                &device,
+                "visualchexbert (teacher)",
+            )?;
+            report.epoch_loss.push(log.epoch_loss);
+            model = m;
+            // Calibration on the validation split's image labels.
+            let dev: Vec<&StudyReport> = of(Split::Valid).collect();
+            let (labels, _) =
+                study_label_map(&resolve(cfg, &b.dev_labels), cfg.dataset.on_bad_record)?;
+            let staged = BertReportLabeler::new(
+                meta(kind, &bert_cfg, b, &tok, None),
+                tok.clone(),
+                model.clone(),
+            );
+            let dev: Vec<&StudyReport> = dev
+                .into_iter()
+                .filter(|s| labels.contains_key(&s.study_id))
+                .collect();
+            let probs = staged.outputs(&encode(&dev)?);
+            let truth: Vec<[Option<bool>; N_OBS]> = dev
+                .iter()
+                .map(|s| {
+                    head_order(&labels[&s.study_id]).map(|l| match l {
+                        Label::Positive => Some(true),
+                        Label::Negative => Some(false),
+                        _ => None,
+                    })
+                })
+                .collect();
+            calibration = Some(fit_calibration(&probs, &truth, 1e-2));
+        }
+    }
+
+    let labeler = BertReportLabeler::new(meta(kind, &bert_cfg, b, &tok, calibration), tok, model);
+    // Scores on the test split, with the rule labeler alongside.
+    let test: Vec<&StudyReport> = of(Split::Test).collect();
+    report.test_reports = test.len();
+    let texts: Vec<&str> = test.iter().map(|s| s.text.as_str()).collect();
+    let bert_rows = labeler.label_texts(&texts)?;
+    let rule_rows: Vec<LabelRow> = texts.par_iter().map(|t| rules.label(t)).collect();
+    let report_truth = study_label_map(&resolve(cfg, &b.expert_labels), cfg.dataset.on_bad_record)
+        .ok()
+        .map(|m| m.0);
+    let image_truth = study_label_map(&resolve(cfg, &b.dev_labels), cfg.dataset.on_bad_record)
+        .ok()
+        .map(|m| m.0);
+    for (name, rows) in [
+        ("chexpert (rules)", &rule_rows),
+        (kind_name(kind), &bert_rows),
+    ] {
+        let score = |truth: &Option<HashMap<u64, LabelRow>>, image: bool| -> Option<f64> {
+            let truth = truth.as_ref()?;
+            let mut c = Confusion::default();
+            for (s, p) in test.iter().zip(rows.iter()) {
+                c.add(truth.get(&s.study_id)?, p);
+            }
+            if image {
+                c.binary_scores(UncertaintyPolicy::Ones).1.into()
+            } else {
+                c.report_scores().1.into()
+            }
+        };
+        report.scores.push(LabelerScores {
+            labeler: name.into(),
+            report_weighted_f1: score(&report_truth, false),
+            image_mean_positive_f1: score(&image_truth, true),
+        });
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    if root {
+        labeler.save(out)?;
+        let json = serde_json::to_vec_pretty(&report).expect("report serialises");
+        crate::io::write_atomic(out.join("train_report.json"), &json)?;
+    }
+    let _: bool = broadcast_json(comm, &true, 0)?; // every rank returns after rank 0 has written
+    Ok(report)
+}
+
+fn kind_name(kind: HeadKind) -> &'static str {
+    match kind {
+        HeadKind::Chexbert => "chexbert",
+        HeadKind::Visualchexbert => "visualchexbert",
+    }
+}
+
+fn meta(
+    kind: HeadKind,
+    bert: &BertConfig,
+    b: &BertSection,
+    tok: &ReportTokenizer,
+    calibration: Option<super::Calibration>,
+) -> LabelerMeta {
+    LabelerMeta {
+        kind,
+        bert: bert.clone(),
+        max_len: tok.max_len(),
+        dropout: b.dropout,
+        calibration,
+    }
+}
+
+/// A labeler initialised from `seed` (Burn's generator is process-global and draws lazily: see
+/// [`crate::train::seeded_init`]).
+pub fn seeded_labeler(
+    c: &BertConfig,
+    kind: HeadKind,
+    dropout: f64,
+    seed: u64,
+    device: &Device,
+) -> BertLabeler {
+    crate::train::with_seed(seed, device, || {
+        let m = BertLabeler::new(c.init(device), kind, dropout, device);
+        crate::model::state_values(&m);
+        m
+    })
+}
