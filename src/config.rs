@@ -77,6 +77,9 @@ pub struct BertSection {
     pub expert_studies: usize,
     /// Expert report labels (per study); relative paths are under the dataset root.
     pub expert_labels: PathBuf,
+    /// VisualCheXbert: start from a trained CheXbert labeler directory (its tokenizer and encoder), as the
+    /// original VisualCheXbert started from CheXbert. Relative paths are under `run_dir`.
+    pub init_from: Option<PathBuf>,
     /// VisualCheXbert: per-study probabilities of an image model to regress (`study_id` + observation columns
     /// with values in [0, 1]; observations without a column are left out of the loss).
     pub teacher: Option<PathBuf>,
@@ -105,6 +108,7 @@ impl Default for BertSection {
             finetune_lr: 2e-4,
             expert_studies: 300,
             expert_labels: PathBuf::from("truth/report_labels.csv"),
+            init_from: None,
             teacher: None,
             dev_labels: PathBuf::from("truth/image_labels.csv"),
             infer_batch: 32,

@@ -301,6 +301,9 @@ enum Command {
         /// Run directory.
         #[arg(long)]
         run: PathBuf,
+        /// The evaluated split.
+        #[arg(long, default_value = "test")]
+        split: String,
     },
     /// Run the whole study described by a config, skipping completed stages.
     Run {
@@ -865,7 +868,20 @@ fn run(cli: Cli) -> Result<()> {
             });
             finish(comm, code)
         }
-        Command::Report { .. } => not_yet("chexlab report"),
+        Command::Report { run, split } => {
+            let split = chexlab::data::Split::parse(&split)
+                .with_context(|| format!("--split '{split}': expected train, valid or test"))?;
+            let r = chexlab::eval::report::write_report(&run, split)?;
+            println!("{}", r.headline);
+            println!(
+                "report: {} (and {}; {} plot files in {})",
+                r.markdown.display(),
+                r.html.display(),
+                r.plots.len(),
+                run.join("plots").display()
+            );
+            Ok(())
+        }
         Command::Run { config, .. } => {
             let cfg = Config::load(&config.config, &config.overrides)?;
             prepare_run(&cfg)?;

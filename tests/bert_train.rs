@@ -175,6 +175,7 @@ epochs = 2
 finetune_epochs = 1
 expert_studies = 40
 teacher = "truth/image_labels.csv"
+init_from = "labelers/chexbert"
 "#
     );
     std::fs::write(dir.join("c.toml"), config).unwrap();

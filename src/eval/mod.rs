@@ -4,5 +4,7 @@
 pub mod auroc;
 pub mod bootstrap;
 pub mod compare;
+pub mod plots;
+pub mod report;
 
 pub use auroc::{auprc, auroc};

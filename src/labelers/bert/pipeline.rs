@@ -208,12 +208,28 @@ pub fn train_labeler(
         )));
     }
 
+    // A labeler to start from (VisualCheXbert from CheXbert): its tokenizer, sizes and encoder.
+    let init_dir = b.init_from.as_ref().map(|p| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            cfg.run_dir.join(p)
+        }
+    });
+    let init = init_dir
+        .as_deref()
+        .map(|d| BertReportLabeler::load(d, None))
+        .transpose()?;
+
     // The vocabulary: given, or trained on the training reports by rank 0 and sent to every rank.
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut tok_json: Vec<u8> = if root {
-        let tok = match &b.tokenizer {
-            Some(p) => ReportTokenizer::from_path(p)?,
-            None => ReportTokenizer::train(train.iter().map(|s| s.text.as_str()), b.vocab_size, 2)?,
+        let tok = match (&init, &b.tokenizer) {
+            (Some(l), _) => l.tokenizer.clone(),
+            (None, Some(p)) => ReportTokenizer::from_path(p)?,
+            (None, None) => {
+                ReportTokenizer::train(train.iter().map(|s| s.text.as_str()), b.vocab_size, 2)?
+            }
         };
         tok.save(&out.join(TOKENIZER_FILE))?;
         std::fs::read(out.join(TOKENIZER_FILE)).map_err(|e| Error::io(out, e))?
@@ -225,12 +241,13 @@ pub fn train_labeler(
 
     let device = Device::flex();
     let ad = device.clone().autodiff();
-    let (bert_cfg, pretrained) = match &b.pretrained {
-        Some(p) => (
+    let (bert_cfg, pretrained) = match (&init, &b.pretrained) {
+        (Some(l), _) => (l.meta.bert.clone(), None),
+        (None, Some(p)) => (
             super::import::infer_config(p, Some(b.heads))?,
             Some(p.clone()),
         ),
-        None => {
+        (None, None) => {
             let mut c = BertConfig::new(
                 tok.vocab_size(),
                 b.hidden,
@@ -253,7 +270,23 @@ pub fn train_labeler(
             }
             BertLabeler { bert, ..model }
         }
-        None => model,
+        None => match (&init, &init_dir) {
+            (Some(l), Some(dir)) => {
+                // Re-read the record onto the training device (the loaded labeler is an inference copy).
+                let path = dir.join(super::MODEL_FILE);
+                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                let src = BertLabeler::new(l.meta.bert.init(&ad), l.meta.kind, l.meta.dropout, &ad);
+                let src = super::load_record(src, bytes, &path)?;
+                if root {
+                    tracing::info!("encoder and tokenizer from {}", dir.display());
+                }
+                BertLabeler {
+                    bert: src.bert,
+                    ..model
+                }
+            }
+            _ => model,
+        },
     };
 
     let encode = |rows: &[&StudyReport]| -> Result<Vec<Encoded>> {

@@ -200,8 +200,10 @@ pub fn fit(
 
 /// Fits the per-observation logistic regressions of VisualCheXbert: for each observation, a logistic regression
 /// of its 0/1 image label on the 14 head probabilities (plus intercept), by Newton's method with a small L2
-/// penalty (`l2`; keeps separable data finite). `probs` and `labels` are per report, in head order; a `None` label
-/// leaves the report out of that observation's fit. Observations without both classes keep the identity rule.
+/// penalty (`l2`; keeps separable data finite). The decision threshold is then moved to the one that maximises
+/// the observation's F1 on the same rows (at 0.5 a rare finding with a weak signal is never called positive).
+/// `probs` and `labels` are per report, in head order; a `None` label leaves the report out of that observation's
+/// fit. Observations without both classes keep the identity rule.
 pub fn fit_calibration(
     probs: &[Vec<f32>],
     labels: &[[Option<bool>; N_OBS]],
@@ -251,9 +253,37 @@ pub fn fit_calibration(
             }
         }
         cal.weights[o].copy_from_slice(&w[..N_OBS]);
-        cal.bias[o] = w[N_OBS];
+        let z: Vec<(f64, bool)> = rows
+            .iter()
+            .map(|(p, y)| ((0..K).map(|j| w[j] * x(p, j)).sum(), *y > 0.5))
+            .collect();
+        cal.bias[o] = w[N_OBS] - best_f1_cut(z);
     }
     cal
+}
+
+/// The score cut (predict positive when `score >= cut`) with the highest F1; ties go to the higher cut.
+fn best_f1_cut(mut scored: Vec<(f64, bool)>) -> f64 {
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let positives = scored.iter().filter(|s| s.1).count() as f64;
+    let (mut tp, mut called) = (0f64, 0f64);
+    let (mut best, mut cut) = (-1f64, 0f64);
+    for (i, (z, y)) in scored.iter().enumerate() {
+        called += 1.0;
+        if *y {
+            tp += 1.0;
+        }
+        // Only cut between distinct scores.
+        if scored.get(i + 1).is_some_and(|n| n.0 == *z) {
+            continue;
+        }
+        let f1 = 2.0 * tp / (called + positives);
+        if f1 > best {
+            best = f1;
+            cut = *z;
+        }
+    }
+    cut
 }
 
 /// Solves `a x = b` by Gaussian elimination with partial pivoting; `None` when singular.

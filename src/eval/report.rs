@@ -1,0 +1,543 @@
+//! `chexlab report`: the study's story from a run directory — `report.md`, a self-contained `report.html` (plots
+//! inline as SVG), and `plots/` (PNG + SVG). Reads `config.resolved.toml`, `results.json` (written by `evaluate`),
+//! `eval/<source>/predictions_<split>.csv` (ROC curves), `train/<source>/metrics.csv` (training curves) and, when
+//! the pipeline labelled reports, `labels/metrics.json` (labeler agreement with truth).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{Config, RESOLVED_NAME};
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::eval::plots::{Chart, Series, line_chart, roc_points};
+use crate::train::score::{observation_pairs, read_predictions};
+
+/// Agreement of one labeler's labels with the truth (written by the pipeline's label-evaluation stage).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabelerAgreement {
+    /// Support-weighted F1 against report truth.
+    pub report_weighted_f1: Option<f64>,
+    /// Mean positive-class F1 against image truth.
+    pub image_mean_positive_f1: Option<f64>,
+}
+
+/// File (under the run directory) with the labeler agreement table: source name → [`LabelerAgreement`].
+pub const LABEL_METRICS: &str = "labels/metrics.json";
+
+/// What `report` wrote.
+#[derive(Clone, Debug)]
+pub struct ReportFiles {
+    pub markdown: PathBuf,
+    pub html: PathBuf,
+    pub plots: Vec<PathBuf>,
+    /// The headline table (Markdown), to print.
+    pub headline: String,
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not JSON: {e}")))
+}
+
+/// `[[name, value], ...]` → map.
+fn pairs(v: &Value) -> BTreeMap<String, Value> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), p.get(1)?.clone())))
+        .collect()
+}
+
+fn f(v: Option<f64>) -> String {
+    v.map_or("–".into(), |x| format!("{x:.3}"))
+}
+
+/// A Markdown table (the HTML version is rendered from the same rows).
+struct Table {
+    head: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn markdown(&self) -> String {
+        let mut s = format!(
+            "| {} |\n|{}|\n",
+            self.head.join(" | "),
+            vec!["---"; self.head.len()].join("|")
+        );
+        for r in &self.rows {
+            let _ = writeln!(s, "| {} |", r.join(" | "));
+        }
+        s
+    }
+
+    fn html(&self) -> String {
+        let esc = |t: &str| {
+            t.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace("**", "")
+        };
+        let mut s = String::from("<table><thead><tr>");
+        for h in &self.head {
+            let _ = write!(s, "<th>{}</th>", esc(h));
+        }
+        s.push_str("</tr></thead><tbody>");
+        for r in &self.rows {
+            s.push_str("<tr>");
+            for c in r {
+                let bold = c.starts_with("**");
+                let _ = write!(
+                    s,
+                    "<td>{}{}{}</td>",
+                    if bold { "<b>" } else { "" },
+                    esc(c),
+                    if bold { "</b>" } else { "" }
+                );
+            }
+            s.push_str("</tr>");
+        }
+        s.push_str("</tbody></table>\n");
+        s
+    }
+}
+
+/// One section: a heading, paragraphs, tables and figures, rendered to both formats.
+enum Block {
+    H2(String),
+    P(String),
+    T(Table),
+    /// (caption, svg path, png path)
+    Fig(String, PathBuf, PathBuf),
+}
+
+/// Writes the report of `run_dir` for `split`.
+pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
+    let cfg = Config::load(&run_dir.join(RESOLVED_NAME), &[])?;
+    let results_path = run_dir.join("results.json");
+    if !results_path.is_file() {
+        return Err(Error::format(
+            &results_path,
+            "missing: run `chexlab evaluate --run` first",
+        ));
+    }
+    let results = read_json(&results_path)?;
+    let obs = cfg.observations();
+    let sources: Vec<String> = results["sources"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    if sources.is_empty() {
+        return Err(Error::format(&results_path, "no scored label source"));
+    }
+    let plots_dir = run_dir.join("plots");
+    std::fs::create_dir_all(&plots_dir).map_err(|e| Error::io(&plots_dir, e))?;
+    let mut blocks = Vec::new();
+    let mut plots = Vec::new();
+
+    // Configuration.
+    blocks.push(Block::H2("Configuration".into()));
+    let d = &cfg.dataset;
+    let mut conf = format!(
+        "Dataset: {:?} at `{}`{}. Seed {}. Model: {:?} at {} px, {} input channel(s), predicting {}. Adam lr {:.1e}, \
+         batch {} per rank, {} epoch(s). Evaluation on the {} split against `{}`, {} bootstrap resamples, {:.0}% intervals.",
+        d.kind,
+        d.root.display(),
+        if matches!(d.kind, crate::config::DatasetKind::Synthetic) {
+            format!(" ({} studies)", d.studies)
+        } else {
+            String::new()
+        },
+        cfg.seed,
+        cfg.model.arch,
+        cfg.model.image_size,
+        cfg.model.in_channels,
+        obs.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
+        cfg.optimizer.lr,
+        cfg.schedule.batch_size,
+        cfg.schedule.epochs,
+        split.name(),
+        results["reference"]
+            .as_str()
+            .unwrap_or(cfg.evaluation.reference.as_deref().unwrap_or("truth")),
+        cfg.evaluation.bootstrap,
+        cfg.evaluation.ci * 100.0
+    );
+    conf.push_str("\n\nLabel sources: ");
+    conf.push_str(
+        &cfg.sources
+            .iter()
+            .map(|s| {
+                format!(
+                    "`{}` ({:?}{}, uncertain labels: {:?})",
+                    s.name,
+                    s.kind,
+                    s.labeler.map(|l| format!(" {l:?}")).unwrap_or_default(),
+                    s.uncertainty
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    conf.push('.');
+    blocks.push(Block::P(conf));
+
+    // Labeler agreement.
+    let lm = run_dir.join(LABEL_METRICS);
+    if lm.is_file() {
+        let agreement: BTreeMap<String, LabelerAgreement> = serde_json::from_value(read_json(&lm)?)
+            .map_err(|e| Error::format(&lm, format!("labeler metrics: {e}")))?;
+        blocks.push(Block::H2("Labelers against the truth".into()));
+        blocks.push(Block::P(
+            "How well each label source's labels agree with what the reports state (report truth: support-weighted \
+             F1 over observations and non-blank classes) and with what the images show (image truth: mean \
+             positive-class F1, uncertain counted positive)."
+                .into(),
+        ));
+        blocks.push(Block::T(Table {
+            head: vec![
+                "label source".into(),
+                "report truth weighted F1".into(),
+                "image truth mean positive F1".into(),
+            ],
+            rows: agreement
+                .iter()
+                .map(|(k, a)| {
+                    vec![
+                        k.clone(),
+                        f(a.report_weighted_f1),
+                        f(a.image_mean_positive_f1),
+                    ]
+                })
+                .collect(),
+        }));
+    }
+
+    // AUROC per source.
+    let level = format!("{:.0}%", cfg.evaluation.ci * 100.0);
+    let mut head = vec!["observation".to_string()];
+    head.extend(sources.iter().cloned());
+    let mut rows = Vec::new();
+    let mut means = vec![(0f64, 0usize); sources.len()];
+    for o in &obs {
+        let mut row = vec![o.name().to_string()];
+        for (k, s) in sources.iter().enumerate() {
+            let a = pairs(&results["sources"][s]["auroc"]);
+            let ci = pairs(&results["sources"][s]["auroc_ci"]);
+            match a.get(o.name()).and_then(Value::as_f64) {
+                Some(v) => {
+                    means[k].0 += v;
+                    means[k].1 += 1;
+                    let c = ci
+                        .get(o.name())
+                        .and_then(|c| Some((c.get(0)?.as_f64()?, c.get(1)?.as_f64()?)));
+                    row.push(match c {
+                        Some((lo, hi)) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
+                        None => format!("{v:.3}"),
+                    });
+                }
+                None => row.push("–".into()),
+            }
+        }
+        rows.push(row);
+    }
+    let mean_row: Vec<f64> = means
+        .iter()
+        .map(|(s, n)| if *n > 0 { s / *n as f64 } else { f64::NAN })
+        .collect();
+    let best = mean_row
+        .iter()
+        .enumerate()
+        .filter(|m| m.1.is_finite())
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|m| m.0);
+    let mut mrow = vec!["**mean**".to_string()];
+    mrow.extend(mean_row.iter().enumerate().map(|(k, m)| {
+        if Some(k) == best {
+            format!("**{m:.3}**")
+        } else {
+            format!("{m:.3}")
+        }
+    }));
+    rows.push(mrow);
+    let auroc_table = Table { head, rows };
+    blocks.push(Block::H2(format!(
+        "Test AUROC per label source ({level} bootstrap intervals)"
+    )));
+    blocks.push(Block::P(format!(
+        "One classifier per label source, each scored on the same {} images against `{}` image labels.",
+        split.name(),
+        results["reference"].as_str().unwrap_or("truth")
+    )));
+    let headline = auroc_table.markdown();
+    blocks.push(Block::T(auroc_table));
+
+    // Paired differences.
+    let comps = results["comparisons"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !comps.is_empty() {
+        blocks.push(Block::H2("Paired differences between label sources".into()));
+        blocks.push(Block::P(format!(
+            "AUROC(a) − AUROC(b) on the images both scored, with a paired bootstrap {level} interval and p-value, and \
+             DeLong's test. **Bold**: both tests give p < 0.05."
+        )));
+        let mut rows = Vec::new();
+        let mut significant = 0;
+        for c in &comps {
+            let p_b = c["p_bootstrap"].as_f64();
+            let p_d = c["delong"]["p"].as_f64();
+            let sig = p_b.is_some_and(|p| p < 0.05) && p_d.is_some_and(|p| p < 0.05);
+            significant += usize::from(sig);
+            let diff = c["diff"]
+                .as_f64()
+                .map_or("–".into(), |d| format!("{d:+.3}"));
+            rows.push(vec![
+                c["observation"].as_str().unwrap_or("").to_string(),
+                format!(
+                    "{} − {}",
+                    c["a"].as_str().unwrap_or(""),
+                    c["b"].as_str().unwrap_or("")
+                ),
+                if sig { format!("**{diff}**") } else { diff },
+                format!("[{}, {}]", f(c["ci"][0].as_f64()), f(c["ci"][1].as_f64())),
+                f(p_b),
+                f(p_d),
+            ]);
+        }
+        blocks.push(Block::T(Table {
+            head: [
+                "observation",
+                "a − b",
+                "difference",
+                "interval",
+                "p (bootstrap)",
+                "p (DeLong)",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        }));
+        blocks.push(Block::P(format!(
+            "{significant} of {} comparisons are significant at 0.05 by both tests.",
+            comps.len()
+        )));
+    }
+
+    // Training curves.
+    let mut loss = Vec::new();
+    let mut valid = Vec::new();
+    for s in &sources {
+        let path = run_dir.join("train").join(s).join("metrics.csv");
+        if let Ok((l, v)) = training_curves(&path) {
+            loss.push(Series {
+                name: s.clone(),
+                points: l,
+            });
+            valid.push(Series {
+                name: s.clone(),
+                points: v,
+            });
+        }
+    }
+    if loss.iter().any(|s| !s.points.is_empty()) {
+        blocks.push(Block::H2("Training".into()));
+        let max_step = loss
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .fold(1.0, f64::max);
+        let max_loss = loss
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .fold(0.0, f64::max)
+            * 1.05;
+        for (name, title, y_label, series, y) in [
+            (
+                "training_loss",
+                "Training loss",
+                "loss",
+                &loss,
+                0.0..max_loss.max(1e-3),
+            ),
+            (
+                "valid_auroc",
+                "Validation mean AUROC",
+                "mean AUROC",
+                &valid,
+                0.4..1.0,
+            ),
+        ] {
+            let stem = plots_dir.join(name);
+            let files = line_chart(
+                &stem,
+                &Chart {
+                    title,
+                    x_label: "step",
+                    y_label,
+                    x: 0.0..max_step,
+                    y,
+                    diagonal: false,
+                    series,
+                },
+            )?;
+            if files.len() == 2 {
+                blocks.push(Block::Fig(title.into(), files[0].clone(), files[1].clone()));
+            }
+            plots.extend(files);
+        }
+    }
+
+    // ROC curves.
+    let mut scored = BTreeMap::new();
+    for s in &sources {
+        let p = run_dir
+            .join("eval")
+            .join(s)
+            .join(format!("predictions_{}.csv", split.name()));
+        if p.is_file() {
+            scored.insert(s.clone(), read_predictions(&p, &obs)?);
+        }
+    }
+    if !scored.is_empty() {
+        blocks.push(Block::H2("ROC curves".into()));
+        for (j, o) in obs.iter().enumerate() {
+            let series: Vec<Series> = scored
+                .iter()
+                .map(|(s, sc)| {
+                    let (p, y) = observation_pairs(sc, &obs, j);
+                    Series {
+                        name: s.clone(),
+                        points: roc_points(&p, &y),
+                    }
+                })
+                .collect();
+            let stem = plots_dir.join(format!("roc_{}", o.snake_name()));
+            let title = format!("{} ({})", o.name(), split.name());
+            let files = line_chart(
+                &stem,
+                &Chart {
+                    title: &title,
+                    x_label: "false-positive rate",
+                    y_label: "true-positive rate",
+                    x: 0.0..1.0,
+                    y: 0.0..1.0,
+                    diagonal: true,
+                    series: &series,
+                },
+            )?;
+            if files.len() == 2 {
+                blocks.push(Block::Fig(
+                    title.clone(),
+                    files[0].clone(),
+                    files[1].clone(),
+                ));
+            }
+            plots.extend(files);
+        }
+    }
+    blocks.push(Block::P(format!(
+        "Every number of this report is in `{}`.",
+        results_path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+    )));
+
+    let title = format!("chexlab report — {}", run_dir.display());
+    let md = render_markdown(&title, &blocks, run_dir);
+    let html = render_html(&title, &blocks)?;
+    let markdown = run_dir.join("report.md");
+    let html_path = run_dir.join("report.html");
+    crate::io::write_atomic(&markdown, md.as_bytes())?;
+    crate::io::write_atomic(&html_path, html.as_bytes())?;
+    Ok(ReportFiles {
+        markdown,
+        html: html_path,
+        plots,
+        headline,
+    })
+}
+
+/// (step, training loss) and (step, validation mean AUROC) from a run's `metrics.csv`.
+pub fn training_curves(path: &Path) -> Result<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+    let mut r = csv::Reader::from_path(path).map_err(|e| Error::csv(path, e))?;
+    let h = r.headers().map_err(|e| Error::csv(path, e))?.clone();
+    let col = |n: &str| {
+        h.iter()
+            .position(|x| x == n)
+            .ok_or_else(|| Error::format(path, format!("no {n} column")))
+    };
+    let (step, kind, loss, auroc) = (col("step")?, col("kind")?, col("loss")?, col("mean_auroc")?);
+    let (mut l, mut v) = (Vec::new(), Vec::new());
+    for rec in r.records() {
+        let rec = rec.map_err(|e| Error::csv(path, e))?;
+        let num = |c: usize| rec.get(c).and_then(|x| x.parse::<f64>().ok());
+        let Some(s) = num(step) else { continue };
+        match rec.get(kind) {
+            Some("train") => l.extend(num(loss).map(|x| (s, x))),
+            Some("valid") => v.extend(num(auroc).map(|x| (s, x))),
+            _ => {}
+        }
+    }
+    Ok((l, v))
+}
+
+fn render_markdown(title: &str, blocks: &[Block], run_dir: &Path) -> String {
+    let mut s = format!("# {title}\n\n");
+    for b in blocks {
+        match b {
+            Block::H2(h) => {
+                let _ = write!(s, "## {h}\n\n");
+            }
+            Block::P(p) => {
+                let _ = write!(s, "{p}\n\n");
+            }
+            Block::T(t) => {
+                let _ = write!(s, "{}\n", t.markdown());
+            }
+            Block::Fig(caption, _, png) => {
+                let rel = png.strip_prefix(run_dir).unwrap_or(png);
+                let _ = write!(s, "![{caption}]({})\n\n", rel.display());
+            }
+        }
+    }
+    s
+}
+
+fn render_html(title: &str, blocks: &[Block]) -> Result<String> {
+    let mut s = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title><style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;}}\
+         table{{border-collapse:collapse;margin:1em 0;}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right;}}\
+         td:first-child,th:first-child{{text-align:left;}}figure{{display:inline-block;width:48%;margin:0;}}figure svg{{width:100%;height:auto;}}</style></head><body>\n<h1>{title}</h1>\n"
+    );
+    for b in blocks {
+        match b {
+            Block::H2(h) => {
+                let _ = writeln!(s, "<h2>{h}</h2>");
+            }
+            Block::P(p) => {
+                let text = p
+                    .replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;");
+                let _ = writeln!(s, "<p>{}</p>", text.replace("**", ""));
+            }
+            Block::T(t) => s.push_str(&t.html()),
+            Block::Fig(caption, svg, _) => {
+                let inline = std::fs::read_to_string(svg).map_err(|e| Error::io(svg, e))?;
+                let inline = inline.trim_start_matches(|c| c != '<');
+                let _ = writeln!(
+                    s,
+                    "<figure>{inline}<figcaption>{caption}</figcaption></figure>"
+                );
+            }
+        }
+    }
+    s.push_str("</body></html>\n");
+    Ok(s)
+}
