@@ -12,6 +12,7 @@ pub mod io;
 pub mod labelers;
 pub mod model;
 pub mod observations;
+pub mod pipeline;
 pub mod progress;
 pub mod shard;
 pub mod train;

@@ -16,7 +16,7 @@ use chexlab::labelers::bert::BertReportLabeler;
 use chexlab::labelers::bert::model::HeadKind;
 use chexlab::labelers::bert::tokenizer::ReportTokenizer;
 use chexlab::labelers::rules::RuleLabeler;
-use chexlab::train::{Resume, TrainOptions, TrainSettings};
+use chexlab::train::{Resume, TrainOptions};
 
 /// chexlab — how much does report-labeler quality change the chest X-ray classifier trained on its labels?
 #[derive(Parser)]
@@ -356,10 +356,6 @@ fn init_logging(cli: &Cli) {
         .init();
 }
 
-fn not_yet(what: &'static str) -> Result<()> {
-    Err(chexlab::Error::NotImplemented(what).into())
-}
-
 /// Loads a config, writes the resolved copy into its run directory, and reports where.
 /// Runs a (possibly distributed) command body; when it fails on one of several ranks, that rank reports the error
 /// and aborts the whole job, so that no other rank waits forever in a collective.
@@ -413,6 +409,77 @@ fn selected_sources(cfg: &Config, names: &[String]) -> Result<Vec<String>> {
         );
     }
     Ok(names.to_vec())
+}
+
+/// Prints one source's scores (rank 0).
+fn print_scores(source: &str, sc: &chexlab::train::score::SplitScores, out: &std::path::Path) {
+    println!(
+        "{source}: {} {} images, mean AUROC {} vs '{}' (checkpoint step {}); {}",
+        sc.images,
+        sc.split,
+        sc.mean_auroc
+            .map(|m| format!("{m:.4}"))
+            .unwrap_or("n/a".into()),
+        sc.reference,
+        sc.checkpoint_step,
+        out.display()
+    );
+    for (((name, a), (_, pos)), (_, ci)) in sc.auroc.iter().zip(&sc.positives).zip(&sc.auroc_ci) {
+        println!(
+            "  {name:<28} {:>7}  {:<18} ({pos} positives)",
+            a.map(|a| format!("{a:.4}")).unwrap_or("n/a".into()),
+            ci.map(|(l, h)| format!("[{l:.3}, {h:.3}]"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// `run` and `demo`: the staged pipeline, on every rank of an MPI launch.
+fn run_pipeline(cfg: Config, from: Option<&str>) -> Result<()> {
+    let from = from
+        .map(|f| {
+            chexlab::pipeline::Stage::parse(f).with_context(|| {
+                format!(
+                    "--from '{f}': expected one of {}",
+                    chexlab::pipeline::Stage::ALL.map(|s| s.name()).join(", ")
+                )
+            })
+        })
+        .transpose()?;
+    let comm = chexlab::dist::from_env()?;
+    let code = distributed(comm.as_ref(), || {
+        if comm.rank() == 0 {
+            prepare_run(&cfg)?;
+        } else {
+            chexlab::progress::set_enabled(false);
+        }
+        let t = std::time::Instant::now();
+        let out = chexlab::pipeline::run(&cfg, from, comm.as_ref(), Some(stop_flag()?))?;
+        if out.preempted {
+            eprintln!("stopped for preemption; run the same command again to resume");
+            return Ok(chexlab::train::EXIT_PREEMPTED);
+        }
+        if comm.rank() == 0 {
+            for (stage, secs) in &out.stages {
+                match secs {
+                    Some(s) => println!("{:<12} {s:>7.1} s", stage.name()),
+                    None => println!("{:<12} up to date", stage.name()),
+                }
+            }
+            if let Some(h) = &out.headline {
+                println!("\n{h}");
+            }
+            if let Some(r) = &out.report {
+                println!(
+                    "report: {} ({:.0} s in all)",
+                    r.display(),
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+        Ok(0)
+    });
+    finish(comm, code)
 }
 
 fn prepare_run(cfg: &Config) -> Result<()> {
@@ -802,67 +869,20 @@ fn run(cli: Cli) -> Result<()> {
                 if comm.rank() != 0 {
                     chexlab::progress::set_enabled(false);
                 }
-                let shards = chexlab::shard::ShardSet::open(&run.join("shards"))?;
-                let mut evaluated = 0;
-                for source in selected_sources(&cfg, &sources)? {
-                    let train_dir = run.join("train").join(&source);
-                    if sources.is_empty() && !train_dir.join("best.ckpt").is_file() {
-                        tracing::warn!(
-                            "{source}: no best.ckpt in {}; skipped",
-                            train_dir.display()
-                        );
-                        continue;
-                    }
-                    let s = TrainSettings::from_config(&cfg, &source, &shards)?;
-                    let out = run.join("eval").join(&source);
-                    let scored = chexlab::train::evaluate(
-                        &shards,
-                        &s,
-                        &train_dir,
-                        split,
-                        &out,
-                        &cfg.evaluation,
-                        comm.as_ref(),
-                    )?;
-                    evaluated += 1;
-                    // Rank 0 reports; the other ranks only scored their share.
-                    let Some(sc) = scored else { continue };
-                    println!(
-                        "{source}: {} {} images, mean AUROC {} vs '{}' (checkpoint step {}); {}",
-                        sc.images,
-                        sc.split,
-                        sc.mean_auroc
-                            .map(|m| format!("{m:.4}"))
-                            .unwrap_or("n/a".into()),
-                        sc.reference,
-                        sc.checkpoint_step,
-                        out.display()
-                    );
-                    for (((name, a), (_, pos)), (_, ci)) in
-                        sc.auroc.iter().zip(&sc.positives).zip(&sc.auroc_ci)
-                    {
-                        println!(
-                            "  {name:<28} {:>7}  {:<18} ({pos} positives)",
-                            a.map(|a| format!("{a:.4}")).unwrap_or("n/a".into()),
-                            ci.map(|(l, h)| format!("[{l:.3}, {h:.3}]"))
-                                .unwrap_or_default()
-                        );
-                    }
+                let names = selected_sources(&cfg, &sources)?;
+                let scores = chexlab::train::score::evaluate_run(
+                    &cfg,
+                    &run,
+                    split,
+                    &names,
+                    !sources.is_empty(),
+                    comm.as_ref(),
+                )?;
+                for (source, sc) in &scores {
+                    print_scores(source, sc, &run.join("eval").join(source));
                 }
-                anyhow::ensure!(
-                    evaluated > 0,
-                    "nothing to evaluate: no source has a best.ckpt under {} (train first)",
-                    run.join("train").display()
-                );
                 if comm.rank() == 0 {
-                    let path = chexlab::train::score::write_results(
-                        &run,
-                        split,
-                        &cfg.observations(),
-                        &cfg.evaluation,
-                        cfg.seed,
-                    )?;
-                    println!("per-source AUROC: {}", path.display());
+                    println!("per-source AUROC: {}", run.join("results.json").display());
                 }
                 Ok(0)
             });
@@ -882,10 +902,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Run { config, .. } => {
+        Command::Run { config, from } => {
             let cfg = Config::load(&config.config, &config.overrides)?;
-            prepare_run(&cfg)?;
-            not_yet("the pipeline stages of chexlab run")
+            run_pipeline(cfg, from.as_deref())
         }
         Command::Demo { out, mut overrides } => {
             if let Some(out) = out {
@@ -895,9 +914,7 @@ fn run(cli: Cli) -> Result<()> {
                     format!("dataset.root={}", toml_string(&out.join("world"))),
                 );
             }
-            let cfg = Config::demo(&overrides)?;
-            prepare_run(&cfg)?;
-            not_yet("the pipeline stages of chexlab demo")
+            run_pipeline(Config::demo(&overrides)?, None)
         }
         Command::Inspect {
             path,

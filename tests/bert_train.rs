@@ -154,8 +154,7 @@ fn label_train_then_label_reports_with_both_bert_labelers() {
         ],
         dir,
     );
-    let config = format!(
-        r#"seed = 5
+    let config = r#"seed = 5
 run_dir = "run"
 [dataset]
 kind = "synthetic"
@@ -176,8 +175,7 @@ finetune_epochs = 1
 expert_studies = 40
 teacher = "truth/image_labels.csv"
 init_from = "labelers/chexbert"
-"#
-    );
+"#;
     std::fs::write(dir.join("c.toml"), config).unwrap();
     let out = chexlab(
         &["label", "train", "--labeler", "chexbert", "-c", "c.toml"],

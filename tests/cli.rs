@@ -47,11 +47,11 @@ fn help_lists_every_subcommand_and_global_flag() {
 }
 
 #[test]
-fn unimplemented_stages_say_so_and_fail() {
+fn report_of_a_missing_run_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let o = chexlab(&["report", "--run", "x"], dir.path());
     assert!(!o.status.success());
-    assert!(text(&o).contains("not implemented yet"), "{}", text(&o));
+    assert!(text(&o).contains("x/config.resolved.toml"), "{}", text(&o));
 }
 
 #[test]
@@ -67,9 +67,14 @@ fn run_writes_the_resolved_config_with_overrides() {
             "run_dir=r",
             "--set",
             "optimizer.lr=0.01",
+            // A world that cannot be written: the resolved config is written, then the first stage fails fast.
+            "--set",
+            "dataset.root=/dev/null/world",
         ],
         dir.path(),
     );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("/dev/null/world"), "{}", text(&o));
     let resolved = std::fs::read_to_string(dir.path().join("r/config.resolved.toml"))
         .unwrap_or_else(|e| {
             panic!("{e}: {}", text(&o));

@@ -463,8 +463,11 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
     })
 }
 
+/// Points of a curve: (x, y).
+pub type Curve = Vec<(f64, f64)>;
+
 /// (step, training loss) and (step, validation mean AUROC) from a run's `metrics.csv`.
-pub fn training_curves(path: &Path) -> Result<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+pub fn training_curves(path: &Path) -> Result<(Curve, Curve)> {
     let mut r = csv::Reader::from_path(path).map_err(|e| Error::csv(path, e))?;
     let h = r.headers().map_err(|e| Error::csv(path, e))?.clone();
     let col = |n: &str| {
@@ -498,7 +501,7 @@ fn render_markdown(title: &str, blocks: &[Block], run_dir: &Path) -> String {
                 let _ = write!(s, "{p}\n\n");
             }
             Block::T(t) => {
-                let _ = write!(s, "{}\n", t.markdown());
+                let _ = writeln!(s, "{}", t.markdown());
             }
             Block::Fig(caption, _, png) => {
                 let rel = png.strip_prefix(run_dir).unwrap_or(png);

@@ -201,6 +201,52 @@ pub struct SplitScores {
     pub mean_auroc: Option<f64>,
 }
 
+/// Scores `split` for every source of `names` that has a best checkpoint under `run/train/<source>` (a source
+/// without one is skipped with a warning, or is an error when `strict`), into `run/eval/<source>/`; then rank 0
+/// writes `run/results.json`. Returns rank 0's scores (other ranks only score their share). Fails when nothing
+/// could be scored.
+pub fn evaluate_run(
+    cfg: &crate::config::Config,
+    run: &Path,
+    split: Split,
+    names: &[String],
+    strict: bool,
+    comm: &dyn Communicator,
+) -> Result<Vec<(String, SplitScores)>> {
+    let shards = ShardSet::open(&run.join("shards"))?;
+    let mut evaluated = 0;
+    let mut out = Vec::new();
+    for source in names {
+        let train_dir = run.join("train").join(source);
+        if !strict && !train_dir.join("best.ckpt").is_file() {
+            tracing::warn!("{source}: no best.ckpt in {}; skipped", train_dir.display());
+            continue;
+        }
+        let s = TrainSettings::from_config(cfg, source, &shards)?;
+        let scored = evaluate(
+            &shards,
+            &s,
+            &train_dir,
+            split,
+            &run.join("eval").join(source),
+            &cfg.evaluation,
+            comm,
+        )?;
+        evaluated += 1;
+        out.extend(scored.map(|sc| (source.clone(), sc)));
+    }
+    if evaluated == 0 {
+        return Err(Error::Config(format!(
+            "nothing to evaluate: no source has a best.ckpt under {} (train first)",
+            run.join("train").display()
+        )));
+    }
+    if comm.rank() == 0 {
+        write_results(run, split, &cfg.observations(), &cfg.evaluation, cfg.seed)?;
+    }
+    Ok(out)
+}
+
 /// Scores `split` with the best checkpoint in `train_dir`, writes `predictions_<split>.csv` (image id, one
 /// probability per observation, then the reference labels) and `scores_<split>.json` into `out`. The ranks of
 /// `comm` share the images; rank 0 writes the files and returns the scores, the others `None`.

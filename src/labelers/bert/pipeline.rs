@@ -209,13 +209,17 @@ pub fn train_labeler(
     }
 
     // A labeler to start from (VisualCheXbert from CheXbert): its tokenizer, sizes and encoder.
-    let init_dir = b.init_from.as_ref().map(|p| {
-        if p.is_absolute() {
-            p.clone()
-        } else {
-            cfg.run_dir.join(p)
-        }
-    });
+    let init_dir = b
+        .init_from
+        .as_ref()
+        .filter(|_| kind == HeadKind::Visualchexbert)
+        .map(|p| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                cfg.run_dir.join(p)
+            }
+        });
     let init = init_dir
         .as_deref()
         .map(|d| BertReportLabeler::load(d, None))

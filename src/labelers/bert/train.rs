@@ -230,10 +230,11 @@ pub fn fit_calibration(
                 let z: f64 = (0..K).map(|j| w[j] * x(p, j)).sum();
                 let mu = 1.0 / (1.0 + (-z).exp());
                 let s = (mu * (1.0 - mu)).max(1e-9);
-                for j in 0..K {
-                    grad[j] += (mu - y) * x(p, j);
-                    for k in 0..K {
-                        hess[j][k] += s * x(p, j) * x(p, k);
+                for (j, row) in hess.iter_mut().enumerate() {
+                    let xj = x(p, j);
+                    grad[j] += (mu - y) * xj;
+                    for (k, h) in row.iter_mut().enumerate() {
+                        *h += s * xj * x(p, k);
                     }
                 }
             }
@@ -297,8 +298,9 @@ fn solve<const K: usize>(mut a: [[f64; K]; K], mut b: [f64; K]) -> Option<[f64; 
         b.swap(c, p);
         for r in c + 1..K {
             let f = a[r][c] / a[c][c];
-            for k in c..K {
-                a[r][k] -= f * a[c][k];
+            let pivot = a[c];
+            for (x, p) in a[r][c..].iter_mut().zip(&pivot[c..]) {
+                *x -= f * p;
             }
             b[r] -= f * b[c];
         }

@@ -1,0 +1,510 @@
+//! `chexlab run` / `chexlab demo`: the whole study as stages — synth → label → eval-labels → shard → train →
+//! evaluate → report.
+//!
+//! Each stage writes `RUN_DIR/stages/<stage>.json` with the hash of its inputs (the config sections it reads and
+//! the hash of the stage before it). A re-run skips a stage whose marker matches, redoes a stale one (its outputs
+//! are cleared first), and `--from STAGE` forces that stage and every later one. A stage interrupted before its
+//! marker was written is redone; training resumes from its latest checkpoint.
+//!
+//! Under `mpirun`/`srun` every rank runs this: the distributed stages (BERT labeler training, image classifier
+//! training, evaluation) use all ranks; the others run on rank 0 while the rest wait at a barrier.
+//!
+//! VisualCheXbert needs an image model's probabilities (`bert.teacher`). Without one, the label stage trains a
+//! teacher classifier on the first rule-labeler source's labels (as the original used a classifier trained on
+//! report labels) in `RUN_DIR/teacher/`, scores the training split with it, and starts VisualCheXbert from the
+//! run's CheXbert labeler when there is one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{
+    Config, DatasetKind, LabelerKind, SourceConfig, SourceKind, UncertaintyPolicy,
+};
+use crate::data::Split;
+use crate::dist::{Communicator, broadcast_json};
+use crate::error::{Error, Result};
+use crate::eval::report::{LABEL_METRICS, LabelerAgreement};
+use crate::labelers::bert::BertReportLabeler;
+use crate::labelers::bert::model::HeadKind;
+use crate::labelers::bert::pipeline::train_labeler;
+use crate::labelers::rules::RuleLabeler;
+use crate::labelers::{ReportLabeler, label_dataset};
+use crate::train::{Resume, TrainOptions};
+
+/// The stages, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Stage {
+    Synth,
+    Label,
+    EvalLabels,
+    Shard,
+    Train,
+    Evaluate,
+    Report,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 7] = [
+        Stage::Synth,
+        Stage::Label,
+        Stage::EvalLabels,
+        Stage::Shard,
+        Stage::Train,
+        Stage::Evaluate,
+        Stage::Report,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Synth => "synth",
+            Stage::Label => "label",
+            Stage::EvalLabels => "eval-labels",
+            Stage::Shard => "shard",
+            Stage::Train => "train",
+            Stage::Evaluate => "evaluate",
+            Stage::Report => "report",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// The config sections the stage reads (their JSON goes into its input hash).
+    fn inputs(self, cfg: &Config) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Stage::Synth => json!({"dataset": cfg.dataset, "seed": cfg.seed}),
+            Stage::Label => {
+                json!({"sources": cfg.sources, "bert": cfg.bert, "schedule": cfg.schedule,
+                                   "model": cfg.model, "optimizer": cfg.optimizer})
+            }
+            Stage::EvalLabels => json!({}),
+            Stage::Shard => json!({"shard": cfg.shard, "image_size": cfg.model.image_size}),
+            Stage::Train => {
+                json!({"model": cfg.model, "optimizer": cfg.optimizer, "schedule": cfg.schedule,
+                                   "distributed": cfg.distributed})
+            }
+            Stage::Evaluate | Stage::Report => json!({"evaluation": cfg.evaluation}),
+        }
+    }
+}
+
+/// `stages/<stage>.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Marker {
+    pub stage: Stage,
+    pub inputs_sha256: String,
+    pub seconds: f64,
+}
+
+/// What a pipeline run did, per stage: `Some(seconds)` when it ran, `None` when it was up to date or not needed.
+#[derive(Clone, Debug, Default)]
+pub struct RunOutcome {
+    pub stages: Vec<(Stage, Option<f64>)>,
+    /// The report's headline table, when the report stage ran or was up to date.
+    pub headline: Option<String>,
+    pub report: Option<PathBuf>,
+    /// Training stopped for preemption: exit for requeue.
+    pub preempted: bool,
+}
+
+fn marker_path(cfg: &Config, stage: Stage) -> PathBuf {
+    cfg.run_dir
+        .join("stages")
+        .join(format!("{}.json", stage.name()))
+}
+
+fn read_marker(cfg: &Config, stage: Stage) -> Option<Marker> {
+    serde_json::from_slice(&std::fs::read(marker_path(cfg, stage)).ok()?).ok()
+}
+
+fn remove(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the study of `cfg`; `from` forces that stage and the later ones.
+pub fn run(
+    cfg: &Config,
+    from: Option<Stage>,
+    comm: &dyn Communicator,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<RunOutcome> {
+    let root = comm.rank() == 0;
+    let mut out = RunOutcome::default();
+    let mut upstream = String::new();
+    let mut forced = false;
+    for stage in Stage::ALL {
+        forced |= from == Some(stage);
+        let inputs = serde_json::json!({"stage": stage.name(), "config": stage.inputs(cfg), "upstream": upstream});
+        let hash = crate::config::hex(&Sha256::digest(inputs.to_string().as_bytes()));
+        upstream = hash.clone();
+        if stage == Stage::Synth && cfg.dataset.kind != DatasetKind::Synthetic {
+            out.stages.push((stage, None));
+            continue;
+        }
+        let marker = read_marker(cfg, stage);
+        let done = marker.as_ref().is_some_and(|m| m.inputs_sha256 == hash);
+        if done && !forced {
+            if root {
+                tracing::info!("stage {}: up to date", stage.name());
+            }
+            out.stages.push((stage, None));
+            if stage == Stage::Report {
+                out.report = Some(cfg.run_dir.join("report.md"));
+            }
+            continue;
+        }
+        // Stale (another marker) or forced: start the stage from scratch. No marker: an interrupted stage,
+        // which resumes where it can (training from its checkpoints).
+        let fresh = marker.is_some() || forced;
+        if root {
+            tracing::info!(
+                "stage {}: {}",
+                stage.name(),
+                if fresh && marker.is_some() {
+                    "redoing"
+                } else {
+                    "running"
+                }
+            );
+            std::fs::create_dir_all(cfg.run_dir.join("stages"))
+                .map_err(|e| Error::io(&cfg.run_dir, e))?;
+            let _ = std::fs::remove_file(marker_path(cfg, stage));
+        }
+        let t = std::time::Instant::now();
+        let preempted = run_stage(cfg, stage, fresh, comm, stop.clone(), &mut out)?;
+        if preempted {
+            out.preempted = true;
+            return Ok(out);
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        if root {
+            let m = Marker {
+                stage,
+                inputs_sha256: hash,
+                seconds,
+            };
+            crate::io::write_atomic(
+                marker_path(cfg, stage),
+                &serde_json::to_vec_pretty(&m).expect("marker"),
+            )?;
+            tracing::info!("stage {}: done in {seconds:.0} s", stage.name());
+        }
+        comm.barrier()?;
+        out.stages.push((stage, Some(seconds)));
+    }
+    Ok(out)
+}
+
+/// Runs `body` on rank 0 only; the others wait, and learn whether it failed.
+fn on_root(comm: &dyn Communicator, body: impl FnOnce() -> Result<()>) -> Result<()> {
+    let r = if comm.rank() == 0 {
+        body().map_err(|e| e.to_string())
+    } else {
+        Ok(())
+    };
+    if comm.rank() == 0
+        && let Err(e) = &r
+    {
+        tracing::error!("{e}");
+    }
+    broadcast_json(comm, &r, 0)?.map_err(|e| Error::Config(format!("on rank 0: {e}")))
+}
+
+fn labels_path(cfg: &Config, name: &str) -> PathBuf {
+    cfg.run_dir.join("labels").join(format!("{name}.csv"))
+}
+
+/// Labels every study's report of the dataset with `labeler` into the source's label file (rank 0).
+fn label_all(
+    cfg: &Config,
+    name: &str,
+    labeler: &dyn ReportLabeler,
+    comm: &dyn Communicator,
+) -> Result<()> {
+    on_root(comm, || {
+        let run = label_dataset(
+            labeler,
+            &cfg.dataset.root,
+            cfg.dataset.reports_root.as_deref(),
+            cfg.dataset.sections,
+            &labels_path(cfg, name),
+            cfg.dataset.on_bad_record,
+        )?;
+        tracing::info!("{name}: labelled {} reports", run.reports);
+        Ok(())
+    })
+}
+
+fn run_stage(
+    cfg: &Config,
+    stage: Stage,
+    fresh: bool,
+    comm: &dyn Communicator,
+    stop: Option<Arc<AtomicBool>>,
+    out: &mut RunOutcome,
+) -> Result<bool> {
+    let run_dir = &cfg.run_dir;
+    match stage {
+        Stage::Synth => on_root(comm, || {
+            let d = &cfg.dataset;
+            let sc = crate::data::synth::SynthConfig {
+                studies: d.studies,
+                image_size: d.image_size,
+                seed: cfg.seed,
+                format: d.format,
+                ..crate::data::synth::SynthConfig::default()
+            };
+            let s = crate::data::synth::generate(&d.root, &sc)?;
+            tracing::info!(
+                "synthetic world: {} studies, {} images in {}",
+                s.studies,
+                s.images,
+                d.root.display()
+            );
+            Ok(())
+        })?,
+        Stage::Label => {
+            if fresh {
+                on_root(comm, || {
+                    remove(&run_dir.join("labels"))?;
+                    remove(&run_dir.join("labelers"))?;
+                    remove(&run_dir.join("teacher"))
+                })?;
+            }
+            std::fs::create_dir_all(run_dir.join("labels")).map_err(|e| Error::io(run_dir, e))?;
+            let labelers: Vec<&SourceConfig> = cfg
+                .sources
+                .iter()
+                .filter(|s| s.kind == SourceKind::Labeler)
+                .collect();
+            // Rules and CheXbert first: VisualCheXbert starts from them.
+            let order = |s: &&SourceConfig| match s.labeler {
+                Some(LabelerKind::Chexpert) => 0,
+                Some(LabelerKind::Chexbert) => 1,
+                _ => 2,
+            };
+            let mut labelers = labelers;
+            labelers.sort_by_key(order);
+            let mut chexbert_dir = None;
+            for s in labelers {
+                match s.labeler {
+                    Some(LabelerKind::Chexpert) => {
+                        label_all(cfg, &s.name, &RuleLabeler::default(), comm)?
+                    }
+                    Some(kind @ (LabelerKind::Chexbert | LabelerKind::Visualchexbert)) => {
+                        let head = if kind == LabelerKind::Chexbert {
+                            HeadKind::Chexbert
+                        } else {
+                            HeadKind::Visualchexbert
+                        };
+                        let dir = match &s.path {
+                            Some(p) => p.clone(),
+                            None => {
+                                let dir = run_dir.join("labelers").join(&s.name);
+                                let mut c = cfg.clone();
+                                if head == HeadKind::Visualchexbert {
+                                    if c.bert.init_from.is_none() {
+                                        c.bert.init_from = chexbert_dir.clone();
+                                    }
+                                    if c.bert.teacher.is_none() {
+                                        c.bert.teacher = Some(teacher(cfg, comm, stop.clone())?);
+                                    }
+                                }
+                                let r = train_labeler(&c, head, &dir, comm)?;
+                                if comm.rank() == 0 {
+                                    for sc in &r.scores {
+                                        tracing::info!(
+                                            "{}: test reports: report weighted F1 {:?}, image mean positive F1 {:?}",
+                                            sc.labeler,
+                                            sc.report_weighted_f1,
+                                            sc.image_mean_positive_f1
+                                        );
+                                    }
+                                }
+                                dir
+                            }
+                        };
+                        if head == HeadKind::Chexbert {
+                            // Absolute: `bert.init_from` is otherwise taken relative to the run directory.
+                            chexbert_dir =
+                                Some(std::path::absolute(&dir).map_err(|e| Error::io(&dir, e))?);
+                        }
+                        if comm.rank() == 0 {
+                            let mut l = BertReportLabeler::load(&dir, None)?;
+                            l.batch_size = cfg.bert.infer_batch;
+                            label_all(cfg, &s.name, &l, comm)?;
+                        } else {
+                            on_root(comm, || Ok(()))?;
+                        }
+                    }
+                    None => {
+                        return Err(Error::Config(format!(
+                            "sources.{}: labeler missing",
+                            s.name
+                        )));
+                    }
+                }
+            }
+        }
+        Stage::EvalLabels => on_root(comm, || {
+            let mut table = std::collections::BTreeMap::new();
+            let report_truth = cfg.dataset.root.join("truth/report_labels.csv");
+            let image_truth = cfg.dataset.root.join("truth/image_labels.csv");
+            for s in &cfg.sources {
+                let file = match s.kind {
+                    SourceKind::Labeler => labels_path(cfg, &s.name),
+                    SourceKind::External | SourceKind::Dataset => match &s.path {
+                        Some(p) => p.clone(),
+                        None => continue,
+                    },
+                    SourceKind::Truth => continue,
+                };
+                let score = |truth: &Path, image: bool| -> Option<f64> {
+                    if !truth.is_file() {
+                        return None;
+                    }
+                    match crate::labelers::metrics::evaluate(&file, truth, UncertaintyPolicy::Ones)
+                    {
+                        Ok(m) => {
+                            if image {
+                                m.mean_positive_f1
+                            } else {
+                                m.weighted_f1
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("{}: {e}", s.name);
+                            None
+                        }
+                    }
+                };
+                table.insert(
+                    s.name.clone(),
+                    LabelerAgreement {
+                        report_weighted_f1: score(&report_truth, false),
+                        image_mean_positive_f1: score(&image_truth, true),
+                    },
+                );
+            }
+            let json = serde_json::to_vec_pretty(&table).expect("label metrics");
+            crate::io::write_atomic(run_dir.join(LABEL_METRICS), &json)
+        })?,
+        Stage::Shard => on_root(comm, || {
+            let dir = run_dir.join("shards");
+            if fresh {
+                remove(&dir)?;
+            }
+            let index =
+                crate::shard::write_shards(&crate::shard::writer::spec_from_config(cfg)?, &dir)?;
+            tracing::info!(
+                "{} shards, {} images",
+                index.shards.len(),
+                index.splits.values().sum::<u64>()
+            );
+            Ok(())
+        })?,
+        Stage::Train => {
+            if fresh {
+                on_root(comm, || remove(&run_dir.join("train")))?;
+            }
+            let shards = crate::shard::ShardSet::open(&run_dir.join("shards"))?;
+            let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
+            let opts = TrainOptions {
+                resume: Resume::Auto,
+                threads: cfg.distributed.compute_threads,
+                stop,
+            };
+            let runs = crate::train::train_sources(cfg, &names, &shards, &opts, comm)?;
+            // Every rank learns whether any group was preempted.
+            let mut flag = [f32::from(u8::from(
+                runs.iter().any(|r| r.summary.preempted),
+            ))];
+            comm.all_reduce_sum_f32(&mut flag)?;
+            if flag[0] > 0.0 {
+                return Ok(true);
+            }
+        }
+        Stage::Evaluate => {
+            let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
+            crate::train::score::evaluate_run(cfg, run_dir, Split::Test, &names, true, comm)?;
+        }
+        Stage::Report => {
+            let mut headline = None;
+            on_root(comm, || {
+                let r = crate::eval::report::write_report(run_dir, Split::Test)?;
+                headline = Some(r.headline);
+                Ok(())
+            })?;
+            out.headline = headline;
+            out.report = Some(run_dir.join("report.md"));
+        }
+    }
+    Ok(false)
+}
+
+/// Trains VisualCheXbert's teacher (an image classifier on the first rule-labeler source, or the first source with
+/// report-derived labels) in `RUN_DIR/teacher/` and scores the training split; returns the predictions file.
+fn teacher(
+    cfg: &Config,
+    comm: &dyn Communicator,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<PathBuf> {
+    let src = cfg
+        .sources
+        .iter()
+        .find(|s| s.labeler == Some(LabelerKind::Chexpert))
+        .or_else(|| cfg.sources.iter().find(|s| s.labeler == Some(LabelerKind::Chexbert)))
+        .ok_or_else(|| {
+            Error::Config(
+                "VisualCheXbert needs bert.teacher (an image model's probabilities), or a chexpert/chexbert labeler \
+                 source to train a teacher classifier on"
+                    .into(),
+            )
+        })?;
+    let mut t = cfg.clone();
+    t.run_dir = cfg.run_dir.join("teacher");
+    t.sources = vec![SourceConfig {
+        name: src.name.clone(),
+        kind: SourceKind::External,
+        labeler: None,
+        path: Some(labels_path(cfg, &src.name)),
+        uncertainty: src.uncertainty,
+    }];
+    on_root(comm, || {
+        t.write_resolved()?;
+        let dir = t.run_dir.join("shards");
+        crate::shard::write_shards(&crate::shard::writer::spec_from_config(&t)?, &dir)?;
+        Ok(())
+    })?;
+    let shards = crate::shard::ShardSet::open(&t.run_dir.join("shards"))?;
+    let opts = TrainOptions {
+        resume: Resume::Auto,
+        threads: t.distributed.compute_threads,
+        stop,
+    };
+    crate::train::train_sources(&t, std::slice::from_ref(&src.name), &shards, &opts, comm)?;
+    crate::train::score::evaluate_run(
+        &t,
+        &t.run_dir,
+        Split::Train,
+        std::slice::from_ref(&src.name),
+        true,
+        comm,
+    )?;
+    // Absolute: `bert.teacher` is otherwise taken relative to the dataset root.
+    let path = t
+        .run_dir
+        .join("eval")
+        .join(&src.name)
+        .join("predictions_train.csv");
+    std::path::absolute(&path).map_err(|e| Error::io(&path, e))
+}

@@ -1,0 +1,142 @@
+//! `chexlab demo` / `chexlab run` end to end on a reduced demo: every stage runs, every artifact exists and
+//! parses, a re-run skips what is up to date, `--from` redoes the tail, and a changed setting redoes what it feeds.
+
+use std::path::Path;
+use std::process::Command;
+
+fn chexlab(args: &[&str], cwd: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_chexlab"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "chexlab {args:?} failed:\n{text}");
+    text
+}
+
+const REDUCED: [&str; 20] = [
+    "--set",
+    "dataset.studies=240",
+    "--set",
+    "dataset.image_size=32",
+    "--set",
+    "model.image_size=32",
+    "--set",
+    "schedule.epochs=1",
+    "--set",
+    "bert.hidden=32",
+    "--set",
+    "bert.intermediate=64",
+    "--set",
+    "bert.layers=1",
+    "--set",
+    "bert.epochs=1",
+    "--set",
+    "bert.finetune_epochs=1",
+    "--set",
+    "evaluation.bootstrap=50",
+];
+
+#[test]
+fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut args = vec!["demo", "--out", "d"];
+    args.extend(REDUCED);
+    let out = chexlab(&args, dir);
+    assert!(out.contains("report: d/report.md"), "{out}");
+    assert!(
+        out.contains("| observation | chexbert | chexpert | truth | visualchexbert |"),
+        "{out}"
+    );
+    let run = dir.join("d");
+    for f in [
+        "config.resolved.toml",
+        "world/synth.json",
+        "labels/chexpert.csv",
+        "labels/chexbert.csv",
+        "labels/visualchexbert.csv",
+        "labelers/chexbert/labeler.json",
+        "labelers/visualchexbert/labeler.json",
+        "teacher/eval/chexpert/predictions_train.csv",
+        "shards/index.json",
+        "train/truth/best.ckpt",
+        "eval/visualchexbert/predictions_test.csv",
+        "report.md",
+        "report.html",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let json = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join(f)).unwrap()).unwrap()
+    };
+    let results = json("results.json");
+    assert_eq!(results["sources"].as_object().unwrap().len(), 4);
+    assert_eq!(
+        results["comparisons"].as_array().unwrap().len(),
+        6 * 5,
+        "6 pairs × 5 observations"
+    );
+    let agreement = json("labels/metrics.json");
+    assert!(
+        agreement["chexpert"]["report_weighted_f1"]
+            .as_f64()
+            .unwrap()
+            > 0.5,
+        "{agreement}"
+    );
+    for stage in [
+        "synth",
+        "label",
+        "eval-labels",
+        "shard",
+        "train",
+        "evaluate",
+        "report",
+    ] {
+        let marker = json(&format!("stages/{stage}.json"));
+        assert_eq!(
+            marker["inputs_sha256"].as_str().map(str::len),
+            Some(64),
+            "{stage}: {marker}"
+        );
+    }
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    for section in [
+        "## Configuration",
+        "## Labelers against the truth",
+        "## Test AUROC",
+        "## Paired differences",
+        "## ROC curves",
+    ] {
+        assert!(md.contains(section), "report.md lacks {section}");
+    }
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("<table>") && html.starts_with("<!DOCTYPE html>"));
+    if chexlab::eval::plots::font().is_some() {
+        assert!(html.contains("<svg"), "plots are inline in the HTML");
+        let png = image::open(run.join("plots/roc_edema.png")).unwrap();
+        assert_eq!(png.width(), 800);
+    }
+
+    // Nothing changed: every stage is up to date.
+    let skipped = |out: &str| {
+        out.lines()
+            .filter(|l| l.ends_with("up to date") && !l.contains("INFO"))
+            .count()
+    };
+    let again = chexlab(&args, dir);
+    assert_eq!(skipped(&again), 7, "{again}");
+
+    // A changed evaluation setting redoes evaluate and report only.
+    let mut changed = args.clone();
+    changed.extend(["--set", "evaluation.bootstrap=40"]);
+    let out = chexlab(&changed, dir);
+    assert_eq!(skipped(&out), 5, "{out}");
+    assert_eq!(json("results.json")["bootstrap"], 40);
+}
