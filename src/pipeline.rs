@@ -158,7 +158,9 @@ pub fn run(
             }
             out.stages.push((stage, None));
             if stage == Stage::Report {
-                out.report = Some(cfg.run_dir.join("report.md"));
+                let md = cfg.run_dir.join("report.md");
+                out.headline = std::fs::read_to_string(&md).ok().map(|t| auroc_table(&t));
+                out.report = Some(md);
             }
             continue;
         }
@@ -202,6 +204,16 @@ pub fn run(
         out.stages.push((stage, Some(seconds)));
     }
     Ok(out)
+}
+
+/// The per-source AUROC table of a `report.md`.
+fn auroc_table(md: &str) -> String {
+    md.lines()
+        .skip_while(|l| !l.starts_with("## Test AUROC"))
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Runs `body` on rank 0 only; the others wait, and learn whether it failed.
@@ -263,6 +275,16 @@ fn run_stage(
                 format: d.format,
                 ..crate::data::synth::SynthConfig::default()
             };
+            // A complete world made with the same settings is kept (generation is deterministic).
+            if let Some(m) = crate::data::synth::read_manifest(&d.root)?
+                && m.config == sc
+            {
+                tracing::info!(
+                    "synthetic world in {} is complete and current",
+                    d.root.display()
+                );
+                return Ok(());
+            }
             let s = crate::data::synth::generate(&d.root, &sc)?;
             tracing::info!(
                 "synthetic world: {} studies, {} images in {}",

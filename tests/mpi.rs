@@ -207,3 +207,52 @@ fn two_ranks_with_batch_b_match_one_process_with_batch_2b() {
     let b = weights(&run.join("train/truth"), "4");
     common::assert_close(&a, &b, 1e-4);
 }
+
+#[test]
+fn reduced_demo_pipeline_runs_on_two_ranks() {
+    // Every stage under `mpirun -np 2`: BERT labeler training, the teacher, the four DenseNets (two groups of
+    // ranks) and the gathered evaluation use both ranks; the other stages run on rank 0.
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = [
+        "dataset.studies=240",
+        "dataset.image_size=32",
+        "model.image_size=32",
+        "schedule.epochs=1",
+        "bert.hidden=32",
+        "bert.intermediate=64",
+        "bert.layers=1",
+        "bert.epochs=1",
+        "bert.finetune_epochs=1",
+        "evaluation.bootstrap=50",
+    ];
+    let mut c = Command::new("mpirun");
+    c.args(["-np", "2", "--oversubscribe"])
+        .arg(env!("CARGO_BIN_EXE_chexlab"))
+        .args(["demo", "--out", "d"])
+        .current_dir(tmp.path())
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    let o = c.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("| **mean** |"), "{text}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("d/results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["sources"].as_object().unwrap().len(), 4);
+    // 4 sources on 2 ranks: one after another on both ranks, which end with the same weights.
+    let s: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("d/train/truth/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let digests = s["rank_state_sha256"].as_array().unwrap();
+    assert_eq!(digests.len(), 2, "{s}");
+    assert_eq!(digests[0], digests[1]);
+}

@@ -132,6 +132,10 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
     };
     let again = chexlab(&args, dir);
     assert_eq!(skipped(&again), 7, "{again}");
+    assert!(
+        again.contains("| **mean** |"),
+        "the headline is printed again: {again}"
+    );
 
     // A changed evaluation setting redoes evaluate and report only.
     let mut changed = args.clone();

@@ -52,6 +52,22 @@ fn pairs(v: &Value) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// An enum's name as written in configs.
+fn serde_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        _ => "?".into(),
+    }
+}
+
+/// A p-value for a table: three decimals, or "< 0.001".
+fn p_value(v: Option<f64>) -> String {
+    match v {
+        Some(p) if p < 0.001 => "< 0.001".into(),
+        other => f(other),
+    }
+}
+
 fn f(v: Option<f64>) -> String {
     v.map_or("–".into(), |x| format!("{x:.3}"))
 }
@@ -143,9 +159,9 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
     blocks.push(Block::H2("Configuration".into()));
     let d = &cfg.dataset;
     let mut conf = format!(
-        "Dataset: {:?} at `{}`{}. Seed {}. Model: {:?} at {} px, {} input channel(s), predicting {}. Adam lr {:.1e}, \
+        "Dataset: {} at `{}`{}. Seed {}. Model: {} at {} px, {} input channel(s), predicting {}. Adam lr {:.1e}, \
          batch {} per rank, {} epoch(s). Evaluation on the {} split against `{}`, {} bootstrap resamples, {:.0}% intervals.",
-        d.kind,
+        serde_name(&d.kind),
         d.root.display(),
         if matches!(d.kind, crate::config::DatasetKind::Synthetic) {
             format!(" ({} studies)", d.studies)
@@ -173,11 +189,13 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
             .iter()
             .map(|s| {
                 format!(
-                    "`{}` ({:?}{}, uncertain labels: {:?})",
+                    "`{}` ({}{}, uncertain labels: {})",
                     s.name,
-                    s.kind,
-                    s.labeler.map(|l| format!(" {l:?}")).unwrap_or_default(),
-                    s.uncertainty
+                    serde_name(&s.kind),
+                    s.labeler
+                        .map(|l| format!(" {}", serde_name(&l)))
+                        .unwrap_or_default(),
+                    serde_name(&s.uncertainty)
                 )
             })
             .collect::<Vec<_>>()
@@ -306,8 +324,8 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
                 ),
                 if sig { format!("**{diff}**") } else { diff },
                 format!("[{}, {}]", f(c["ci"][0].as_f64()), f(c["ci"][1].as_f64())),
-                f(p_b),
-                f(p_d),
+                p_value(p_b),
+                p_value(p_d),
             ]);
         }
         blocks.push(Block::T(Table {
