@@ -2,8 +2,8 @@
 //! end to end on a tiny synthetic world.
 
 mod common;
+use common::chexlab_ok;
 
-use std::path::Path;
 use std::process::Command;
 
 use burn::tensor::Device;
@@ -121,26 +121,11 @@ fn two_ranks_with_batch_b_match_one_rank_with_batch_2b() {
     common::assert_close(&one, &two[0], 1e-4);
 }
 
-fn chexlab(args: &[&str], cwd: &Path) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_chexlab"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "chexlab {args:?} failed:\n{text}");
-    text
-}
-
 #[test]
 fn label_train_then_label_reports_with_both_bert_labelers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    chexlab(
+    chexlab_ok(
         &[
             "synth",
             "--out",
@@ -177,7 +162,7 @@ teacher = "truth/image_labels.csv"
 init_from = "labelers/chexbert"
 "#;
     std::fs::write(dir.join("c.toml"), config).unwrap();
-    let out = chexlab(
+    let out = chexlab_ok(
         &["label", "train", "--labeler", "chexbert", "-c", "c.toml"],
         dir,
     );
@@ -203,7 +188,7 @@ init_from = "labelers/chexbert"
         "{report}"
     );
 
-    chexlab(
+    chexlab_ok(
         &[
             "label",
             "--labeler",
@@ -229,7 +214,7 @@ init_from = "labelers/chexbert"
     );
 
     // VisualCheXbert, here regressing the synthetic world's image truth as its teacher: 0/1 labels only.
-    chexlab(
+    chexlab_ok(
         &[
             "label",
             "train",
@@ -243,7 +228,7 @@ init_from = "labelers/chexbert"
     let meta =
         std::fs::read_to_string(dir.join("run/labelers/visualchexbert/labeler.json")).unwrap();
     assert!(meta.contains("calibration"), "{meta}");
-    chexlab(
+    chexlab_ok(
         &[
             "label",
             "--labeler",

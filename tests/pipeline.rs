@@ -1,23 +1,8 @@
 //! `chexlab demo` / `chexlab run` end to end on a reduced demo: every stage runs, every artifact exists and
 //! parses, a re-run skips what is up to date, `--from` redoes the tail, and a changed setting redoes what it feeds.
 
-use std::path::Path;
-use std::process::Command;
-
-fn chexlab(args: &[&str], cwd: &Path) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_chexlab"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "chexlab {args:?} failed:\n{text}");
-    text
-}
+mod common;
+use common::chexlab_ok;
 
 const REDUCED: [&str; 20] = [
     "--set",
@@ -48,7 +33,7 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
     let dir = tmp.path();
     let mut args = vec!["demo", "--out", "d"];
     args.extend(REDUCED);
-    let out = chexlab(&args, dir);
+    let out = chexlab_ok(&args, dir);
     assert!(out.contains("report: d/report.md"), "{out}");
     assert!(
         out.contains("| observation | chexbert | chexpert | truth | visualchexbert |"),
@@ -130,7 +115,7 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
             .filter(|l| l.ends_with("up to date") && !l.contains("INFO"))
             .count()
     };
-    let again = chexlab(&args, dir);
+    let again = chexlab_ok(&args, dir);
     assert_eq!(skipped(&again), 7, "{again}");
     assert!(
         again.contains("| **mean** |"),
@@ -140,7 +125,21 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
     // A changed evaluation setting redoes evaluate and report only.
     let mut changed = args.clone();
     changed.extend(["--set", "evaluation.bootstrap=40"]);
-    let out = chexlab(&changed, dir);
+    let out = chexlab_ok(&changed, dir);
     assert_eq!(skipped(&out), 5, "{out}");
     assert_eq!(json("results.json")["bootstrap"], 40);
+
+    // `run --from report` on the run's own resolved config redoes the report only.
+    let out = chexlab_ok(
+        &[
+            "run",
+            "--config",
+            "d/config.resolved.toml",
+            "--from",
+            "report",
+        ],
+        dir,
+    );
+    assert_eq!(skipped(&out), 6, "{out}");
+    assert!(out.contains("report: d/report.md"), "{out}");
 }

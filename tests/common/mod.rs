@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use chexlab::config::ImageFormat;
 use chexlab::data::OnBadRecord;
@@ -82,4 +83,20 @@ pub fn assert_close(a: &[f32], b: &[f32], rel: f32) {
         worst <= rel * scale,
         "max |difference| {worst} (largest value {scale})"
     );
+}
+
+/// Runs the `chexlab` binary in `cwd`, asserts it succeeded, and returns its stdout and stderr together.
+pub fn chexlab_ok(args: &[&str], cwd: &Path) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_chexlab"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "chexlab {args:?} failed:\n{text}");
+    text
 }

@@ -308,6 +308,14 @@ pub fn train_labeler(
         test_reports: 0,
         scores: Vec::new(),
     };
+    // One training phase; its per-epoch losses go into the report.
+    let mut epoch_loss = Vec::new();
+    let mut phase =
+        |model, examples: &[Example], s: &FitSettings, what: &str| -> Result<BertLabeler> {
+            let (m, log) = fit(model, &tok, examples, s, comm, &ad, &device, what)?;
+            epoch_loss.push(log.epoch_loss);
+            Ok(m)
+        };
     let rules = RuleLabeler::default();
     let mut model = model;
     let mut calibration = None;
@@ -323,17 +331,7 @@ pub fn train_labeler(
                 })
                 .collect();
             let s = fit_settings(b, cfg, b.epochs, b.lr, cfg.seed);
-            let (m, log) = fit(
-                model,
-                &tok,
-                &examples,
-                &s,
-                comm,
-                &ad,
-                &device,
-                "chexbert (rule labels)",
-            )?;
-            report.epoch_loss.push(log.epoch_loss);
+            model = phase(model, &examples, &s, "chexbert (rule labels)")?;
             // Phase 2: expert labels of a few training studies.
             let expert_path = resolve(cfg, &b.expert_labels);
             let (expert, _) = study_label_map(&expert_path, cfg.dataset.on_bad_record)?;
@@ -346,7 +344,6 @@ pub fn train_labeler(
             with_expert.truncate(b.expert_studies);
             with_expert.sort_unstable();
             report.expert_reports = with_expert.len();
-            model = m;
             if b.finetune_epochs > 0 && !with_expert.is_empty() {
                 let examples: Vec<Example> = with_expert
                     .iter()
@@ -357,18 +354,7 @@ pub fn train_labeler(
                     .collect();
                 let mut s = fit_settings(b, cfg, b.finetune_epochs, b.finetune_lr, cfg.seed ^ 1);
                 s.batch_size = s.batch_size.min((examples.len() / comm.size()).max(1));
-                let (m, log) = fit(
-                    model,
-                    &tok,
-                    &examples,
-                    &s,
-                    comm,
-                    &ad,
-                    &device,
-                    "chexbert (expert labels)",
-                )?;
-                report.epoch_loss.push(log.epoch_loss);
-                model = m;
+                model = phase(model, &examples, &s, "chexbert (expert labels)")?;
             }
         }
         HeadKind::Visualchexbert => {
@@ -397,18 +383,7 @@ pub fn train_labeler(
                 ));
             }
             let s = fit_settings(b, cfg, b.epochs, b.lr, cfg.seed);
-            let (m, log) = fit(
-                model,
-                &tok,
-                &examples,
-                &s,
-                comm,
-                &ad,
-                &device,
-                "visualchexbert (teacher)",
-            )?;
-            report.epoch_loss.push(log.epoch_loss);
-            model = m;
+            model = phase(model, &examples, &s, "visualchexbert (teacher)")?;
             // Calibration on the validation split's image labels.
             let dev: Vec<&StudyReport> = of(Split::Valid).collect();
             let (labels, _) =
@@ -437,6 +412,7 @@ pub fn train_labeler(
         }
     }
 
+    report.epoch_loss = epoch_loss;
     let labeler = BertReportLabeler::new(meta(kind, &bert_cfg, b, &tok, calibration), tok, model);
     // Scores on the test split, with the rule labeler alongside.
     let test: Vec<&StudyReport> = of(Split::Test).collect();
