@@ -343,6 +343,8 @@ pub struct ScheduleConfig {
     pub log_every: u64,
     /// Also checkpoint every N steps between validations (0: only at validations and at the end).
     pub checkpoint_every: u64,
+    /// Training-time augmentation (`[schedule.augment]`; off by default).
+    pub augment: crate::data::augment::AugmentConfig,
 }
 
 impl Default for ScheduleConfig {
@@ -361,6 +363,7 @@ impl Default for ScheduleConfig {
             early_stop_patience: None,
             log_every: 10,
             checkpoint_every: 0,
+            augment: crate::data::augment::AugmentConfig::default(),
         }
     }
 }

@@ -97,7 +97,9 @@ fn last_ckpt(dir: &Path) -> PathBuf {
 fn interrupted_and_resumed_run_matches_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let set = shards(tmp.path());
-    let s = settings(&set);
+    let mut s = settings(&set);
+    // With augmentation: its draws must not depend on where the run was interrupted.
+    s.schedule.augment.enabled = true;
 
     let full = tmp.path().join("full");
     let summary = train(&set, &s, &full, Resume::Fresh, 1).unwrap();
@@ -176,6 +178,19 @@ fn interrupted_and_resumed_run_matches_uninterrupted_run() {
             .collect()
     };
     assert_eq!(strip(&a), strip(&b));
+}
+
+#[test]
+fn augmentation_changes_what_is_learned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = shards(tmp.path());
+    let mut s = settings(&set);
+    s.schedule.epochs = 1;
+    let plain = train(&set, &s, &tmp.path().join("plain"), Resume::Fresh, 1).unwrap();
+    s.schedule.augment.enabled = true;
+    let aug = train(&set, &s, &tmp.path().join("aug"), Resume::Fresh, 1).unwrap();
+    assert_eq!(plain.steps, aug.steps);
+    assert_ne!(plain.rank_state_sha256, aug.rank_state_sha256);
 }
 
 #[test]

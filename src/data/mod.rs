@@ -1,6 +1,7 @@
 //! Dataset readers: the real CheXpert and MIMIC-CXR-JPG layouts, report section extraction, and the CSV
 //! plumbing they share (streaming, bad-record policy, safe relative paths).
 
+pub mod augment;
 pub mod chexpert;
 pub mod csvstream;
 pub mod mimic;
