@@ -299,3 +299,40 @@ fn truncated_and_tampered_shards_are_named_errors() {
         .to_string();
     assert!(err.contains("'nope' is not in the shards"), "{err}");
 }
+
+#[test]
+fn encoded_shards_are_decoded_by_the_reader_to_the_pixels_pre_resized_shards_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = world(dir.path(), 120);
+    let mut pixels_spec = spec(&root);
+    pixels_spec.image_size = 16; // the 32 px images are resized on either path
+    write_shards(&pixels_spec, &dir.path().join("p")).unwrap();
+    let encoded_spec = ShardSpec {
+        pre_resize: false,
+        ..pixels_spec
+    };
+    write_shards(&encoded_spec, &dir.path().join("e")).unwrap();
+    let (p, e) = (
+        ShardSet::open(&dir.path().join("p")).unwrap(),
+        ShardSet::open(&dir.path().join("e")).unwrap(),
+    );
+    assert_eq!(e.index.encoding, "encoded");
+    let mut compared = 0;
+    for split in Split::ALL {
+        let from_pixels: HashMap<String, Vec<u8>> = p
+            .read_images(&p.rows(split), "truth", 16)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.image_id, s.pixels))
+            .collect();
+        for s in e.read_images(&e.rows(split), "truth", 16).unwrap() {
+            assert_eq!((s.width, s.height), (16, 16));
+            assert_eq!(s.pixels, from_pixels[&s.image_id], "{}", s.image_id);
+            compared += 1;
+        }
+    }
+    assert_eq!(
+        compared,
+        Split::ALL.iter().map(|s| p.rows(*s).len()).sum::<usize>()
+    );
+}

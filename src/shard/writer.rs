@@ -152,14 +152,31 @@ fn source_name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-/// Decodes one image to `size`×`size` grayscale pixels.
+/// Decodes one image to `size`×`size` grayscale pixels (`.raw` files are headerless 8-bit pixels of `dims`).
 pub fn decode_resize(
     path: &Path,
     bytes: &[u8],
     dims: Option<(u32, u32)>,
     size: u32,
 ) -> Result<Vec<u8>> {
-    let img = if path.extension().is_some_and(|e| e == "raw") {
+    decode_resize_as(
+        path,
+        bytes,
+        path.extension().is_some_and(|e| e == "raw"),
+        dims,
+        size,
+    )
+}
+
+/// [`decode_resize`] with the raw-pixels case chosen by the caller (shards keep no file extension).
+pub fn decode_resize_as(
+    path: &Path,
+    bytes: &[u8],
+    raw: bool,
+    dims: Option<(u32, u32)>,
+    size: u32,
+) -> Result<Vec<u8>> {
+    let img = if raw {
         let (w, h) = dims
             .ok_or_else(|| Error::format(path, "raw image without Rows/Columns in the metadata"))?;
         if bytes.len() as u64 != w as u64 * h as u64 {

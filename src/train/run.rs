@@ -399,7 +399,7 @@ fn train_in_pool(
             scope.spawn(move || {
                 for b in first..last {
                     let batch = shards
-                        .read(&rows[b * bs..(b + 1) * bs], &s.source)
+                        .read_images(&rows[b * bs..(b + 1) * bs], &s.source, size as u32)
                         .map(|smp| augment_batch(smp, s, size, epoch, b, rank))
                         .and_then(|smp| to_batch(smp, size as u32, chans, &shards.dir));
                     if tx.send(batch).is_err() {

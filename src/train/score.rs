@@ -40,7 +40,7 @@ pub fn predict(
     let mut out = Scored::default();
     let pb = crate::progress::bar(rows.len() as u64, "scoring");
     for part in rows.chunks(64) {
-        let samples: Vec<Sample> = shards.read(part, source)?;
+        let samples: Vec<Sample> = shards.read_images(part, source, s.model.image_size)?;
         out.image_ids
             .extend(samples.iter().map(|x| x.image_id.clone()));
         let b = to_batch(samples, s.model.image_size, chans, &shards.dir)?;
