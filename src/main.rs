@@ -589,11 +589,7 @@ fn run(cli: Cli) -> Result<()> {
                 LabelerArg::Visualchexbert => HeadKind::Visualchexbert,
             };
             let cfg = Config::load(&config.config, &config.overrides)?;
-            let out = out.unwrap_or_else(|| {
-                cfg.run_dir
-                    .join("labelers")
-                    .join(format!("{kind:?}").to_lowercase())
-            });
+            let out = out.unwrap_or_else(|| cfg.run_dir.join("labelers").join(kind.name()));
             let comm = chexlab::dist::from_env()?;
             let code = distributed(comm.as_ref(), || {
                 if comm.rank() != 0 {

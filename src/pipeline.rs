@@ -235,16 +235,17 @@ fn labels_path(cfg: &Config, name: &str) -> PathBuf {
     cfg.run_dir.join("labels").join(format!("{name}.csv"))
 }
 
-/// Labels every study's report of the dataset with `labeler` into the source's label file (rank 0).
+/// Labels every study's report of the dataset into the source's label file, on rank 0 with the labeler `make`
+/// builds there (every rank calls this; a failure on rank 0 is every rank's error).
 fn label_all(
     cfg: &Config,
     name: &str,
-    labeler: &dyn ReportLabeler,
     comm: &dyn Communicator,
+    make: impl FnOnce() -> Result<Box<dyn ReportLabeler>>,
 ) -> Result<()> {
     on_root(comm, || {
         let run = label_dataset(
-            labeler,
+            make()?.as_ref(),
             &cfg.dataset.root,
             cfg.dataset.reports_root.as_deref(),
             cfg.dataset.sections,
@@ -320,7 +321,7 @@ fn run_stage(
             for s in labelers {
                 match s.labeler {
                     Some(LabelerKind::Chexpert) => {
-                        label_all(cfg, &s.name, &RuleLabeler::default(), comm)?
+                        label_all(cfg, &s.name, comm, || Ok(Box::new(RuleLabeler::default())))?
                     }
                     Some(kind @ (LabelerKind::Chexbert | LabelerKind::Visualchexbert)) => {
                         let head = if kind == LabelerKind::Chexbert {
@@ -360,13 +361,11 @@ fn run_stage(
                             chexbert_dir =
                                 Some(std::path::absolute(&dir).map_err(|e| Error::io(&dir, e))?);
                         }
-                        if comm.rank() == 0 {
+                        label_all(cfg, &s.name, comm, || {
                             let mut l = BertReportLabeler::load(&dir, None)?;
                             l.batch_size = cfg.bert.infer_batch;
-                            label_all(cfg, &s.name, &l, comm)?;
-                        } else {
-                            on_root(comm, || Ok(()))?;
-                        }
+                            Ok(Box::new(l))
+                        })?;
                     }
                     None => {
                         return Err(Error::Config(format!(
@@ -447,11 +446,7 @@ fn run_stage(
             };
             let runs = crate::train::train_sources(cfg, &names, &shards, &opts, comm)?;
             // Every rank learns whether any group was preempted.
-            let mut flag = [f32::from(u8::from(
-                runs.iter().any(|r| r.summary.preempted),
-            ))];
-            comm.all_reduce_sum_f32(&mut flag)?;
-            if flag[0] > 0.0 {
+            if crate::dist::any(comm, runs.iter().any(|r| r.summary.preempted))? {
                 return Ok(true);
             }
         }

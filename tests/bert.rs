@@ -274,3 +274,43 @@ fn a_labeler_directory_round_trips() {
         .collect();
     assert_eq!(labeler.outputs(&enc), back.outputs(&enc));
 }
+
+#[test]
+fn a_published_checkpoint_file_loads_as_a_labeler_with_a_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = [
+        "No pneumothorax.",
+        "Small left pleural effusion.",
+        "Cardiomegaly with edema.",
+    ];
+    let tok = ReportTokenizer::train(corpus.iter().cycle().take(30), 64, 1).unwrap();
+    assert!(
+        tok.vocab_size() <= 64,
+        "the tiny checkpoints have 64 word embeddings"
+    );
+    let tok_path = dir.path().join("tokenizer.json");
+    tok.save(&tok_path).unwrap();
+    for (name, kind) in [
+        ("chexbert", HeadKind::Chexbert),
+        ("visualchexbert", HeadKind::Visualchexbert),
+    ] {
+        let path = fixture(&format!("{name}_tiny.pth"));
+        let err = BertReportLabeler::load(&path, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--tokenizer"), "{err}");
+        let l = BertReportLabeler::load(&path, Some(&tok_path)).unwrap();
+        assert_eq!(l.meta.kind, kind);
+        assert_eq!(
+            (
+                l.meta.bert.num_hidden_layers,
+                l.meta.bert.hidden_size,
+                l.meta.max_len
+            ),
+            (2, 32, 40)
+        );
+        let rows = l.label_texts(&corpus).unwrap();
+        assert_eq!(rows.len(), 3);
+    }
+}

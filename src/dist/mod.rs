@@ -94,6 +94,13 @@ pub fn from_env() -> Result<Box<dyn Communicator>> {
     Ok(Box::new(single::Single))
 }
 
+/// True on every rank when `flag` is true on any rank (one all-reduce).
+pub fn any(comm: &dyn Communicator, flag: bool) -> Result<bool> {
+    let mut v = [f32::from(u8::from(flag))];
+    comm.all_reduce_sum_f32(&mut v)?;
+    Ok(v[0] > 0.0)
+}
+
 /// The items (of `0..n`) rank `rank` of `world` takes in `epoch`: a permutation by (seed, epoch), dealt
 /// round-robin, the remainder dropped so every rank gets the same count. Another epoch gives another order.
 pub fn deal(n: usize, rank: usize, world: usize, epoch: u64, seed: u64) -> Vec<usize> {

@@ -72,6 +72,14 @@ fn f(v: Option<f64>) -> String {
     v.map_or("–".into(), |x| format!("{x:.3}"))
 }
 
+/// Markdown-ish text as HTML text: escaped, `**` emphasis marks dropped.
+fn html_text(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace("**", "")
+}
+
 /// A Markdown table (the HTML version is rendered from the same rows).
 struct Table {
     head: Vec<String>,
@@ -92,15 +100,9 @@ impl Table {
     }
 
     fn html(&self) -> String {
-        let esc = |t: &str| {
-            t.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-                .replace("**", "")
-        };
         let mut s = String::from("<table><thead><tr>");
         for h in &self.head {
-            let _ = write!(s, "<th>{}</th>", esc(h));
+            let _ = write!(s, "<th>{}</th>", html_text(h));
         }
         s.push_str("</tr></thead><tbody>");
         for r in &self.rows {
@@ -111,7 +113,7 @@ impl Table {
                     s,
                     "<td>{}{}{}</td>",
                     if bold { "<b>" } else { "" },
-                    esc(c),
+                    html_text(c),
                     if bold { "</b>" } else { "" }
                 );
             }
@@ -542,11 +544,7 @@ fn render_html(title: &str, blocks: &[Block]) -> Result<String> {
                 let _ = writeln!(s, "<h2>{h}</h2>");
             }
             Block::P(p) => {
-                let text = p
-                    .replace('&', "&amp;")
-                    .replace('<', "&lt;")
-                    .replace('>', "&gt;");
-                let _ = writeln!(s, "<p>{}</p>", text.replace("**", ""));
+                let _ = writeln!(s, "<p>{}</p>", html_text(p));
             }
             Block::T(t) => s.push_str(&t.html()),
             Block::Fig(caption, svg, _) => {

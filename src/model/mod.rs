@@ -5,8 +5,23 @@ pub mod import;
 
 pub use densenet::{DenseNet, DenseNetConfig};
 
+use std::path::Path;
+
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Loads a Burn record (`into_record().into_bytes()`) into `model`; `what` names the record's file in errors and
+/// `expected` what it should have fitted.
+pub fn load_record<M: Module>(model: M, bytes: Vec<u8>, what: &Path, expected: &str) -> Result<M> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| Error::format(what, format!("model record: {e:?}")))?;
+    model
+        .try_load_record(record)
+        .map_err(|e| Error::format(what, format!("model record does not fit {expected}: {e:?}")))
+}
 
 struct Values {
     out: Vec<f32>,

@@ -16,11 +16,9 @@ pub use score::{SplitScores, evaluate};
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -271,14 +269,7 @@ pub(crate) fn load_model_bytes(
     what: &Path,
     s: &TrainSettings,
 ) -> Result<DenseNet> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| Error::format(what, format!("model record: {e:?}")))?;
-    let model = model.try_load_record(record).map_err(|e| {
-        Error::format(
-            what,
-            format!("model record does not fit the configured model: {e:?}"),
-        )
-    })?;
+    let model = crate::model::load_record(model, bytes, what, "the configured model")?;
     Ok(if s.model.freeze_bn {
         model.freeze_batchnorm()
     } else {

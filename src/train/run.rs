@@ -201,9 +201,7 @@ fn check_in_step(model: &DenseNet, comm: &dyn Communicator, step: u64) -> Result
     comm.all_reduce_sum_f32(&mut v)?;
     let mean = v[0] / comm.size() as f32;
     let off = (sum as f32 - mean).abs() > 1e-5 * mean.abs().max(1.0);
-    let mut flags = [off as u8 as f32];
-    comm.all_reduce_sum_f32(&mut flags)?;
-    if flags[0] > 0.0 {
+    if crate::dist::any(comm, off)? {
         return Err(Error::Config(format!(
             "ranks diverged at step {step}: rank {} parameter checksum {sum:.6e} vs mean {mean:.6e} over {} ranks",
             comm.rank(),

@@ -6,12 +6,12 @@
 //! `position_ids` buffer. Any other key that does not fit, a missing key or a wrong shape is an error listing them
 //! all (see [`crate::model::import::apply_all`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::model::import::{PackTensor, apply_all, read_tensors};
 
-use super::model::{Bert, BertConfig, BertLabeler};
+use super::model::{Bert, BertConfig, BertLabeler, HeadKind};
 
 /// What a checkpoint key is to this crate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,91 +81,158 @@ pub fn map_key(key: &str) -> Key {
     }
 }
 
-/// Reads a checkpoint's tensors, renamed to [`BertLabeler`] paths, and the unknown keys.
-fn read_mapped(path: &Path) -> Result<(Vec<PackTensor>, Vec<String>)> {
-    let mut tensors = Vec::new();
-    let mut unknown = Vec::new();
-    for mut t in read_tensors(path)? {
-        match map_key(&t.name) {
-            Key::Path(p) => {
-                t.name = p;
-                tensors.push(t);
-            }
-            Key::Unused => {}
-            Key::Unknown => unknown.push(t.name.clone()),
-        }
-    }
-    Ok((tensors, unknown))
+/// A checkpoint file read once: its tensors renamed to [`BertLabeler`] paths, and the keys that fit nowhere.
+/// Everything a caller needs — the sizes, the head set, the weights — comes from this one read (a published
+/// CheXbert checkpoint is about 440 MB).
+pub struct Checkpoint {
+    path: PathBuf,
+    tensors: Vec<PackTensor>,
+    unknown: Vec<String>,
 }
 
-/// The encoder sizes a checkpoint implies. Attention heads are not visible in the weights: they come from a
-/// `config.json` next to the checkpoint when there is one, else from `heads` (BERT's convention is 64 values per
-/// head).
+impl Checkpoint {
+    /// Reads every tensor of `path` (PyTorch or safetensors).
+    pub fn read(path: &Path) -> Result<Self> {
+        let mut tensors = Vec::new();
+        let mut unknown = Vec::new();
+        for mut t in read_tensors(path)? {
+            match map_key(&t.name) {
+                Key::Path(p) => {
+                    t.name = p;
+                    tensors.push(t);
+                }
+                Key::Unused => {}
+                Key::Unknown => unknown.push(t.name.clone()),
+            }
+        }
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            tensors,
+            unknown,
+        })
+    }
+
+    fn dims(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.shape.to_vec())
+    }
+
+    /// The encoder sizes: from a `config.json` next to the checkpoint when there is one, else read off the
+    /// tensors, with `heads` attention heads (not visible in the weights; BERT's convention is 64 values per head).
+    pub fn config(&self, heads: Option<usize>) -> Result<BertConfig> {
+        let beside = self.path.with_file_name("config.json");
+        if beside.is_file() {
+            return BertConfig::from_file(&beside);
+        }
+        let path = &self.path;
+        let missing =
+            |what: &str| Error::format(path, format!("no {what} tensor: not a BERT checkpoint"));
+        let words = self
+            .dims("bert.embeddings.word_embeddings.weight")
+            .ok_or_else(|| missing("word embedding"))?;
+        let positions = self
+            .dims("bert.embeddings.position_embeddings.weight")
+            .ok_or_else(|| missing("position embedding"))?;
+        let types = self
+            .dims("bert.embeddings.token_type_embeddings.weight")
+            .ok_or_else(|| missing("token type embedding"))?;
+        let inter = self
+            .dims("bert.layers.0.intermediate.weight")
+            .ok_or_else(|| missing("layer 0 intermediate"))?;
+        let layers = self
+            .tensors
+            .iter()
+            .filter_map(|t| {
+                t.name
+                    .strip_prefix("bert.layers.")?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |m| m + 1);
+        let hidden = words[1];
+        let mut config = BertConfig::new(
+            words[0],
+            hidden,
+            layers,
+            heads.unwrap_or((hidden / 64).max(1)),
+            inter[0],
+        );
+        config.max_position_embeddings = positions[0];
+        config.type_vocab_size = types[0];
+        config.validate().map_err(|e| Error::format(path, e))?;
+        Ok(config)
+    }
+
+    /// The head set the checkpoint carries (from its first head's size).
+    pub fn head_kind(&self) -> Result<HeadKind> {
+        let first = self.dims("heads.0.weight").ok_or_else(|| {
+            Error::format(
+                &self.path,
+                "no linear_heads.0.weight: not a CheXbert / VisualCheXbert checkpoint",
+            )
+        })?;
+        Ok(if first[0] == 1 {
+            HeadKind::Visualchexbert
+        } else {
+            HeadKind::Chexbert
+        })
+    }
+
+    /// Loads every weight (encoder and heads) into `model`.
+    pub fn load_labeler(self, model: BertLabeler) -> Result<(BertLabeler, usize)> {
+        apply_all(
+            model,
+            self.tensors,
+            self.unknown,
+            &self.path,
+            "the BERT labeler",
+            |_| false,
+        )
+    }
+
+    /// Loads the encoder weights into `bert` (heads in the checkpoint are ignored).
+    pub fn load_encoder(self, bert: Bert) -> Result<(Bert, usize)> {
+        let tensors = self
+            .tensors
+            .into_iter()
+            .filter_map(|mut t| {
+                t.name = t.name.strip_prefix("bert.")?.to_string();
+                Some(t)
+            })
+            .collect();
+        apply_all(
+            bert,
+            tensors,
+            self.unknown,
+            &self.path,
+            "the BERT encoder",
+            |_| false,
+        )
+    }
+}
+
+/// The encoder sizes of a checkpoint (see [`Checkpoint::config`]); a `config.json` beside it spares reading it.
 pub fn infer_config(path: &Path, heads: Option<usize>) -> Result<BertConfig> {
     let beside = path.with_file_name("config.json");
     if beside.is_file() {
         return BertConfig::from_file(&beside);
     }
-    let (tensors, _) = read_mapped(path)?;
-    let dims = |name: &str| {
-        tensors
-            .iter()
-            .find(|t| t.name == name)
-            .map(|t| t.shape.to_vec())
-    };
-    let missing =
-        |what: &str| Error::format(path, format!("no {what} tensor: not a BERT checkpoint"));
-    let words =
-        dims("bert.embeddings.word_embeddings.weight").ok_or_else(|| missing("word embedding"))?;
-    let positions = dims("bert.embeddings.position_embeddings.weight")
-        .ok_or_else(|| missing("position embedding"))?;
-    let types = dims("bert.embeddings.token_type_embeddings.weight")
-        .ok_or_else(|| missing("token type embedding"))?;
-    let inter =
-        dims("bert.layers.0.intermediate.weight").ok_or_else(|| missing("layer 0 intermediate"))?;
-    let layers = tensors
-        .iter()
-        .filter_map(|t| {
-            t.name
-                .strip_prefix("bert.layers.")?
-                .split('.')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .max()
-        .map_or(0, |m| m + 1);
-    let hidden = words[1];
-    let mut config = BertConfig::new(
-        words[0],
-        hidden,
-        layers,
-        heads.unwrap_or((hidden / 64).max(1)),
-        inter[0],
-    );
-    config.max_position_embeddings = positions[0];
-    config.type_vocab_size = types[0];
-    config.validate().map_err(|e| Error::format(path, e))?;
-    Ok(config)
+    Checkpoint::read(path)?.config(heads)
 }
 
 /// Loads every weight of a CheXbert / VisualCheXbert checkpoint (encoder and heads) into `model`.
 pub fn load_labeler(model: BertLabeler, path: &Path) -> Result<(BertLabeler, usize)> {
-    let (tensors, unknown) = read_mapped(path)?;
-    apply_all(model, tensors, unknown, path, "the BERT labeler", |_| false)
+    Checkpoint::read(path)?.load_labeler(model)
 }
 
 /// Loads the encoder weights of a BERT checkpoint (Hugging Face or a labeler's; heads there are ignored) into `bert`.
 pub fn load_encoder(bert: Bert, path: &Path) -> Result<(Bert, usize)> {
-    let (tensors, unknown) = read_mapped(path)?;
-    let tensors = tensors
-        .into_iter()
-        .filter_map(|mut t| {
-            t.name = t.name.strip_prefix("bert.")?.to_string();
-            Some(t)
-        })
-        .collect();
-    apply_all(bert, tensors, unknown, path, "the BERT encoder", |_| false)
+    Checkpoint::read(path)?.load_encoder(bert)
 }
 
 #[cfg(test)]

@@ -16,9 +16,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::module::Module;
-use burn::store::ModuleRecord;
+use burn::tensor::Device;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -114,19 +113,9 @@ impl BertReportLabeler {
     pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<Self> {
         let device = Device::flex();
         if path.is_dir() {
-            let meta_path = path.join(META_FILE);
-            let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-            let meta: LabelerMeta = serde_json::from_str(&text).map_err(|e| {
-                Error::format(&meta_path, format!("not a labeler description: {e}"))
-            })?;
-            meta.bert
-                .validate()
-                .map_err(|e| Error::format(&meta_path, e))?;
-            let tok = ReportTokenizer::from_path(tokenizer.unwrap_or(&path.join(TOKENIZER_FILE)))?;
-            let model_path = path.join(MODEL_FILE);
-            let bytes = std::fs::read(&model_path).map_err(|e| Error::io(&model_path, e))?;
+            let (meta, tok, bytes) = read_dir(path, tokenizer)?;
             let model = BertLabeler::new(meta.bert.init(&device), meta.kind, meta.dropout, &device);
-            let model = load_record(model, bytes, &model_path)?;
+            let model = load_record(model, bytes, &path.join(MODEL_FILE))?;
             return Ok(Self::new(meta, tok, model));
         }
         let tok_path = tokenizer.ok_or_else(|| {
@@ -136,10 +125,11 @@ impl BertReportLabeler {
             ))
         })?;
         let tok = ReportTokenizer::from_path(tok_path)?;
-        let bert = import::infer_config(path, None)?;
-        let kind = checkpoint_kind(path)?;
+        let checkpoint = import::Checkpoint::read(path)?;
+        let bert = checkpoint.config(None)?;
+        let kind = checkpoint.head_kind()?;
         let model = BertLabeler::new(bert.init(&device), kind, 0.1, &device);
-        let (model, loaded) = import::load_labeler(model, path)?;
+        let (model, loaded) = checkpoint.load_labeler(model)?;
         tracing::info!("loaded {loaded} tensors ({kind:?}) from {}", path.display());
         let meta = LabelerMeta {
             kind,
@@ -194,11 +184,9 @@ impl BertReportLabeler {
     }
 
     fn forward_rows(&self, rows: &[&Encoded]) -> Vec<Vec<f32>> {
-        let p = self.tokenizer.pad(rows);
-        let ids =
-            Tensor::<2, Int>::from_data(TensorData::new(p.ids, [p.rows, p.len]), &self.device);
-        let mask = Tensor::<2>::from_data(TensorData::new(p.mask, [p.rows, p.len]), &self.device);
-        let mut logits = self.model.forward(ids, mask);
+        let mut logits = self
+            .model
+            .forward_padded(self.tokenizer.pad(rows), &self.device);
         if self.meta.kind == HeadKind::Visualchexbert {
             logits = sigmoid(logits);
         }
@@ -284,35 +272,28 @@ pub fn label_class(label: Label) -> usize {
     }
 }
 
-/// Which head set a checkpoint file carries (from its first head's size).
-fn checkpoint_kind(path: &Path) -> Result<HeadKind> {
-    let tensors = crate::model::import::read_tensors(path)?;
-    let first = tensors
-        .iter()
-        .find(|t| matches!(import::map_key(&t.name), import::Key::Path(p) if p == "heads.0.weight"))
-        .ok_or_else(|| {
-            Error::format(
-                path,
-                "no linear_heads.0.weight: not a CheXbert / VisualCheXbert checkpoint",
-            )
-        })?;
-    Ok(if first.shape.to_vec()[0] == 1 {
-        HeadKind::Visualchexbert
-    } else {
-        HeadKind::Chexbert
-    })
+/// The parts of a labeler directory: its description, its tokenizer (or `tokenizer` instead) and the bytes of its
+/// model record (to be loaded onto whichever device the caller needs).
+pub(crate) fn read_dir(
+    dir: &Path,
+    tokenizer: Option<&Path>,
+) -> Result<(LabelerMeta, ReportTokenizer, Vec<u8>)> {
+    let meta_path = dir.join(META_FILE);
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+    let meta: LabelerMeta = serde_json::from_str(&text)
+        .map_err(|e| Error::format(&meta_path, format!("not a labeler description: {e}")))?;
+    meta.bert
+        .validate()
+        .map_err(|e| Error::format(&meta_path, e))?;
+    let tok = ReportTokenizer::from_path(tokenizer.unwrap_or(&dir.join(TOKENIZER_FILE)))?;
+    let model_path = dir.join(MODEL_FILE);
+    let bytes = std::fs::read(&model_path).map_err(|e| Error::io(&model_path, e))?;
+    Ok((meta, tok, bytes))
 }
 
-/// Loads a Burn record into `model`.
+/// Loads a labeler's Burn record into `model`.
 pub(crate) fn load_record(model: BertLabeler, bytes: Vec<u8>, what: &Path) -> Result<BertLabeler> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| Error::format(what, format!("model record: {e:?}")))?;
-    model.try_load_record(record).map_err(|e| {
-        Error::format(
-            what,
-            format!("model record does not fit labeler.json: {e:?}"),
-        )
-    })
+    crate::model::load_record(model, bytes, what, "labeler.json")
 }
 
 impl super::ReportLabeler for BertReportLabeler {

@@ -9,11 +9,13 @@ use burn::nn::{
     Linear, LinearConfig,
 };
 use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::observations::{ColumnOrder, N_OBS, Observation};
+
+use super::tokenizer::Padded;
 
 /// Sizes of a BERT encoder; reads (and writes) a Hugging Face `config.json` (other keys there are ignored).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -274,6 +276,14 @@ pub enum HeadKind {
 }
 
 impl HeadKind {
+    /// The labeler's name, as in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKind::Chexbert => "chexbert",
+            HeadKind::Visualchexbert => "visualchexbert",
+        }
+    }
+
     /// Outputs per head, in CheXbert's observation order ([`ColumnOrder::Chexbert`], No Finding last).
     pub fn head_sizes(self) -> [usize; N_OBS] {
         match self {
@@ -330,6 +340,13 @@ impl BertLabeler {
         } else {
             HeadKind::Chexbert
         }
+    }
+
+    /// [`BertLabeler::forward`] on a padded batch, built on `device`.
+    pub fn forward_padded(&self, p: Padded, device: &Device) -> Tensor<2> {
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(p.ids, [p.rows, p.len]), device);
+        let mask = Tensor::<2>::from_data(TensorData::new(p.mask, [p.rows, p.len]), device);
+        self.forward(ids, mask)
     }
 
     /// Every head's logits side by side, `[batch, sum of head sizes]` (54 for CheXbert, 14 for VisualCheXbert).

@@ -17,16 +17,16 @@ use crate::config::{BertSection, Config, OptimizerConfig, UncertaintyPolicy};
 use crate::data::Split;
 use crate::data::mimic::{MimicLayout, study_label_map};
 use crate::data::report::extract;
-use crate::dist::{Communicator, broadcast_json};
+use crate::dist::Communicator;
 use crate::error::{Error, Result};
 use crate::labelers::metrics::Confusion;
 use crate::labelers::rules::RuleLabeler;
-use crate::observations::{Label, LabelRow, N_OBS, Observation};
+use crate::observations::{Label, LabelRow, N_OBS};
 
 use super::model::{BertConfig, BertLabeler, HeadKind};
 use super::tokenizer::{Encoded, ReportTokenizer};
 use super::train::{Example, FitSettings, Target, fit, fit_calibration};
-use super::{BertReportLabeler, LabelerMeta, TOKENIZER_FILE};
+use super::{BertReportLabeler, LabelerMeta};
 
 /// One study's report.
 #[derive(Clone, Debug)]
@@ -97,16 +97,16 @@ pub fn read_teacher(cfg: &Config, path: &Path) -> Result<HashMap<u64, [Option<f3
     let mut r = csv::Reader::from_path(path).map_err(|e| Error::csv(path, e))?;
     let header = r.headers().map_err(|e| Error::csv(path, e))?.clone();
     let find = |n: &str| header.iter().position(|h| h == n);
-    let cols: Vec<(usize, Observation)> = HeadKind::Chexbert
+    // (CSV column, head) of every observation the file has.
+    let cols: Vec<(usize, usize)> = HeadKind::Chexbert
         .observations()
         .iter()
         .enumerate()
         .filter_map(|(h, o)| {
             find(o.name())
                 .or_else(|| find(&format!("p_{}", o.snake_name())))
-                .map(|c| (c, h, *o))
+                .map(|c| (c, h))
         })
-        .map(|(c, _, o)| (c, o))
         .collect();
     if cols.is_empty() {
         return Err(Error::format(
@@ -145,7 +145,7 @@ pub fn read_teacher(cfg: &Config, path: &Path) -> Result<HashMap<u64, [Option<f3
             })?,
         };
         let entry = sums.entry(study).or_insert(([0.0; N_OBS], [0; N_OBS]));
-        for &(c, o) in &cols {
+        for &(c, h) in &cols {
             let cell = rec.get(c).unwrap_or("").trim();
             if cell.is_empty() {
                 continue;
@@ -155,9 +155,12 @@ pub fn read_teacher(cfg: &Config, path: &Path) -> Result<HashMap<u64, [Option<f3
                 .ok()
                 .filter(|v: &f64| (0.0..=1.0).contains(v))
                 .ok_or_else(|| {
-                    Error::record(path, line, format!("{o}: '{cell}' is not a probability"))
+                    Error::record(
+                        path,
+                        line,
+                        format!("{}: '{cell}' is not a probability", heads[h]),
+                    )
                 })?;
-            let h = heads.iter().position(|x| *x == o).expect("head");
             entry.0[h] += v;
             entry.1[h] += 1;
         }
@@ -222,21 +225,21 @@ pub fn train_labeler(
         });
     let init = init_dir
         .as_deref()
-        .map(|d| BertReportLabeler::load(d, None))
+        .map(|d| super::read_dir(d, None))
         .transpose()?;
 
-    // The vocabulary: given, or trained on the training reports by rank 0 and sent to every rank.
+    // Fail before training, not after, when the output directory cannot be made.
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // The vocabulary: given, or trained on the training reports by rank 0 and sent to every rank.
     let mut tok_json: Vec<u8> = if root {
         let tok = match (&init, &b.tokenizer) {
-            (Some(l), _) => l.tokenizer.clone(),
+            (Some((_, t, _)), _) => t.clone(),
             (None, Some(p)) => ReportTokenizer::from_path(p)?,
             (None, None) => {
                 ReportTokenizer::train(train.iter().map(|s| s.text.as_str()), b.vocab_size, 2)?
             }
         };
-        tok.save(&out.join(TOKENIZER_FILE))?;
-        std::fs::read(out.join(TOKENIZER_FILE)).map_err(|e| Error::io(out, e))?
+        tok.to_json()?.into_bytes()
     } else {
         Vec::new()
     };
@@ -246,11 +249,11 @@ pub fn train_labeler(
     let device = Device::flex();
     let ad = device.clone().autodiff();
     let (bert_cfg, pretrained) = match (&init, &b.pretrained) {
-        (Some(l), _) => (l.meta.bert.clone(), None),
-        (None, Some(p)) => (
-            super::import::infer_config(p, Some(b.heads))?,
-            Some(p.clone()),
-        ),
+        (Some((meta, _, _)), _) => (meta.bert.clone(), None),
+        (None, Some(p)) => {
+            let checkpoint = super::import::Checkpoint::read(p)?;
+            (checkpoint.config(Some(b.heads))?, Some((p, checkpoint)))
+        }
         (None, None) => {
             let mut c = BertConfig::new(
                 tok.vocab_size(),
@@ -266,37 +269,32 @@ pub fn train_labeler(
     };
     let tok = tok.with_max_len(b.max_len.min(bert_cfg.max_position_embeddings));
     let model = seeded_labeler(&bert_cfg, kind, b.dropout, cfg.seed, &ad);
-    let model = match pretrained {
-        Some(p) => {
-            let (bert, n) = super::import::load_encoder(model.bert, &p)?;
+    let model = match (pretrained, init, &init_dir) {
+        (Some((p, checkpoint)), _, _) => {
+            let (bert, n) = checkpoint.load_encoder(model.bert)?;
             if root {
                 tracing::info!("encoder: {n} tensors from {}", p.display());
             }
             BertLabeler { bert, ..model }
         }
-        None => match (&init, &init_dir) {
-            (Some(l), Some(dir)) => {
-                // Re-read the record onto the training device (the loaded labeler is an inference copy).
-                let path = dir.join(super::MODEL_FILE);
-                let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-                let src = BertLabeler::new(l.meta.bert.init(&ad), l.meta.kind, l.meta.dropout, &ad);
-                let src = super::load_record(src, bytes, &path)?;
-                if root {
-                    tracing::info!("encoder and tokenizer from {}", dir.display());
-                }
-                BertLabeler {
-                    bert: src.bert,
-                    ..model
-                }
+        (None, Some((meta, _, bytes)), Some(dir)) => {
+            let src = BertLabeler::new(meta.bert.init(&ad), meta.kind, meta.dropout, &ad);
+            let src = super::load_record(src, bytes, &dir.join(super::MODEL_FILE))?;
+            if root {
+                tracing::info!("encoder and tokenizer from {}", dir.display());
             }
-            _ => model,
-        },
+            BertLabeler {
+                bert: src.bert,
+                ..model
+            }
+        }
+        _ => model,
     };
 
-    let encode = |rows: &[&StudyReport]| -> Result<Vec<Encoded>> {
-        rows.par_iter().map(|s| tok.encode(&s.text)).collect()
-    };
-    let train_enc = encode(&train)?;
+    let train_enc: Vec<Encoded> = train
+        .par_iter()
+        .map(|s| tok.encode(&s.text))
+        .collect::<Result<_>>()?;
     let truncated = train_enc.iter().filter(|e| e.truncated).count();
     let mut report = LabelTrainReport {
         kind,
@@ -318,7 +316,9 @@ pub fn train_labeler(
         };
     let rules = RuleLabeler::default();
     let mut model = model;
-    let mut calibration = None;
+    // Truth tables read for training are kept for the scores.
+    let mut report_truth: Option<HashMap<u64, LabelRow>> = None;
+    let mut image_truth: Option<HashMap<u64, LabelRow>> = None;
     match kind {
         HeadKind::Chexbert => {
             // Phase 1: the rule labeler's labels of every training report.
@@ -334,7 +334,8 @@ pub fn train_labeler(
             model = phase(model, &examples, &s, "chexbert (rule labels)")?;
             // Phase 2: expert labels of a few training studies.
             let expert_path = resolve(cfg, &b.expert_labels);
-            let (expert, _) = study_label_map(&expert_path, cfg.dataset.on_bad_record)?;
+            let expert =
+                report_truth.insert(study_label_map(&expert_path, cfg.dataset.on_bad_record)?.0);
             let mut with_expert: Vec<usize> = (0..train.len())
                 .filter(|&i| expert.contains_key(&train[i].study_id))
                 .collect();
@@ -384,52 +385,50 @@ pub fn train_labeler(
             }
             let s = fit_settings(b, cfg, b.epochs, b.lr, cfg.seed);
             model = phase(model, &examples, &s, "visualchexbert (teacher)")?;
-            // Calibration on the validation split's image labels.
-            let dev: Vec<&StudyReport> = of(Split::Valid).collect();
-            let (labels, _) =
-                study_label_map(&resolve(cfg, &b.dev_labels), cfg.dataset.on_bad_record)?;
-            let staged = BertReportLabeler::new(
-                meta(kind, &bert_cfg, b, &tok, None),
-                tok.clone(),
-                model.clone(),
-            );
-            let dev: Vec<&StudyReport> = dev
-                .into_iter()
-                .filter(|s| labels.contains_key(&s.study_id))
-                .collect();
-            let probs = staged.outputs(&encode(&dev)?);
-            let truth: Vec<[Option<bool>; N_OBS]> = dev
-                .iter()
-                .map(|s| {
-                    head_order(&labels[&s.study_id]).map(|l| match l {
-                        Label::Positive => Some(true),
-                        Label::Negative => Some(false),
-                        _ => None,
-                    })
-                })
-                .collect();
-            calibration = Some(fit_calibration(&probs, &truth, 1e-2));
         }
     }
 
     report.epoch_loss = epoch_loss;
-    let labeler = BertReportLabeler::new(meta(kind, &bert_cfg, b, &tok, calibration), tok, model);
+    let mut labeler = BertReportLabeler::new(meta(kind, &bert_cfg, b, &tok), tok, model);
+    if kind == HeadKind::Visualchexbert {
+        // The logistic regressions, on the validation split's image labels.
+        let labels = image_truth
+            .insert(study_label_map(&resolve(cfg, &b.dev_labels), cfg.dataset.on_bad_record)?.0);
+        let dev: Vec<&StudyReport> = of(Split::Valid)
+            .filter(|s| labels.contains_key(&s.study_id))
+            .collect();
+        let encoded: Vec<Encoded> = dev
+            .par_iter()
+            .map(|s| labeler.tokenizer.encode(&s.text))
+            .collect::<Result<_>>()?;
+        let probs = labeler.outputs(&encoded);
+        let truth: Vec<[Option<bool>; N_OBS]> = dev
+            .iter()
+            .map(|s| {
+                head_order(&labels[&s.study_id]).map(|l| match l {
+                    Label::Positive => Some(true),
+                    Label::Negative => Some(false),
+                    _ => None,
+                })
+            })
+            .collect();
+        labeler.meta.calibration = Some(fit_calibration(&probs, &truth, 1e-2));
+    }
     // Scores on the test split, with the rule labeler alongside.
     let test: Vec<&StudyReport> = of(Split::Test).collect();
     report.test_reports = test.len();
     let texts: Vec<&str> = test.iter().map(|s| s.text.as_str()).collect();
     let bert_rows = labeler.label_texts(&texts)?;
     let rule_rows: Vec<LabelRow> = texts.par_iter().map(|t| rules.label(t)).collect();
-    let report_truth = study_label_map(&resolve(cfg, &b.expert_labels), cfg.dataset.on_bad_record)
-        .ok()
-        .map(|m| m.0);
-    let image_truth = study_label_map(&resolve(cfg, &b.dev_labels), cfg.dataset.on_bad_record)
-        .ok()
-        .map(|m| m.0);
-    for (name, rows) in [
-        ("chexpert (rules)", &rule_rows),
-        (kind_name(kind), &bert_rows),
-    ] {
+    // Truth the training did not already read is optional here: without it, its column stays empty.
+    let optional = |p: &Path| {
+        study_label_map(&resolve(cfg, p), cfg.dataset.on_bad_record)
+            .ok()
+            .map(|m| m.0)
+    };
+    let report_truth = report_truth.or_else(|| optional(&b.expert_labels));
+    let image_truth = image_truth.or_else(|| optional(&b.dev_labels));
+    for (name, rows) in [("chexpert (rules)", &rule_rows), (kind.name(), &bert_rows)] {
         let score = |truth: &Option<HashMap<u64, LabelRow>>, image: bool| -> Option<f64> {
             let truth = truth.as_ref()?;
             let mut c = Confusion::default();
@@ -454,30 +453,17 @@ pub fn train_labeler(
         let json = serde_json::to_vec_pretty(&report).expect("report serialises");
         crate::io::write_atomic(out.join("train_report.json"), &json)?;
     }
-    let _: bool = broadcast_json(comm, &true, 0)?; // every rank returns after rank 0 has written
+    comm.barrier()?; // every rank returns after rank 0 has written
     Ok(report)
 }
 
-fn kind_name(kind: HeadKind) -> &'static str {
-    match kind {
-        HeadKind::Chexbert => "chexbert",
-        HeadKind::Visualchexbert => "visualchexbert",
-    }
-}
-
-fn meta(
-    kind: HeadKind,
-    bert: &BertConfig,
-    b: &BertSection,
-    tok: &ReportTokenizer,
-    calibration: Option<super::Calibration>,
-) -> LabelerMeta {
+fn meta(kind: HeadKind, bert: &BertConfig, b: &BertSection, tok: &ReportTokenizer) -> LabelerMeta {
     LabelerMeta {
         kind,
         bert: bert.clone(),
         max_len: tok.max_len(),
         dropout: b.dropout,
-        calibration,
+        calibration: None,
     }
 }
 
@@ -495,4 +481,40 @@ pub fn seeded_labeler(
         crate::model::state_values(&m);
         m
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teacher_probabilities_are_averaged_per_study_and_bad_cells_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::demo(&[]).unwrap();
+        let path = dir.path().join("teacher.csv");
+        std::fs::write(
+            &path,
+            "study_id,Edema,p_cardiomegaly\n7,0.25,\n7,0.75,0.5\n",
+        )
+        .unwrap();
+        let t = read_teacher(&cfg, &path).unwrap();
+        let heads = HeadKind::Chexbert.observations();
+        let at = |o| heads.iter().position(|x| *x == o).unwrap();
+        assert_eq!(
+            t[&7][at(crate::observations::Observation::Edema)],
+            Some(0.5)
+        );
+        assert_eq!(
+            t[&7][at(crate::observations::Observation::Cardiomegaly)],
+            Some(0.5)
+        );
+        assert_eq!(t[&7][at(crate::observations::Observation::Fracture)], None);
+
+        std::fs::write(&path, "study_id,Edema\n7,0.25\n8,1.5\n").unwrap();
+        let err = read_teacher(&cfg, &path).unwrap_err().to_string();
+        assert!(
+            err.contains("teacher.csv") && err.contains('3') && err.contains("Edema"),
+            "{err}"
+        );
+    }
 }

@@ -167,10 +167,16 @@ impl ReportTokenizer {
         Self::wrap(t, here)
     }
 
+    /// The `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| tok_err(Path::new("<tokenizer.json>"), e))
+    }
+
     /// Writes `tokenizer.json` (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = self.inner.to_string(false).map_err(|e| tok_err(path, e))?;
-        crate::io::write_atomic(path, json.as_bytes())
+        crate::io::write_atomic(path, self.to_json()?.as_bytes())
     }
 
     /// Vocabulary size (with added tokens).

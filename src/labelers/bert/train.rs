@@ -8,10 +8,9 @@
 //! Every rank takes its slice of each epoch's permutation ([`crate::dist::deal`]); the flat gradient and the loss
 //! are all-reduced once per step, so every rank takes the same Adam step and the replicas stay identical.
 
-use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::OptimizerConfig;
 use crate::dist::Communicator;
@@ -80,10 +79,7 @@ pub fn batch_loss(
     device: &Device,
 ) -> Tensor<1> {
     let enc: Vec<&Encoded> = rows.iter().map(|e| &e.encoded).collect();
-    let p = tok.pad(&enc);
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(p.ids, [p.rows, p.len]), device);
-    let mask = Tensor::<2>::from_data(TensorData::new(p.mask, [p.rows, p.len]), device);
-    let logits = model.forward(ids, mask);
+    let logits = model.forward_padded(tok.pad(&enc), device);
     match model.kind() {
         HeadKind::Chexbert => {
             let sizes = HeadKind::Chexbert.head_sizes();
@@ -311,28 +307,6 @@ fn solve<const K: usize>(mut a: [[f64; K]; K], mut b: [f64; K]) -> Option<[f64; 
         x[r] = (b[r] - s) / a[r][r];
     }
     Some(x)
-}
-
-/// Runs `model` (any device) in evaluation mode on one batch and returns the raw outputs — a helper for tests and
-/// for the calibration step, which needs probabilities of training-time models.
-pub fn model_outputs(
-    model: &BertLabeler,
-    tok: &ReportTokenizer,
-    rows: &[&Encoded],
-    device: &Device,
-) -> Vec<Vec<f32>> {
-    let model = model.clone().valid();
-    let p = tok.pad(rows);
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(p.ids, [p.rows, p.len]), device);
-    let mask = Tensor::<2>::from_data(TensorData::new(p.mask, [p.rows, p.len]), device);
-    let out = model.forward(ids, mask);
-    let width = out.dims()[1];
-    let v: Vec<f32> = out
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 outputs");
-    v.chunks(width).map(<[f32]>::to_vec).collect()
 }
 
 #[cfg(test)]
