@@ -162,6 +162,13 @@ pub struct DatasetConfig {
     /// Synthetic only: image encoding.
     #[serde(default)]
     pub format: ImageFormat,
+    /// Fraction of the training patients (drawn by `seed`) held out as the validation split.
+    #[serde(default)]
+    pub holdout_fraction: f64,
+    /// The dataset's validation split serves as the test split (CheXpert without `test.csv`; set
+    /// `holdout_fraction` for a validation split).
+    #[serde(default)]
+    pub valid_as_test: bool,
 }
 
 /// What produces a label source's labels.
@@ -598,6 +605,17 @@ impl Config {
                 }
                 _ => {}
             }
+        }
+        if !(0.0..1.0).contains(&self.dataset.holdout_fraction) {
+            return bad(format!(
+                "dataset.holdout_fraction {} must be within [0, 1)",
+                self.dataset.holdout_fraction
+            ));
+        }
+        if self.dataset.valid_as_test && self.dataset.holdout_fraction == 0.0 {
+            return bad(
+                "dataset.valid_as_test leaves no validation split: set dataset.holdout_fraction too".into(),
+            );
         }
         if !(16..=512).contains(&self.dataset.image_size) {
             return bad(format!(

@@ -244,12 +244,19 @@ enum Command {
         /// Override a config key.
         #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
         overrides: Vec<String>,
-        /// Dataset directory (MIMIC-CXR-JPG layout, real or synthetic).
+        /// Dataset directory: MIMIC-CXR-JPG layout (real or synthetic) or CheXpert (train.csv, valid.csv).
         #[arg(long, required_unless_present = "config")]
         dataset: Option<PathBuf>,
-        /// A label source: NAME=FILE, FILE a labeled CSV with a study_id column (repeat for each source).
+        /// A label source: NAME=FILE, FILE a labeled CSV with a study_id column (CheXpert study ids look like
+        /// patient00001/study1), or NAME=@dataset for the dataset's own labels. Repeat for each source.
         #[arg(long = "labels", value_name = "NAME=FILE")]
         labels: Vec<String>,
+        /// Fraction of the training patients held out as the validation split.
+        #[arg(long, default_value_t = 0.0)]
+        holdout: f64,
+        /// Use the dataset's validation split as the test split.
+        #[arg(long)]
+        valid_as_test: bool,
         /// Output directory.
         #[arg(long, required_unless_present = "config")]
         out: Option<PathBuf>,
@@ -725,6 +732,8 @@ fn run(cli: Cli) -> Result<()> {
             overrides,
             dataset,
             labels,
+            holdout,
+            valid_as_test,
             out,
             image_size,
             encoded,
@@ -745,10 +754,17 @@ fn run(cli: Cli) -> Result<()> {
                         .iter()
                         .map(|l| {
                             l.split_once('=')
-                                .map(|(n, f)| (n.to_string(), PathBuf::from(f)))
+                                .map(|(n, f)| {
+                                    let input = match f {
+                                        "@dataset" => LabelInput::Dataset,
+                                        f => LabelInput::Csv(PathBuf::from(f)),
+                                    };
+                                    (n.to_string(), input)
+                                })
                                 .with_context(|| format!("--labels '{l}': expected NAME=FILE"))
                         })
                         .collect::<Result<Vec<_>>>()?;
+                    use chexlab::shard::writer::{LabelInput, SplitPlan};
                     let spec = chexlab::shard::ShardSpec {
                         dataset: dataset.expect("required by clap"),
                         sources,
@@ -757,6 +773,10 @@ fn run(cli: Cli) -> Result<()> {
                         image_size,
                         seed,
                         on_bad_record: on_bad_record.into(),
+                        splits: SplitPlan {
+                            holdout_fraction: holdout,
+                            valid_as_test,
+                        },
                     };
                     (spec, out.expect("required by clap"))
                 }

@@ -27,8 +27,8 @@ fn spec(root: &Path) -> ShardSpec {
     ShardSpec {
         dataset: root.to_path_buf(),
         sources: vec![
-            ("truth".into(), root.join("truth/image_labels.csv")),
-            ("report".into(), root.join("truth/report_labels.csv")),
+            ("truth".into(), root.join("truth/image_labels.csv").into()),
+            ("report".into(), root.join("truth/report_labels.csv").into()),
         ],
         // ~1,150 bytes a row at 32 px: about 90 rows a shard, so every split has several shards.
         target_mb: 0.1,
@@ -36,6 +36,7 @@ fn spec(root: &Path) -> ShardSpec {
         image_size: 32,
         seed: 9,
         on_bad_record: OnBadRecord::Fail,
+        splits: Default::default(),
     }
 }
 

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::{Array, BinaryArray, Int8Array, StringArray, UInt16Array};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelectionPolicy,
+    RowSelector,
+};
+use parquet::file::metadata::PageIndexPolicy;
 
 use crate::data::Split;
 use crate::error::{Error, Result};
@@ -47,7 +51,10 @@ pub struct ShardSet {
 
 fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<fs::File>> {
     let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| {
+    // The offset index lets a row selection skip the pages it does not touch instead of decoding them: with the
+    // writer's small image pages a random batch decodes about its own rows, not whole megabyte pages.
+    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+    ParquetRecordBatchReaderBuilder::try_new_with_options(f, options).map_err(|e| {
         Error::format(
             path,
             format!("not a readable Parquet shard (truncated or corrupt?): {e}"),
@@ -242,9 +249,12 @@ impl ShardSet {
                 }
                 pos = r + 1;
             }
+            // Selectors, never a boolean mask: a mask (parquet's choice for short runs, i.e. every random batch)
+            // decodes every page of the row group instead of skipping to the selected rows.
             let reader = builder
                 .with_projection(mask)
                 .with_row_selection(RowSelection::from(selectors))
+                .with_row_selection_policy(RowSelectionPolicy::Selectors)
                 .with_batch_size(1024)
                 .build()
                 .map_err(|e| Error::format(&path, e.to_string()))?;

@@ -13,7 +13,8 @@ use arrow_array::builder::{BinaryBuilder, Int8Builder, StringBuilder, UInt16Buil
 use arrow_array::{ArrayRef, RecordBatch};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -21,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::hex;
-use crate::data::mimic::MimicLayout;
+use crate::data::chexpert;
+use crate::data::mimic::{MimicLayout, study_label_map};
 use crate::data::{OnBadRecord, Split};
 use crate::error::{Error, Result};
 use crate::io::{AtomicFile, write_atomic};
@@ -32,13 +34,42 @@ use crate::shard::schema::{SCHEMA_VERSION, schema};
 /// Name of the index file.
 pub const INDEX: &str = "index.json";
 
+/// Target size of a data page of the `image` column.
+const IMAGE_PAGE_BYTES: usize = 64 * 1024;
+
+/// Where a label source's labels come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LabelInput {
+    /// A labeled CSV with a `study_id` column (labeler output, external tool, truth file).
+    Csv(PathBuf),
+    /// The dataset's own label columns: CheXpert's `train.csv`/`valid.csv`(/`test.csv`), or MIMIC's
+    /// `mimic-cxr-2.0.0-chexpert.csv`.
+    Dataset,
+}
+
+impl From<PathBuf> for LabelInput {
+    fn from(p: PathBuf) -> Self {
+        LabelInput::Csv(p)
+    }
+}
+
+/// How images are assigned to splits beyond what the dataset says.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitPlan {
+    /// Fraction of the training patients (drawn by seed) moved to the validation split.
+    pub holdout_fraction: f64,
+    /// The dataset's own validation split becomes the test split (CheXpert without `test.csv`: its radiologist
+    /// labeled `valid.csv` is the best test set; `holdout_fraction` then provides the validation split).
+    pub valid_as_test: bool,
+}
+
 /// What to shard.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShardSpec {
-    /// MIMIC-CXR-JPG style dataset (real or synthetic).
+    /// Dataset: MIMIC-CXR-JPG layout (real or synthetic) or CheXpert (`train.csv`, `valid.csv`), detected.
     pub dataset: PathBuf,
-    /// Label sources: name and labeled CSV with a `study_id` column.
-    pub sources: Vec<(String, PathBuf)>,
+    /// Label sources: name and where its labels come from.
+    pub sources: Vec<(String, LabelInput)>,
     /// Target shard size in MB.
     pub target_mb: f64,
     /// Store pre-resized pixels (true) or the original encoded bytes (false).
@@ -47,26 +78,29 @@ pub struct ShardSpec {
     pub image_size: u32,
     pub seed: u64,
     pub on_bad_record: OnBadRecord,
+    pub splits: SplitPlan,
 }
 
 /// The shard spec of an experiment config: label sources come from the labeler outputs of the run directory
-/// (`RUN_DIR/labels/<name>.csv`), external CSVs, or the synthetic world's image truth.
+/// (`RUN_DIR/labels/<name>.csv`), external CSVs, the dataset's own labels, or the synthetic world's image truth.
 pub fn spec_from_config(cfg: &crate::config::Config) -> Result<ShardSpec> {
-    use crate::config::{DatasetKind, SourceKind};
-    if cfg.dataset.kind == DatasetKind::Chexpert {
-        return Err(Error::NotImplemented("sharding the CheXpert layout"));
-    }
+    use crate::config::SourceKind;
     let mut sources = Vec::new();
     for s in &cfg.sources {
-        let path = match s.kind {
-            SourceKind::Truth => cfg.dataset.root.join("truth/image_labels.csv"),
-            SourceKind::External | SourceKind::Dataset => s.path.clone().ok_or_else(|| {
-                Error::Config(format!(
+        let path = match (s.kind, &s.path) {
+            (SourceKind::Dataset, None) => {
+                sources.push((s.name.clone(), LabelInput::Dataset));
+                continue;
+            }
+            (SourceKind::Truth, _) => cfg.dataset.root.join("truth/image_labels.csv"),
+            (SourceKind::External | SourceKind::Dataset, Some(p)) => p.clone(),
+            (SourceKind::External, None) => {
+                return Err(Error::Config(format!(
                     "sources.{}: a path to its labeled CSV is needed",
                     s.name
-                ))
-            })?,
-            SourceKind::Labeler => cfg.run_dir.join("labels").join(format!("{}.csv", s.name)),
+                )));
+            }
+            (SourceKind::Labeler, _) => cfg.run_dir.join("labels").join(format!("{}.csv", s.name)),
         };
         if !path.is_file() {
             return Err(Error::io(
@@ -77,7 +111,7 @@ pub fn spec_from_config(cfg: &crate::config::Config) -> Result<ShardSpec> {
                 ),
             ));
         }
-        sources.push((s.name.clone(), path));
+        sources.push((s.name.clone(), LabelInput::Csv(path)));
     }
     Ok(ShardSpec {
         dataset: cfg.dataset.root.clone(),
@@ -87,6 +121,10 @@ pub fn spec_from_config(cfg: &crate::config::Config) -> Result<ShardSpec> {
         image_size: cfg.model.image_size,
         seed: cfg.seed,
         on_bad_record: cfg.dataset.on_bad_record,
+        splits: SplitPlan {
+            holdout_fraction: cfg.dataset.holdout_fraction,
+            valid_as_test: cfg.dataset.valid_as_test,
+        },
     })
 }
 
@@ -128,6 +166,141 @@ struct Row {
     path: PathBuf,
     rows: Option<u32>,
     columns: Option<u32>,
+}
+
+/// A dataset's images, the tables they came from, and its own labels by study.
+struct Collected {
+    rows: Vec<Row>,
+    tables: Vec<PathBuf>,
+    labels: Option<HashMap<String, LabelRow>>,
+}
+
+/// Reads the images of a MIMIC-CXR-JPG (or synthetic) or CheXpert dataset, refusing a patient found in two
+/// splits (its images would leak between training and test).
+fn collect(spec: &ShardSpec) -> Result<Collected> {
+    // Patient → (split, file, line) of its first image.
+    let mut seen: HashMap<String, (Split, PathBuf, u64)> = HashMap::new();
+    let mut check = |patient: &str, split: Split, file: &Path, line: u64| -> Result<()> {
+        match seen.get(patient) {
+            Some((prev, prev_file, prev_line)) if *prev != split => Err(Error::record(
+                file,
+                line,
+                format!(
+                    "patient {patient} is in {prev} ({}, line {prev_line}) and in {split}: splits would leak",
+                    prev_file.display()
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                seen.insert(patient.to_string(), (split, file.to_path_buf(), line));
+                Ok(())
+            }
+        }
+    };
+    let mut rows = Vec::new();
+    if MimicLayout::detect(&spec.dataset) {
+        let layout = MimicLayout::open(&spec.dataset, None)?;
+        let mut images = layout.images(spec.on_bad_record)?;
+        for img in images.by_ref() {
+            let img = img?;
+            let patient = img.meta.subject_id.to_string();
+            check(&patient, img.split, &layout.metadata, img.meta.line)?;
+            rows.push(Row {
+                study: img.meta.study_id.to_string(),
+                patient,
+                image_id: img.meta.dicom_id.clone(),
+                view: img.meta.view.name(),
+                split: img.split,
+                path: layout.root.join(&img.image_path),
+                rows: img.meta.rows,
+                columns: img.meta.columns,
+            });
+        }
+        let labels = match &layout.chexpert {
+            Some(p) if spec.sources.iter().any(|(_, l)| *l == LabelInput::Dataset) => Some(
+                study_label_map(p, spec.on_bad_record)?
+                    .0
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let mut tables = vec![layout.metadata.clone(), layout.split.clone()];
+        tables.extend(labels.as_ref().and(layout.chexpert.clone()));
+        return Ok(Collected {
+            rows,
+            tables,
+            labels,
+        });
+    }
+    let tables = chexpert::dataset_csvs(&spec.dataset).map_err(|_| {
+        Error::format(
+            &spec.dataset,
+            "neither a MIMIC-CXR-JPG dataset (mimic-cxr-2.0.0-metadata.csv, -split.csv) nor a CheXpert one \
+             (train.csv, valid.csv)",
+        )
+    })?;
+    let mut labels = HashMap::new();
+    for csv in &tables {
+        let mut stream = chexpert::read_csv(csv, spec.on_bad_record)?;
+        for img in stream.by_ref() {
+            let img = img?;
+            check(&img.patient, img.split, csv, img.line)?;
+            let study = img.study_id();
+            rows.push(Row {
+                image_id: format!("{study}/{}", img.view_name),
+                patient: img.patient.clone(),
+                view: img.view.name(),
+                split: img.split,
+                path: img.image_path(&spec.dataset),
+                rows: None,
+                columns: None,
+                study: study.clone(),
+            });
+            // Every image of a study carries the study's (report's) labels.
+            labels.insert(study, img.labels);
+        }
+    }
+    Ok(Collected {
+        rows,
+        tables,
+        labels: Some(labels),
+    })
+}
+
+/// Groups rows by split after the [`SplitPlan`]: the dataset's validation split moved to test, then a seeded
+/// fraction of the training patients (whole patients, so nothing leaks) moved to validation.
+fn plan_splits(
+    rows: Vec<Row>,
+    plan: &SplitPlan,
+    seed: u64,
+    dataset: &Path,
+) -> Result<BTreeMap<Split, Vec<Row>>> {
+    if plan.valid_as_test && rows.iter().any(|r| r.split == Split::Test) {
+        return Err(Error::format(
+            dataset,
+            "valid_as_test: the dataset has a test split of its own",
+        ));
+    }
+    let held_out = |patient: &str| {
+        let mut h = Sha256::new();
+        h.update(seed.to_le_bytes());
+        h.update(patient.as_bytes());
+        let d = h.finalize();
+        let x = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+        (x as f64 / u64::MAX as f64) < plan.holdout_fraction
+    };
+    let mut out: BTreeMap<Split, Vec<Row>> = BTreeMap::new();
+    for mut r in rows {
+        r.split = match r.split {
+            Split::Valid if plan.valid_as_test => Split::Test,
+            Split::Train if plan.holdout_fraction > 0.0 && held_out(&r.patient) => Split::Valid,
+            s => s,
+        };
+        out.entry(r.split).or_default().push(r);
+    }
+    Ok(out)
 }
 
 /// SHA-256 of a file, hex.
@@ -212,13 +385,24 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
             spec.image_size
         )));
     }
-    let layout = MimicLayout::open(&spec.dataset, None)?;
+    let plan = &spec.splits;
+    if !(0.0..1.0).contains(&plan.holdout_fraction) {
+        return Err(Error::Config(format!(
+            "holdout fraction {} must be within [0, 1)",
+            plan.holdout_fraction
+        )));
+    }
+    let dataset = collect(spec)?;
     // Config hash: the spec plus the content of every input table, so changed inputs redo the shards.
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(spec).expect("spec serialises"));
-    for p in [&layout.metadata, &layout.split]
-        .into_iter()
-        .chain(spec.sources.iter().map(|(_, p)| p))
+    for p in dataset
+        .tables
+        .iter()
+        .chain(spec.sources.iter().filter_map(|(_, l)| match l {
+            LabelInput::Csv(p) => Some(p),
+            LabelInput::Dataset => None,
+        }))
     {
         h.update(sha256_of(p)?.as_bytes());
     }
@@ -226,52 +410,35 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
 
     // Labels per source, by study id.
     let mut labels: Vec<HashMap<String, LabelRow>> = Vec::new();
-    for (name, path) in &spec.sources {
-        let mut stream = read_labeled(path, spec.on_bad_record)?;
-        if stream.parser().id_column() != Some("study_id") {
-            return Err(Error::format(
-                path,
-                format!("label source '{name}' needs a study_id column"),
-            ));
-        }
-        let mut map = HashMap::new();
-        for row in stream.by_ref() {
-            let row = row?;
-            map.insert(row.id.unwrap_or_default(), row.labels);
-        }
-        labels.push(map);
-    }
-
-    // Images, with the patient → split check.
-    let mut rows: BTreeMap<Split, Vec<Row>> = BTreeMap::new();
-    let mut patient_split: HashMap<u64, (Split, u64)> = HashMap::new();
-    let mut images = layout.images(spec.on_bad_record)?;
-    for img in images.by_ref() {
-        let img = img?;
-        if let Some(&(prev, line)) = patient_split.get(&img.meta.subject_id)
-            && prev != img.split
-        {
-            return Err(Error::record(
-                &layout.metadata,
-                img.meta.line,
-                format!(
-                    "patient {} is in {prev} (line {line}) and in {}: splits would leak",
-                    img.meta.subject_id, img.split
-                ),
-            ));
-        }
-        patient_split.insert(img.meta.subject_id, (img.split, img.meta.line));
-        rows.entry(img.split).or_default().push(Row {
-            study: img.meta.study_id.to_string(),
-            patient: img.meta.subject_id.to_string(),
-            image_id: img.meta.dicom_id.clone(),
-            view: img.meta.view.name(),
-            split: img.split,
-            path: layout.root.join(&img.image_path),
-            rows: img.meta.rows,
-            columns: img.meta.columns,
+    for (name, input) in &spec.sources {
+        labels.push(match input {
+            LabelInput::Dataset => dataset.labels.clone().ok_or_else(|| {
+                Error::format(
+                    &spec.dataset,
+                    format!(
+                        "label source '{name}' asks for the dataset's own labels, but it has none \
+                         (MIMIC: mimic-cxr-2.0.0-chexpert.csv)"
+                    ),
+                )
+            })?,
+            LabelInput::Csv(path) => {
+                let mut stream = read_labeled(path, spec.on_bad_record)?;
+                if stream.parser().id_column() != Some("study_id") {
+                    return Err(Error::format(
+                        path,
+                        format!("label source '{name}' needs a study_id column"),
+                    ));
+                }
+                let mut map = HashMap::new();
+                for row in stream.by_ref() {
+                    let row = row?;
+                    map.insert(row.id.unwrap_or_default(), row.labels);
+                }
+                map
+            }
         });
     }
+    let rows = plan_splits(dataset.rows, plan, spec.seed, &spec.dataset)?;
 
     fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let index_path = out.join(INDEX);
@@ -420,9 +587,15 @@ fn write_one(
     split: Split,
     bar: &indicatif::ProgressBar,
 ) -> Result<ShardEntry> {
+    // Small image pages (~IMAGE_PAGE_BYTES) so that a reader with the offset index decodes about the rows it
+    // selects: a random batch at 224 px would otherwise decode a megabyte page for every 50 kB image it takes.
+    let image = ColumnPath::from("image");
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(rows_per_group))
+        .set_column_data_page_size_limit(image.clone(), IMAGE_PAGE_BYTES)
+        .set_column_dictionary_enabled(image.clone(), false)
+        .set_column_statistics_enabled(image, EnabledStatistics::None)
         .build();
     let file = AtomicFile::create(path)?;
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
@@ -440,7 +613,15 @@ fn write_one(
                         spec.image_size,
                     ))
                 } else {
-                    let (w, h) = dims.unwrap_or((0, 0));
+                    // CheXpert lists no image sizes: read them off the image header.
+                    let (w, h) = match dims {
+                        Some(d) => d,
+                        None => image::ImageReader::new(std::io::Cursor::new(&bytes))
+                            .with_guessed_format()
+                            .ok()
+                            .and_then(|r| r.into_dimensions().ok())
+                            .ok_or_else(|| Error::format(&r.path, "cannot read the image size"))?,
+                    };
                     Ok((bytes, w, h))
                 }
             })

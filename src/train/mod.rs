@@ -133,6 +133,47 @@ pub struct Batch {
     pub labels: Vec<LabelRow>,
 }
 
+/// Where a training batch sits in a run: what its images' augmentation draws are seeded by.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchPos {
+    pub seed: u64,
+    pub epoch: u64,
+    pub batch: usize,
+    pub rank: usize,
+}
+
+/// The loader's whole job for one batch: reads `rows` (image + `source`'s labels), decodes encoded shards,
+/// augments (when `augment` is on; each image drawn from `pos` and its position, in parallel) and stacks them
+/// into a normalised `[n, channels, size, size]` batch.
+pub fn load_batch(
+    shards: &ShardSet,
+    rows: &[crate::shard::RowRef],
+    source: &str,
+    size: usize,
+    channels: usize,
+    augment: &crate::data::augment::AugmentConfig,
+    pos: BatchPos,
+) -> Result<Batch> {
+    use rayon::prelude::*;
+    let mut samples = shards.read_images(rows, source, size as u32)?;
+    if augment.enabled {
+        samples.par_iter_mut().enumerate().for_each(|(i, smp)| {
+            // An image of another size is left for `to_batch` to refuse by name.
+            if smp.pixels.len() == size * size {
+                let mut rng = crate::data::augment::image_rng(
+                    pos.seed,
+                    pos.epoch,
+                    pos.batch as u64,
+                    pos.rank as u64,
+                    i as u64,
+                );
+                smp.pixels = crate::data::augment::augment(&smp.pixels, size, augment, &mut rng);
+            }
+        });
+    }
+    to_batch(samples, size as u32, channels, &shards.dir)
+}
+
 /// Turns shard samples into a normalised `[n, channels, size, size]` batch (grey pixels repeated over channels).
 pub fn to_batch(samples: Vec<Sample>, size: u32, channels: usize, path: &Path) -> Result<Batch> {
     let plane = (size * size) as usize;

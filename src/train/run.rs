@@ -24,12 +24,11 @@ use super::log::MetricsLog;
 use super::schedule::LrSchedule;
 use super::score::{auroc_table, mean_auroc, predict_distributed};
 use super::{
-    Batch, Resume, RunFiles, TrainSettings, apply, build_model, check_settings, gradients, grads,
-    load_model_bytes, loss, optimizer, to_batch,
+    Batch, BatchPos, Resume, RunFiles, TrainSettings, apply, build_model, check_settings,
+    gradients, grads, load_batch, load_model_bytes, loss, optimizer,
 };
 use crate::config::hex;
 use crate::data::Split;
-use crate::data::augment;
 use crate::dist::{Communicator, broadcast_json};
 use crate::error::{Error, Result};
 use crate::model::{DenseNet, DenseNetConfig, state_values, trainable_values};
@@ -155,29 +154,6 @@ fn sync_from_root(
     // Parameters are drawn lazily, so this fresh model draws nothing before the record replaces them.
     let fresh = DenseNetConfig::from_model_config(&s.model)?.init(device);
     load_model_bytes(fresh, bytes, Path::new("<model broadcast from rank 0>"), s)
-}
-
-/// Applies the configured augmentation to a training batch (images of another size are left for [`to_batch`]
-/// to refuse by name).
-fn augment_batch(
-    mut samples: Vec<crate::shard::Sample>,
-    s: &TrainSettings,
-    size: usize,
-    epoch: u64,
-    batch: usize,
-    rank: usize,
-) -> Vec<crate::shard::Sample> {
-    let cfg = &s.schedule.augment;
-    if !cfg.enabled {
-        return samples;
-    }
-    for (i, smp) in samples.iter_mut().enumerate() {
-        if smp.pixels.len() == size * size {
-            let mut rng = augment::image_rng(s.seed, epoch, batch as u64, rank as u64, i as u64);
-            smp.pixels = augment::augment(&smp.pixels, size, cfg, &mut rng);
-        }
-    }
-    samples
 }
 
 /// SHA-256 over a model's values.
@@ -396,10 +372,21 @@ fn train_in_pool(
             let rows = &rows;
             scope.spawn(move || {
                 for b in first..last {
-                    let batch = shards
-                        .read_images(&rows[b * bs..(b + 1) * bs], &s.source, size as u32)
-                        .map(|smp| augment_batch(smp, s, size, epoch, b, rank))
-                        .and_then(|smp| to_batch(smp, size as u32, chans, &shards.dir));
+                    let pos = BatchPos {
+                        seed: s.seed,
+                        epoch,
+                        batch: b,
+                        rank,
+                    };
+                    let batch = load_batch(
+                        shards,
+                        &rows[b * bs..(b + 1) * bs],
+                        &s.source,
+                        size,
+                        chans,
+                        &s.schedule.augment,
+                        pos,
+                    );
                     if tx.send(batch).is_err() {
                         return;
                     }

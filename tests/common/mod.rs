@@ -25,13 +25,14 @@ pub fn world_and_shards(dir: &Path, studies: u64, sources: &[(&str, &str)]) -> P
         dataset: world.clone(),
         sources: sources
             .iter()
-            .map(|(name, file)| (name.to_string(), world.join(file)))
+            .map(|(name, file)| (name.to_string(), world.join(file).into()))
             .collect(),
         target_mb: 1.0,
         pre_resize: true,
         image_size: 32,
         seed: 5,
         on_bad_record: OnBadRecord::Fail,
+        splits: Default::default(),
     };
     write_shards(&spec, &dir.join("run/shards")).unwrap();
     world
