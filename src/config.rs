@@ -387,6 +387,17 @@ pub enum Backend {
     Nccl,
 }
 
+/// Where a rank computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDevice {
+    /// Burn's Flex CPU backend.
+    #[default]
+    Cpu,
+    /// Burn's CUDA backend on the rank's GPU (a chexlab built with the `cuda` feature).
+    Cuda,
+}
+
 /// How label sources share the ranks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -414,6 +425,8 @@ pub enum LrScaling {
 #[serde(deny_unknown_fields, default)]
 pub struct DistributedConfig {
     pub backend: Backend,
+    /// `cpu` or `cuda` (one GPU per rank: the only visible one, else the local rank's).
+    pub device: ComputeDevice,
     pub schedule: SourceSchedule,
     pub lr_scaling: LrScaling,
     /// Loader threads per rank.
@@ -429,6 +442,7 @@ impl Default for DistributedConfig {
     fn default() -> Self {
         DistributedConfig {
             backend: Backend::Auto,
+            device: ComputeDevice::Cpu,
             schedule: SourceSchedule::Auto,
             lr_scaling: LrScaling::None,
             loader_threads: 2,

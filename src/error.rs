@@ -62,6 +62,10 @@ pub enum Error {
     #[error("config: {0}")]
     Config(String),
 
+    /// A collective, a rank or a device of a distributed run failed.
+    #[error("distributed: {0}")]
+    Distributed(String),
+
     /// A subcommand or option whose implementation has not landed yet.
     #[error("{0} is not implemented yet")]
     NotImplemented(&'static str),

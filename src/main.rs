@@ -329,6 +329,11 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Check the GPU path on every rank (run it under mpirun/srun like training): CUDA driver, GPUs and libnccl
+    /// found, the ranks' agreement on NCCL or MPI for the gradient all-reduce, and the NCCL id exchange.
+    /// One JSON line per rank.
+    #[cfg(feature = "nccl")]
+    GpuProbe,
     /// Show what a dataset, label CSV, reports CSV or run directory contains.
     Inspect {
         /// Path to inspect.
@@ -453,7 +458,7 @@ fn run_pipeline(cfg: Config, from: Option<&str>) -> Result<()> {
             })
         })
         .transpose()?;
-    let comm = chexlab::dist::from_env()?;
+    let comm = chexlab::dist::for_training(chexlab::dist::from_env()?, &cfg.distributed)?;
     let code = distributed(comm.as_ref(), || {
         if comm.rank() == 0 {
             prepare_run(&cfg)?;
@@ -814,7 +819,7 @@ fn run(cli: Cli) -> Result<()> {
                     ScheduleArg::Sequential => SourceSchedule::Sequential,
                 };
             }
-            let comm = chexlab::dist::from_env()?;
+            let comm = chexlab::dist::for_training(chexlab::dist::from_env()?, &cfg.distributed)?;
             let code = distributed(comm.as_ref(), || {
                 if comm.rank() == 0 {
                     prepare_run(&cfg)?;
@@ -829,6 +834,7 @@ fn run(cli: Cli) -> Result<()> {
                         Some(path) => Resume::From(PathBuf::from(path)),
                     },
                     threads: cfg.distributed.compute_threads,
+                    device: cfg.distributed.device,
                     stop: Some(stop_flag()?),
                 };
                 let names = selected_sources(&cfg, &sources)?;
@@ -931,6 +937,13 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             run_pipeline(Config::demo(&overrides)?, None)
+        }
+        #[cfg(feature = "nccl")]
+        Command::GpuProbe => {
+            let comm = chexlab::dist::from_env()?;
+            let report = chexlab::dist::nccl::probe_report(comm.as_ref())?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
         }
         Command::Inspect {
             path,

@@ -443,6 +443,7 @@ fn run_stage(
                 resume: Resume::Auto,
                 threads: cfg.distributed.compute_threads,
                 stop,
+                device: cfg.distributed.device,
             };
             let runs = crate::train::train_sources(cfg, &names, &shards, &opts, comm)?;
             // Every rank learns whether any group was preempted.
@@ -507,6 +508,7 @@ fn teacher(
         resume: Resume::Auto,
         threads: t.distributed.compute_threads,
         stop,
+        device: t.distributed.device,
     };
     crate::train::train_sources(&t, std::slice::from_ref(&src.name), &shards, &opts, comm)?;
     crate::train::score::evaluate_run(

@@ -24,7 +24,7 @@ fn train(
     let opts = TrainOptions {
         resume,
         threads,
-        stop: None,
+        ..TrainOptions::default()
     };
     chexlab::train::train(set, s, out, &opts, &Single)
 }
@@ -276,8 +276,7 @@ fn two_ranks_with_batch_b_match_one_rank_with_batch_2b() {
                 scope.spawn(move || {
                     let opts = TrainOptions {
                         resume: Resume::Fresh,
-                        threads: 1,
-                        stop: None,
+                        ..TrainOptions::default()
                     };
                     let sum = chexlab::train::train(set, s2, two, &opts, &comm).unwrap();
                     assert_eq!(comm.size(), 2);

@@ -9,6 +9,9 @@ pub mod threads;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 
+#[cfg(feature = "nccl")]
+pub mod nccl;
+
 use crate::error::{Error, Result};
 
 /// What ranks need from each other.
@@ -94,6 +97,105 @@ pub fn from_env() -> Result<Box<dyn Communicator>> {
     Ok(Box::new(single::Single))
 }
 
+/// The GPU of a rank: the only one when one is visible (Slurm's `--gpus-per-task` or `CUDA_VISIBLE_DEVICES` per
+/// rank), else the local rank's, refused when the node has fewer GPUs than ranks.
+pub fn gpu_ordinal(local_rank: usize, devices: usize) -> Result<usize> {
+    match devices {
+        0 => Err(Error::Config("no GPU visible to this rank".into())),
+        1 => Ok(0),
+        n if local_rank < n => Ok(local_rank),
+        n => Err(Error::Config(format!(
+            "local rank {local_rank} has no GPU of its own: {n} GPUs on this node for more ranks \
+             (launch one rank per GPU: --ntasks-per-node = --gpus-per-node)"
+        ))),
+    }
+}
+
+/// The Burn device a rank computes on.
+pub fn compute_device(
+    kind: crate::config::ComputeDevice,
+    local_rank: usize,
+) -> Result<burn::tensor::Device> {
+    match kind {
+        crate::config::ComputeDevice::Cpu => Ok(burn::tensor::Device::flex()),
+        crate::config::ComputeDevice::Cuda => cuda_device(local_rank),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(local_rank: usize) -> Result<burn::tensor::Device> {
+    // SAFETY: only tries to dlopen the driver library (cudarc panics on use when it is missing).
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(Error::Config(
+            "distributed.device = \"cuda\", but no CUDA driver (libcuda.so) could be loaded".into(),
+        ));
+    }
+    let count = cudarc::driver::CudaContext::device_count()
+        .map_err(|e| Error::Config(format!("CUDA driver: {e}")))?;
+    let ordinal = gpu_ordinal(local_rank, count.max(0) as usize)?;
+    tracing::info!(
+        local_rank,
+        ordinal,
+        "computing on CUDA device {ordinal} of {count}"
+    );
+    Ok(burn::tensor::Device::cuda(ordinal))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_local_rank: usize) -> Result<burn::tensor::Device> {
+    Err(Error::Config(
+        "distributed.device = \"cuda\" needs a chexlab built with the `cuda` feature (launch/build-cuda.sh)"
+            .into(),
+    ))
+}
+
+/// The communicator training uses, after `distributed.backend`: NCCL for the gradient all-reduce (`nccl`, or
+/// `auto` on GPUs when every rank can use it — decided together, so no rank diverges), else `ctrl` itself.
+pub fn for_training(
+    ctrl: Box<dyn Communicator>,
+    dist: &crate::config::DistributedConfig,
+) -> Result<Box<dyn Communicator>> {
+    use crate::config::{Backend, ComputeDevice};
+    let wants = match dist.backend {
+        Backend::Nccl => true,
+        Backend::Auto => dist.device == ComputeDevice::Cuda && ctrl.size() > 1,
+        Backend::Mpi | Backend::Single => false,
+    };
+    if !wants {
+        return Ok(ctrl);
+    }
+    #[cfg(feature = "nccl")]
+    {
+        let timeout = std::time::Duration::from_secs(dist.collective_timeout_s.max(1));
+        if dist.backend == Backend::Auto {
+            let p = nccl::probe();
+            let lacking = nccl::ranks_lacking(ctrl.as_ref(), p.usable())?;
+            if !lacking.is_empty() {
+                if ctrl.rank() == 0 {
+                    tracing::warn!(
+                        "gradient all-reduce over MPI: NCCL is not usable on rank(s) {lacking:?}{}",
+                        p.why_not()
+                            .map(|w| format!(" (rank 0: {w})"))
+                            .unwrap_or_default()
+                    );
+                }
+                return Ok(ctrl);
+            }
+        }
+        Ok(Box::new(nccl::NcclWorld::new(ctrl, timeout)?))
+    }
+    #[cfg(not(feature = "nccl"))]
+    {
+        if dist.backend == Backend::Nccl {
+            return Err(Error::Config(
+                "distributed.backend = \"nccl\" needs a chexlab built with the `nccl` feature"
+                    .into(),
+            ));
+        }
+        Ok(ctrl)
+    }
+}
+
 /// True on every rank when `flag` is true on any rank (one all-reduce).
 pub fn any(comm: &dyn Communicator, flag: bool) -> Result<bool> {
     let mut v = [f32::from(u8::from(flag))];
@@ -119,4 +221,27 @@ pub fn deal(n: usize, rank: usize, world: usize, epoch: u64, seed: u64) -> Vec<u
         .step_by(world)
         .take(per_rank)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_ordinals_follow_the_local_rank_or_the_only_gpu() {
+        assert_eq!(gpu_ordinal(3, 1).unwrap(), 0);
+        assert_eq!(gpu_ordinal(2, 4).unwrap(), 2);
+        let err = gpu_ordinal(4, 4).unwrap_err().to_string();
+        assert!(err.contains("4 GPUs on this node"), "{err}");
+        assert!(gpu_ordinal(0, 0).is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_clear_error() {
+        let err = compute_device(crate::config::ComputeDevice::Cuda, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`cuda` feature"), "{err}");
+    }
 }

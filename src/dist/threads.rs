@@ -65,6 +65,26 @@ fn f32s(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
+impl Threads {
+    /// Runs `f` on `size` in-process ranks, one thread each, and returns their results in rank order.
+    pub fn run<T: Send>(size: usize, f: impl Fn(&dyn Communicator) -> T + Sync) -> Vec<T> {
+        let world = Threads::world(size);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = world
+                .iter()
+                .map(|c| {
+                    let f = &f;
+                    s.spawn(move || f(c))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("rank thread panicked"))
+                .collect()
+        })
+    }
+}
+
 impl Communicator for Threads {
     fn rank(&self) -> usize {
         self.rank
@@ -158,31 +178,22 @@ mod tests {
 
     #[test]
     fn collectives_agree_across_threads() {
-        let world = Threads::world(3);
-        let results: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = world
-                .iter()
-                .map(|c| {
-                    s.spawn(move || {
-                        let r = c.rank();
-                        let mut v = vec![r as f32, 1.0];
-                        c.all_reduce_sum_f32(&mut v).unwrap();
-                        let mut b = if r == 1 {
-                            b"hello".to_vec()
-                        } else {
-                            Vec::new()
-                        };
-                        c.broadcast_bytes(&mut b, 1).unwrap();
-                        let g = c.gather_bytes(&[r as u8; 2], 0).unwrap();
-                        let sub = c.split(r % 2).unwrap();
-                        let mut w = vec![1.0f32];
-                        sub.all_reduce_sum_f32(&mut w).unwrap();
-                        c.barrier().unwrap();
-                        (v, b, g, sub.rank(), sub.size(), w[0])
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let results = Threads::run(3, |c| {
+            let r = c.rank();
+            let mut v = vec![r as f32, 1.0];
+            c.all_reduce_sum_f32(&mut v).unwrap();
+            let mut b = if r == 1 {
+                b"hello".to_vec()
+            } else {
+                Vec::new()
+            };
+            c.broadcast_bytes(&mut b, 1).unwrap();
+            let g = c.gather_bytes(&[r as u8; 2], 0).unwrap();
+            let sub = c.split(r % 2).unwrap();
+            let mut w = vec![1.0f32];
+            sub.all_reduce_sum_f32(&mut w).unwrap();
+            c.barrier().unwrap();
+            (v, b, g, sub.rank(), sub.size(), w[0])
         });
         for (r, (v, b, g, sub_rank, sub_size, w)) in results.into_iter().enumerate() {
             assert_eq!(v, vec![3.0, 3.0]);

@@ -47,6 +47,8 @@ pub struct TrainOptions {
     pub threads: usize,
     /// Set (by a signal handler) to checkpoint at the next step and stop.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Where the rank computes (`distributed.device`).
+    pub device: crate::config::ComputeDevice,
 }
 
 impl Default for TrainOptions {
@@ -55,6 +57,7 @@ impl Default for TrainOptions {
             resume: Resume::Fresh,
             threads: 1,
             stop: None,
+            device: crate::config::ComputeDevice::Cpu,
         }
     }
 }
@@ -223,7 +226,7 @@ fn train_in_pool(
             .map_err(|e| Error::io(files.checkpoints(), e))?;
     }
 
-    let device = Device::flex();
+    let device = crate::dist::compute_device(opts.device, comm.local_rank())?;
     let ad = device.clone().autodiff();
     let mut model = build_model(s, &ad)?;
     let mut optim = optimizer(&s.optimizer);

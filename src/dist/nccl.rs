@@ -1,0 +1,399 @@
+//! NCCL for the data plane on GPUs, bootstrapped over the control-plane communicator (MPI).
+//!
+//! Order on every rank: [`probe`] the CUDA driver and NCCL libraries without touching them (cudarc panics when a
+//! library it needs is missing), agree across ranks ([`ranks_lacking`]: one all-reduce, so either every rank uses
+//! NCCL or none does and no rank waits in a collective the others never enter), pick the GPU ([`ordinal`]) and
+//! refuse two ranks on one device ([`check_distinct_gpus`]), then rank 0 creates the unique id, the control plane
+//! broadcasts it ([`exchange_id`]), and every rank joins the NCCL communicator ([`Nccl::init`]).
+//!
+//! NCCL has no timeouts of its own: [`Nccl`] waits for each collective with a deadline (`collective_timeout_s`)
+//! and, when it passes, aborts the NCCL communicator and fails naming the step and the sequence number (ranks log
+//! theirs at debug level, so the rank that never arrived is the one whose log stops earlier).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+use cudarc::nccl::{Comm, Id, ReduceOp};
+
+use super::{Communicator, Seq};
+use crate::error::{Error, Result};
+
+/// Bytes of an NCCL unique id.
+pub const ID_BYTES: usize = 128;
+
+/// What this process can load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Probe {
+    /// `libcuda` (the driver) loads.
+    pub cuda: bool,
+    /// `libnccl.so` loads.
+    pub nccl: bool,
+    /// CUDA devices visible (0 without a driver).
+    pub devices: usize,
+}
+
+impl Probe {
+    /// Can this rank run NCCL collectives?
+    pub fn usable(&self) -> bool {
+        self.cuda && self.nccl && self.devices > 0
+    }
+
+    /// Why not, in words a user can act on.
+    pub fn why_not(&self) -> Option<String> {
+        if !self.cuda {
+            Some("no CUDA driver (libcuda.so) could be loaded".into())
+        } else if self.devices == 0 {
+            Some("the CUDA driver sees no GPU (check CUDA_VISIBLE_DEVICES and --gpus)".into())
+        } else if !self.nccl {
+            Some(
+                "libnccl.so could not be loaded: put its directory on LD_LIBRARY_PATH; where only libnccl.so.2 \
+                 exists (e.g. inside PyTorch's nvidia/nccl/lib), a symlink libnccl.so -> libnccl.so.2 fixes it"
+                    .into(),
+            )
+        } else {
+            None
+        }
+    }
+}
+
+/// Looks for the CUDA driver and NCCL without calling into them.
+pub fn probe() -> Probe {
+    // SAFETY: these only try to dlopen the libraries.
+    let cuda = unsafe { cudarc::driver::sys::is_culib_present() };
+    let nccl = unsafe { cudarc::nccl::sys::is_culib_present() };
+    let devices = if cuda {
+        CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
+    } else {
+        0
+    };
+    Probe {
+        cuda,
+        nccl,
+        devices,
+    }
+}
+
+/// The ranks (of `comm`) that cannot use NCCL, known to every rank after one all-reduce. Empty: all can.
+pub fn ranks_lacking(comm: &dyn Communicator, usable: bool) -> Result<Vec<usize>> {
+    let mut flags = vec![0f32; comm.size()];
+    flags[comm.rank()] = if usable { 0.0 } else { 1.0 };
+    comm.all_reduce_sum_f32(&mut flags)?;
+    Ok(flags
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| **f > 0.0)
+        .map(|(r, _)| r)
+        .collect())
+}
+
+/// Refuses two ranks on one GPU: `key` names the device uniquely (host + device UUID); gathered on rank 0, the
+/// verdict broadcast so every rank fails together.
+pub fn check_distinct_gpus(comm: &dyn Communicator, key: &str) -> Result<()> {
+    let all = comm.gather_bytes(key.as_bytes(), 0)?;
+    let verdict = all.map(|keys| {
+        let mut seen: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        for (r, k) in keys.iter().enumerate() {
+            if let Some(first) = seen.insert(k, r) {
+                return format!(
+                    "ranks {first} and {r} share one GPU ({}): give each rank its own \
+                     (--gpus-per-task=1, or as many ranks per node as GPUs)",
+                    String::from_utf8_lossy(k)
+                );
+            }
+        }
+        String::new()
+    });
+    let verdict: String = super::broadcast_json(comm, &verdict.unwrap_or_default(), 0)?;
+    if verdict.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Config(verdict))
+    }
+}
+
+/// Rank 0 creates an NCCL unique id (needs `libnccl`, not a GPU); the control plane hands it to every rank.
+pub fn exchange_id(comm: &dyn Communicator) -> Result<[u8; ID_BYTES]> {
+    let mut buf = Vec::new();
+    if comm.rank() == 0 {
+        let id = Id::new().map_err(|e| nccl_error("ncclGetUniqueId", e))?;
+        buf = id.internal().iter().map(|&c| c as u8).collect();
+    }
+    comm.broadcast_bytes(&mut buf, 0)?;
+    buf.try_into().map_err(|b: Vec<u8>| {
+        Error::Distributed(format!(
+            "NCCL unique id from rank 0 has {} bytes, expected {ID_BYTES}",
+            b.len()
+        ))
+    })
+}
+
+/// What `chexlab gpu-probe` prints for a rank: the probe, the agreement, and the id exchange when every rank
+/// has `libnccl` (the id needs the library, not a GPU, so this part runs on CPU machines too).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ProbeReport {
+    pub rank: usize,
+    pub size: usize,
+    pub local_rank: usize,
+    pub probe: Probe,
+    /// Ranks without a usable NCCL (library, driver or GPU).
+    pub ranks_lacking_nccl: Vec<usize>,
+    /// The gradient all-reduce the ranks agreed on: `nccl` or `mpi`.
+    pub all_reduce: String,
+    /// SHA-256 of the NCCL unique id this rank received (equal on every rank), when every rank has libnccl.
+    pub id_sha256: Option<String>,
+}
+
+/// Runs the bootstrap up to (not including) communicator init and reports it.
+pub fn probe_report(comm: &dyn Communicator) -> Result<ProbeReport> {
+    use sha2::Digest;
+    let probe = probe();
+    let lacking = ranks_lacking(comm, probe.usable())?;
+    let without_lib = ranks_lacking(comm, probe.nccl)?;
+    let id_sha256 = if without_lib.is_empty() {
+        let id = exchange_id(comm)?;
+        Some(crate::config::hex(&sha2::Sha256::digest(id)))
+    } else {
+        None
+    };
+    Ok(ProbeReport {
+        rank: comm.rank(),
+        size: comm.size(),
+        local_rank: comm.local_rank(),
+        probe,
+        all_reduce: if lacking.is_empty() { "nccl" } else { "mpi" }.into(),
+        ranks_lacking_nccl: lacking,
+        id_sha256,
+    })
+}
+
+fn nccl_error(what: &str, e: cudarc::nccl::result::NcclError) -> Error {
+    Error::Distributed(format!("{what} failed: {:?}", e.0))
+}
+
+fn cuda_error(what: &str, e: cudarc::driver::DriverError) -> Error {
+    Error::Distributed(format!("{what} failed: {e}"))
+}
+
+/// An NCCL communicator on this rank's GPU.
+pub struct Nccl {
+    comm: Comm,
+    stream: Arc<CudaStream>,
+    timeout: Duration,
+    seq: Seq,
+}
+
+impl Nccl {
+    /// Bootstraps NCCL over `ctrl` on every rank: probe and agreement, GPU choice, distinct GPUs, id exchange,
+    /// communicator init. Fails on every rank together when any rank cannot use NCCL.
+    pub fn init(ctrl: &dyn Communicator, timeout: Duration) -> Result<Nccl> {
+        let p = probe();
+        let lacking = ranks_lacking(ctrl, p.usable())?;
+        if !lacking.is_empty() {
+            let why = p
+                .why_not()
+                .unwrap_or_else(|| "see those ranks' logs".into());
+            return Err(Error::Distributed(format!(
+                "NCCL is not usable on rank(s) {lacking:?} (rank {}: {why})",
+                ctrl.rank()
+            )));
+        }
+        let ordinal = super::gpu_ordinal(ctrl.local_rank(), p.devices)?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| cuda_error("CUDA context", e))?;
+        let uuid = ctx.uuid().map_err(|e| cuda_error("device UUID", e))?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        check_distinct_gpus(
+            ctrl,
+            &format!("{} GPU {:x?}", host.trim(), uuid.bytes.map(|b| b as u8)),
+        )?;
+        let id = exchange_id(ctrl)?;
+        let stream = ctx.default_stream();
+        let comm = Comm::from_rank(
+            stream.clone(),
+            ctrl.rank(),
+            ctrl.size(),
+            Id::uninit(id.map(|b| b as core::ffi::c_char)),
+        )
+        .map_err(|e| nccl_error("ncclCommInitRank", e))?;
+        tracing::info!(
+            rank = ctrl.rank(),
+            ordinal,
+            "NCCL communicator of {} ranks ready",
+            ctrl.size()
+        );
+        Ok(Nccl {
+            comm,
+            stream,
+            timeout,
+            seq: Seq::default(),
+        })
+    }
+
+    /// The stream NCCL runs on (work that produces a buffer must be ordered before the collective on it).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Averages a device buffer over the ranks, in place (`ncclAvg`), waiting at most the timeout.
+    pub fn all_reduce_avg(&self, buf: &mut CudaSlice<f32>, step: u64) -> Result<()> {
+        let seq = self.seq.next("nccl_all_reduce_avg", self.comm.rank());
+        self.comm
+            .all_reduce_in_place(buf, &ReduceOp::Avg)
+            .map_err(|e| nccl_error("ncclAllReduce", e))?;
+        self.wait(step, seq)
+    }
+
+    /// Sums a host buffer over the ranks through the GPU (copy in, `ncclSum`, copy out).
+    pub fn all_reduce_sum_host(&self, buf: &mut [f32], step: u64) -> Result<()> {
+        let seq = self.seq.next("nccl_all_reduce_sum", self.comm.rank());
+        let mut dev = self
+            .stream
+            .clone_htod(buf)
+            .map_err(|e| cuda_error("copy to GPU", e))?;
+        self.comm
+            .all_reduce_in_place(&mut dev, &ReduceOp::Sum)
+            .map_err(|e| nccl_error("ncclAllReduce", e))?;
+        self.wait(step, seq)?;
+        self.stream
+            .memcpy_dtoh(&dev, buf)
+            .map_err(|e| cuda_error("copy from GPU", e))?;
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_error("stream sync", e))
+    }
+
+    /// Polls the stream until the collective is done; past the deadline the communicator is aborted.
+    fn wait(&self, step: u64, seq: u64) -> Result<()> {
+        let done = self
+            .stream
+            .record_event(None)
+            .map_err(|e| cuda_error("event", e))?;
+        let start = Instant::now();
+        loop {
+            match done.try_is_complete() {
+                Ok(true) => return Ok(()),
+                Ok(false) if start.elapsed() < self.timeout => {
+                    std::thread::sleep(Duration::from_micros(200))
+                }
+                Ok(false) => {
+                    // The caller drops this communicator with the error, and dropping it aborts it
+                    // (ncclCommAbort), as NCCL prescribes for a hung collective.
+                    return Err(Error::Distributed(format!(
+                        "NCCL collective #{seq} at step {step} did not complete within {} s on rank {}: \
+                         some rank never arrived (the rank whose debug log ends before collective #{seq})",
+                        self.timeout.as_secs(),
+                        self.comm.rank()
+                    )));
+                }
+                Err(e) => return Err(cuda_error(&format!("NCCL collective #{seq}"), e)),
+            }
+        }
+    }
+}
+
+/// The world of a GPU run: gradient all-reduces over NCCL, everything else (broadcasts, gathers, barriers,
+/// splits, abort) over the control-plane communicator.
+pub struct NcclWorld {
+    ctrl: Box<dyn Communicator>,
+    nccl: Nccl,
+    timeout: Duration,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl NcclWorld {
+    /// Bootstraps NCCL over `ctrl` (see [`Nccl::init`]).
+    pub fn new(ctrl: Box<dyn Communicator>, timeout: Duration) -> Result<NcclWorld> {
+        let nccl = Nccl::init(ctrl.as_ref(), timeout)?;
+        Ok(NcclWorld {
+            ctrl,
+            nccl,
+            timeout,
+            calls: Default::default(),
+        })
+    }
+}
+
+impl Communicator for NcclWorld {
+    fn rank(&self) -> usize {
+        self.ctrl.rank()
+    }
+    fn size(&self) -> usize {
+        self.ctrl.size()
+    }
+    fn local_rank(&self) -> usize {
+        self.ctrl.local_rank()
+    }
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.nccl.all_reduce_sum_host(buf, n)
+    }
+    fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize) -> Result<()> {
+        self.ctrl.broadcast_bytes(buf, root)
+    }
+    fn gather_bytes(&self, data: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>> {
+        self.ctrl.gather_bytes(data, root)
+    }
+    fn barrier(&self) -> Result<()> {
+        self.ctrl.barrier()
+    }
+    fn split(&self, color: usize) -> Result<Box<dyn Communicator>> {
+        let sub = self.ctrl.split(color)?;
+        Ok(Box::new(NcclWorld::new(sub, self.timeout)?))
+    }
+    fn abort(&self, code: i32) -> ! {
+        self.ctrl.abort(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::threads::Threads;
+
+    #[test]
+    fn ranks_agree_on_who_lacks_nccl() {
+        let got = Threads::run(3, |c| ranks_lacking(c, c.rank() != 1).unwrap());
+        assert!(got.iter().all(|l| l == &vec![1]), "{got:?}");
+        let got = Threads::run(2, |c| ranks_lacking(c, true).unwrap());
+        assert!(got.iter().all(|l| l.is_empty()));
+    }
+
+    #[test]
+    fn two_ranks_on_one_gpu_fail_on_every_rank() {
+        let got = Threads::run(3, |c| {
+            let key = if c.rank() == 2 {
+                "n1 GPU a".to_string()
+            } else {
+                format!("n1 GPU {}", c.rank())
+            };
+            check_distinct_gpus(c, &key).map_err(|e| e.to_string())
+        });
+        assert!(got.iter().all(|r| r.is_ok()), "{got:?}");
+        let got = Threads::run(3, |c| {
+            check_distinct_gpus(c, "n1 GPU a").map_err(|e| e.to_string())
+        });
+        for r in &got {
+            let e = r.as_ref().unwrap_err();
+            assert!(e.contains("ranks 0 and 1 share one GPU"), "{e}");
+        }
+    }
+
+    #[test]
+    fn probe_reports_what_is_missing() {
+        let p = Probe {
+            cuda: true,
+            nccl: false,
+            devices: 1,
+        };
+        assert!(!p.usable());
+        assert!(p.why_not().unwrap().contains("libnccl.so -> libnccl.so.2"));
+        // Without a GPU driver on this machine the probe says so instead of panicking.
+        let here = probe();
+        if !here.cuda {
+            assert_eq!(here.devices, 0);
+            assert!(here.why_not().unwrap().contains("libcuda"));
+        }
+    }
+}
