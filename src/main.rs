@@ -36,6 +36,18 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    F32,
+    Bf16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum BadRecordArg {
     /// Stop at the first bad record with an error naming the file and line.
     Fail,
@@ -333,7 +345,40 @@ enum Command {
     /// found, the ranks' agreement on NCCL or MPI for the gradient all-reduce, and the NCCL id exchange.
     /// One JSON line per rank.
     #[cfg(feature = "nccl")]
-    GpuProbe,
+    GpuProbe {
+        /// Also bring up the NCCL communicator on the GPUs and check one all-reduce (needs a GPU per rank).
+        #[arg(long)]
+        all_reduce: bool,
+    },
+    /// Time one DenseNet training step on a device (same seeded weights and batch on every device) and write the
+    /// first step's gradient for comparison: what benches/gpu/check.sh runs. One JSON line.
+    BenchStep {
+        /// densenet121 or small.
+        #[arg(long, default_value = "densenet121")]
+        arch: String,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// cpu or cuda.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
+        /// f32 or bf16.
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: PrecisionArg,
+        /// Write the first step's flat gradient here (little-endian f32).
+        #[arg(long)]
+        grads_out: Option<PathBuf>,
+    },
     /// Show what a dataset, label CSV, reports CSV or run directory contains.
     Inspect {
         /// Path to inspect.
@@ -939,10 +984,47 @@ fn run(cli: Cli) -> Result<()> {
             run_pipeline(Config::demo(&overrides)?, None)
         }
         #[cfg(feature = "nccl")]
-        Command::GpuProbe => {
+        Command::GpuProbe { all_reduce } => {
             let comm = chexlab::dist::from_env()?;
             let report = chexlab::dist::nccl::probe_report(comm.as_ref())?;
             println!("{}", serde_json::to_string(&report)?);
+            if all_reduce {
+                let checked = chexlab::dist::nccl::check_all_reduce(comm)?;
+                println!("{}", serde_json::to_string(&checked)?);
+            }
+            Ok(())
+        }
+        Command::BenchStep {
+            arch,
+            size,
+            batch,
+            steps,
+            warmup,
+            seed,
+            device,
+            precision,
+            grads_out,
+        } => {
+            use chexlab::config::ComputeDevice;
+            use chexlab::train::bench::{Precision, StepBench, bench_step};
+            let spec = StepBench {
+                arch,
+                size,
+                batch,
+                steps,
+                warmup,
+                seed,
+                device: match device {
+                    DeviceArg::Cpu => ComputeDevice::Cpu,
+                    DeviceArg::Cuda => ComputeDevice::Cuda,
+                },
+                precision: match precision {
+                    PrecisionArg::F32 => Precision::F32,
+                    PrecisionArg::Bf16 => Precision::Bf16,
+                },
+            };
+            let result = bench_step(&spec, grads_out.as_deref())?;
+            println!("{}", serde_json::to_string(&result)?);
             Ok(())
         }
         Command::Inspect {

@@ -167,6 +167,36 @@ pub fn probe_report(comm: &dyn Communicator) -> Result<ProbeReport> {
     })
 }
 
+/// Brings up [`NcclWorld`] over `ctrl` and checks one gradient-sized all-reduce against its known sum.
+pub fn check_all_reduce(ctrl: Box<dyn Communicator>) -> Result<serde_json::Value> {
+    let world = NcclWorld::new(ctrl, Duration::from_secs(120))?;
+    let (rank, size) = (world.rank(), world.size());
+    // DenseNet-121's gradient is ~7 M values.
+    let n = 7_000_000;
+    let mut buf: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 + rank as f32).collect();
+    let start = Instant::now();
+    world.all_reduce_sum_f32(&mut buf)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let ranks_sum = (size * (size - 1) / 2) as f32;
+    let wrong = buf
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| **v != (i % 1000) as f32 * size as f32 + ranks_sum)
+        .count();
+    if wrong > 0 {
+        return Err(Error::Distributed(format!(
+            "NCCL all-reduce of {n} values on {size} rank(s): {wrong} wrong"
+        )));
+    }
+    Ok(serde_json::json!({
+        "rank": rank,
+        "size": size,
+        "all_reduce_values": n,
+        "all_reduce_seconds": seconds,
+        "ok": true,
+    }))
+}
+
 fn nccl_error(what: &str, e: cudarc::nccl::result::NcclError) -> Error {
     Error::Distributed(format!("{what} failed: {:?}", e.0))
 }

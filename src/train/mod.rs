@@ -3,6 +3,7 @@
 //! accumulation over a flat gradient buffer, validation AUROC, best/last-K checkpoints, early stopping, and exact
 //! resume.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod grads;
 mod log;

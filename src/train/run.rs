@@ -120,7 +120,7 @@ pub fn train(
     })
 }
 
-fn model_bytes(model: &DenseNet) -> Result<Vec<u8>> {
+pub(crate) fn model_bytes(model: &DenseNet) -> Result<Vec<u8>> {
     model.settle_running_stats();
     let b = model
         .clone()

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds chexlab with Burn's CUDA backend, NCCL and MPI without network access at build time, and writes a
+# stripped copy of the binary for GPU machines that have no Rust toolchain.
+#
+#   launch/build-cuda.sh [OUT_DIR]        (default OUT_DIR: target/cuda/dist)
+#
+# How: burn-cuda's kernel compiler links cubecl-llvm, whose build script downloads an LLVM bundle. With DOCS_RS=1
+# that build script (and tracel-llvm-bundler's) skip the download; chexlab turns on cubecl-cuda's `cpp` path, so
+# kernels are compiled at run time by NVRTC and LLVM is never called; the `cuda-offline` feature's build.rs links
+# stand-ins for the LLVM symbols (launch/cuda-offline/llvm-symbols.txt) that abort if ever called. When a cubecl
+# update references symbols missing from that list, the first link fails, this script adds what the linker named
+# and builds again. DOCS_RS is set for this command only and the build goes to its own target directory
+# (target/cuda), so the ordinary and MPI builds are untouched.
+#
+# Knobs (environment):
+#   FEATURES          cargo features (default: cuda-offline,nccl,mpi; drop mpi for a machine without Open MPI)
+#   CARGO_TARGET_DIR  build directory (default: target/cuda)
+#
+# With network at build time, no script is needed: `cargo build --release --features cuda,nccl,mpi` (cubecl then
+# downloads and links its LLVM bundle; chexlab still compiles kernels with NVRTC).
+#
+# At run time the binary needs the NVIDIA driver (libcuda.so), NVRTC (libnvrtc.so, from the CUDA toolkit or the
+# nvidia-cuda-nvrtc wheel) and, for multi-GPU runs, libnccl.so (a symlink to libnccl.so.2 where only the soname
+# exists) on LD_LIBRARY_PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=${1:-target/cuda/dist}
+features=${FEATURES:-cuda-offline,nccl,mpi}
+export DOCS_RS=1
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
+symbols=launch/cuda-offline/llvm-symbols.txt
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+build() {
+    cargo build --release --locked --features "$features" --bin chexlab 2>&1 | tee "$log" | grep -E '^(error|warning: unused)' || true
+    return "${PIPESTATUS[0]}"
+}
+
+if ! build; then
+    # Symbols the linker could not resolve that belong to LLVM or cubecl's LLVM shims.
+    missing=$(grep -oE "undefined reference to \`(LLVM|cubecl_)[A-Za-z0-9_]*'" "$log" \
+        | sed -E "s/.*\`(.*)'/\1/" | sort -u || true)
+    if [[ -z "$missing" ]]; then
+        tail -40 "$log" >&2
+        echo "build-cuda: the build failed for another reason (above)" >&2
+        exit 1
+    fi
+    echo "build-cuda: adding $(wc -l <<<"$missing") LLVM stand-ins to $symbols and building again"
+    sort -u <(grep -v '^#' "$symbols" | sed '/^$/d') <(echo "$missing") >"$log.syms"
+    { grep '^#' "$symbols"; cat "$log.syms"; } >"$symbols.new" && mv "$symbols.new" "$symbols"
+    rm -f "$log.syms"
+    build || { tail -40 "$log" >&2; exit 1; }
+fi
+
+mkdir -p "$out"
+strip -o "$out/chexlab" "$CARGO_TARGET_DIR/release/chexlab"
+ls -l "$out/chexlab"
+echo "build-cuda: $out/chexlab (features $features)"

@@ -1,0 +1,159 @@
+//! One training step measured on one device, and the reference it is checked against (`chexlab bench-step`;
+//! `benches/gpu/check.sh` runs it on the CPU and on a GPU and compares). The model is initialised on the CPU from
+//! the seed and copied to the device, and the batch is a fixed function of the seed, so every device starts from
+//! the same numbers: the first step's gradient is written out for the comparison, then steps are timed.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::{Device, FloatDType};
+use serde::{Deserialize, Serialize};
+
+use super::{apply, gradients, optimizer, seeded_init};
+use crate::config::{ComputeDevice, OptimizerConfig};
+use crate::error::{Error, Result};
+use crate::model::{DenseNet, DenseNetConfig};
+
+/// Floating-point type of a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    /// Parameters, activations and gradients in bfloat16 (no fp32 master copy).
+    Bf16,
+}
+
+/// What to measure.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepBench {
+    /// `densenet121` or `small` (the demo's small DenseNet).
+    pub arch: String,
+    pub size: usize,
+    pub batch: usize,
+    /// Timed steps, after `warmup` untimed ones.
+    pub steps: usize,
+    pub warmup: usize,
+    pub seed: u64,
+    pub device: ComputeDevice,
+    pub precision: Precision,
+}
+
+/// What was measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepBenchResult {
+    pub spec: StepBench,
+    /// Loss of the first step (before any update).
+    pub first_loss: f32,
+    /// L2 norm of the first step's gradient.
+    pub first_grad_norm: f64,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+fn model_config(arch: &str) -> Result<DenseNetConfig> {
+    match arch {
+        "densenet121" => Ok(DenseNetConfig::densenet121(1, 14)),
+        "small" => Ok(DenseNetConfig {
+            growth_rate: 12,
+            block_config: vec![2, 2, 2],
+            num_init_features: 16,
+            bn_size: 4,
+            in_channels: 1,
+            num_classes: 14,
+        }),
+        other => Err(Error::Config(format!(
+            "bench-step: arch '{other}' is not densenet121 or small"
+        ))),
+    }
+}
+
+/// Runs the measurement; the first step's flat gradient goes to `grads_out` (little-endian f32) when given.
+pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenchResult> {
+    let cfg = model_config(&spec.arch)?;
+    let mut inner = crate::dist::compute_device(spec.device, 0)?;
+    if spec.precision == Precision::Bf16 {
+        inner
+            .configure(FloatDType::BF16)
+            .map_err(|e| Error::Config(format!("bfloat16 on this device: {e:?}")))?;
+    }
+    let ad = inner.clone().autodiff();
+    // Same initial weights on every device: drawn on the CPU, then loaded onto the device.
+    let cpu = Device::flex().autodiff();
+    let bytes = super::run::model_bytes(&seeded_init(&cfg, spec.seed, &cpu))?;
+    let model: DenseNet = crate::model::load_record(
+        cfg.init(&ad),
+        bytes,
+        Path::new("<bench model>"),
+        "the bench model",
+    )?;
+    let n = spec.batch * spec.size * spec.size;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i as u64 * 7919 + spec.seed) % 255) as f32 / 255.0 - 0.5)
+        .collect();
+    let y: Vec<f32> = (0..spec.batch * 14)
+        .map(|i| ((i as u64 + spec.seed) % 3 == 0) as u8 as f32)
+        .collect();
+    let mask = vec![1.0f32; y.len()];
+    let shape = [spec.batch, 1, spec.size, spec.size];
+    let mut optim = optimizer(&OptimizerConfig::default());
+
+    let (first_loss, layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad);
+    let first_grad_norm = flat
+        .iter()
+        .map(|v| f64::from(*v).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    if let Some(path) = grads_out {
+        let bytes: Vec<u8> = flat.iter().flat_map(|v| v.to_le_bytes()).collect();
+        crate::io::write_atomic(path, &bytes)?;
+    }
+    let mut model = apply(model, &mut optim, &layout, &flat, 1e-4, &inner);
+    let mut start = Instant::now();
+    for i in 0..spec.warmup + spec.steps {
+        if i == spec.warmup {
+            start = Instant::now();
+        }
+        // Reading the gradient back to the host (as training does) also waits for the device.
+        let (_, layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad);
+        model = apply(model, &mut optim, &layout, &flat, 1e-4, &inner);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(StepBenchResult {
+        spec: spec.clone(),
+        first_loss,
+        first_grad_norm,
+        seconds,
+        images_per_s: (spec.steps * spec.batch) as f64 / seconds.max(1e-9),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(steps: usize) -> StepBench {
+        StepBench {
+            arch: "small".into(),
+            size: 32,
+            batch: 2,
+            steps,
+            warmup: 0,
+            seed: 3,
+            device: ComputeDevice::Cpu,
+            precision: Precision::F32,
+        }
+    }
+
+    #[test]
+    fn the_first_gradient_is_a_function_of_the_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let ra = bench_step(&spec(1), Some(&a)).unwrap();
+        let rb = bench_step(&spec(0), Some(&b)).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        assert_eq!(ra.first_loss, rb.first_loss);
+        assert!(ra.first_grad_norm > 0.0 && ra.images_per_s > 0.0);
+        let other = bench_step(&StepBench { seed: 4, ..spec(0) }, None).unwrap();
+        assert_ne!(other.first_loss, ra.first_loss);
+    }
+}
