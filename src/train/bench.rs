@@ -91,7 +91,7 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
         .map(|i| ((i as u64 * 7919 + spec.seed) % 255) as f32 / 255.0 - 0.5)
         .collect();
     let y: Vec<f32> = (0..spec.batch * 14)
-        .map(|i| ((i as u64 + spec.seed) % 3 == 0) as u8 as f32)
+        .map(|i| (i as u64 + spec.seed).is_multiple_of(3) as u8 as f32)
         .collect();
     let mask = vec![1.0f32; y.len()];
     let shape = [spec.batch, 1, spec.size, spec.size];
