@@ -2,7 +2,7 @@
 # Builds chexlab with Burn's CUDA backend, NCCL and MPI without network access at build time, and writes a
 # stripped copy of the binary for GPU machines that have no Rust toolchain.
 #
-#   launch/build-cuda.sh [OUT_DIR]        (default OUT_DIR: target/cuda/dist)
+#   launch/build-cuda.sh [OUT_DIR]        (default OUT_DIR: target/cuda/dist; writes chexlab and chexlab.xz)
 #
 # How: burn-cuda's kernel compiler links cubecl-llvm, whose build script downloads an LLVM bundle. With DOCS_RS=1
 # that build script (and tracel-llvm-bundler's) skip the download; chexlab turns on cubecl-cuda's `cpp` path, so
@@ -33,28 +33,37 @@ symbols=launch/cuda-offline/llvm-symbols.txt
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-build() {
-    cargo build --release --locked --features "$features" --bin chexlab 2>&1 | tee "$log" | grep -E '^(error|warning: unused)' || true
-    return "${PIPESTATUS[0]}"
+build() { # (called only where a failure does not end the script)
+    echo "build-cuda: cargo build --release --features $features (DOCS_RS=1, $CARGO_TARGET_DIR)"
+    cargo build --release --locked --features "$features" --bin chexlab >"$log" 2>&1
+    local rc=$?
+    grep -E '^(error|warning)' "$log" | head -20
+    return $rc
 }
 
 if ! build; then
-    # Symbols the linker could not resolve that belong to LLVM or cubecl's LLVM shims.
-    missing=$(grep -oE "undefined reference to \`(LLVM|cubecl_)[A-Za-z0-9_]*'" "$log" \
-        | sed -E "s/.*\`(.*)'/\1/" | sort -u || true)
-    if [[ -z "$missing" ]]; then
+    # The LLVM / cubecl-shim symbols the dependencies reference (nm over their rlibs: the linker stops listing
+    # after 20), plus any the linker named.
+    missing=$( {
+        for f in "$CARGO_TARGET_DIR"/release/deps/*.rlib; do nm -u "$f" 2>/dev/null | awk '{print $2}'; done
+        grep -oE "(undefined symbol: |undefined reference to \`)[A-Za-z0-9_]+" "$log" | grep -oE "[A-Za-z0-9_]+$"
+    } | grep -E '^(LLVM|cubecl_)' | sort -u || true)
+    known=$(grep -v '^#' "$symbols" | sed '/^$/d' | sort -u || true)
+    if [[ -z "$(comm -23 <(echo "$missing") <(echo "$known"))" ]]; then
         tail -40 "$log" >&2
         echo "build-cuda: the build failed for another reason (above)" >&2
         exit 1
     fi
-    echo "build-cuda: adding $(wc -l <<<"$missing") LLVM stand-ins to $symbols and building again"
-    sort -u <(grep -v '^#' "$symbols" | sed '/^$/d') <(echo "$missing") >"$log.syms"
-    { grep '^#' "$symbols"; cat "$log.syms"; } >"$symbols.new" && mv "$symbols.new" "$symbols"
-    rm -f "$log.syms"
+    echo "build-cuda: $(comm -23 <(echo "$missing") <(echo "$known") | wc -l) LLVM stand-ins added to $symbols; building again"
+    { grep '^#' "$symbols"; sort -u <(echo "$known") <(echo "$missing") | sed '/^$/d'; } >"$symbols.new"
+    mv "$symbols.new" "$symbols"
     build || { tail -40 "$log" >&2; exit 1; }
 fi
 
 mkdir -p "$out"
 strip -o "$out/chexlab" "$CARGO_TARGET_DIR/release/chexlab"
-ls -l "$out/chexlab"
-echo "build-cuda: $out/chexlab (features $features)"
+# The stripped binary is ~80 MB; xz brings it to ~14 MB for machines that take a size-limited bundle
+# (benches/gpu/check.sh accepts either).
+xz -T0 -6 -c "$out/chexlab" >"$out/chexlab.xz.tmp" && mv "$out/chexlab.xz.tmp" "$out/chexlab.xz"
+ls -l "$out/chexlab" "$out/chexlab.xz"
+echo "build-cuda: $out/chexlab and $out/chexlab.xz (features $features)"

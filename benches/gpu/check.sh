@@ -3,7 +3,9 @@
 # Build the binary on a development machine and bring it along (it and this folder stay well under 64 MiB):
 #
 #   FEATURES=cuda-offline,nccl launch/build-cuda.sh target/cuda/dist     # on the development machine
-#   benches/gpu/check.sh target/cuda/dist/chexlab [OUT_DIR]              # on the GPU machine, < 5 minutes
+#   benches/gpu/check.sh target/cuda/dist/chexlab.xz [OUT_DIR]           # on the GPU machine, < 5 minutes
+#
+# (chexlab.xz is ~14 MB; the stripped binary itself ~80 MB.)
 #
 # (FEATURES without mpi: the GPU machine need not have Open MPI; the check runs one rank.)
 #
@@ -17,10 +19,14 @@
 # Knobs (environment): STEPS (timed steps, default 10), WARMUP (default 3), BATCH (default 16), PYTHON.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${1:?usage: check.sh PATH/TO/chexlab [OUT_DIR]}
+bin=${1:?usage: check.sh PATH/TO/chexlab[.xz] [OUT_DIR]}
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 out=${2:-gpu-check-out}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
+if [[ "$bin" == *.xz ]]; then
+    xz -dc "$bin" >"$out/chexlab" && chmod +x "$out/chexlab"
+    bin="$out/chexlab"
+fi
 py=${PYTHON:-python3}
 steps=${STEPS:-10}
 warmup=${WARMUP:-3}
