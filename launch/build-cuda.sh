@@ -14,6 +14,8 @@
 #
 # Knobs (environment):
 #   FEATURES          cargo features (default: cuda-offline,nccl,mpi; drop mpi for a machine without Open MPI)
+#   PROFILE           cargo profile (default: release; CI uses cuda-ci, unoptimised, to check that it links)
+#   XZ                1 (default) also writes chexlab.xz
 #   CARGO_TARGET_DIR  build directory (default: target/cuda)
 #
 # With network at build time, no script is needed: `cargo build --release --features cuda,nccl,mpi` (cubecl then
@@ -27,6 +29,7 @@ cd "$(dirname "$0")/.."
 
 out=${1:-target/cuda/dist}
 features=${FEATURES:-cuda-offline,nccl,mpi}
+profile=${PROFILE:-release}
 export DOCS_RS=1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
 symbols=launch/cuda-offline/llvm-symbols.txt
@@ -34,8 +37,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 build() { # (called only where a failure does not end the script)
-    echo "build-cuda: cargo build --release --features $features (DOCS_RS=1, $CARGO_TARGET_DIR)"
-    cargo build --release --locked --features "$features" --bin chexlab >"$log" 2>&1
+    echo "build-cuda: cargo build --profile $profile --features $features (DOCS_RS=1, $CARGO_TARGET_DIR)"
+    cargo build --profile "$profile" --locked --features "$features" --bin chexlab >"$log" 2>&1
     local rc=$?
     grep -E '^(error|warning)' "$log" | head -20
     return $rc
@@ -45,7 +48,7 @@ if ! build; then
     # The LLVM / cubecl-shim symbols the dependencies reference (nm over their rlibs: the linker stops listing
     # after 20), plus any the linker named.
     missing=$( {
-        for f in "$CARGO_TARGET_DIR"/release/deps/*.rlib; do nm -u "$f" 2>/dev/null | awk '{print $2}'; done
+        for f in "$CARGO_TARGET_DIR/$profile"/deps/*.rlib; do nm -u "$f" 2>/dev/null | awk '{print $2}'; done
         grep -oE "(undefined symbol: |undefined reference to \`)[A-Za-z0-9_]+" "$log" | grep -oE "[A-Za-z0-9_]+$"
     } | grep -E '^(LLVM|cubecl_)' | sort -u || true)
     known=$(grep -v '^#' "$symbols" | sed '/^$/d' | sort -u || true)
@@ -61,9 +64,11 @@ if ! build; then
 fi
 
 mkdir -p "$out"
-strip -o "$out/chexlab" "$CARGO_TARGET_DIR/release/chexlab"
-# The stripped binary is ~80 MB; xz brings it to ~14 MB for machines that take a size-limited bundle
-# (benches/gpu/check.sh accepts either).
-xz -T0 -6 -c "$out/chexlab" >"$out/chexlab.xz.tmp" && mv "$out/chexlab.xz.tmp" "$out/chexlab.xz"
-ls -l "$out/chexlab" "$out/chexlab.xz"
-echo "build-cuda: $out/chexlab and $out/chexlab.xz (features $features)"
+strip -o "$out/chexlab" "$CARGO_TARGET_DIR/$profile/chexlab"
+if [[ "${XZ:-1}" == 1 ]]; then
+    # The stripped release binary is ~80 MB; xz brings it to ~14 MB for machines that take a size-limited
+    # bundle (benches/gpu/check.sh accepts either).
+    xz -T0 -6 -c "$out/chexlab" >"$out/chexlab.xz.tmp" && mv "$out/chexlab.xz.tmp" "$out/chexlab.xz"
+fi
+ls -l "$out"/chexlab*
+echo "build-cuda: $out/chexlab (profile $profile, features $features)"
