@@ -10,6 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use burn::tensor::Device;
 use chexlab::config::OptimizerConfig;
 use chexlab::model::{DenseNet, DenseNetConfig};
+use chexlab::train::bench::model_config;
 use chexlab::train::{apply, gradients, optimizer};
 
 struct Case {
@@ -23,20 +24,13 @@ fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "small_64px_b16",
-            cfg: DenseNetConfig {
-                growth_rate: 12,
-                block_config: vec![2, 2, 2],
-                num_init_features: 16,
-                bn_size: 4,
-                in_channels: 1,
-                num_classes: 14,
-            },
+            cfg: model_config("small").expect("known arch"),
             size: 64,
             batch: 16,
         },
         Case {
             name: "densenet121_224px_b8",
-            cfg: DenseNetConfig::densenet121(1, 14),
+            cfg: model_config("densenet121").expect("known arch"),
             size: 224,
             batch: 8,
         },

@@ -64,6 +64,11 @@ fn steps_of(id: &str) -> usize {
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
+/// The job's output file, for failure messages.
+fn job_log(dir: &Path, prefix: &str, id: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{prefix}-{id}.out"))).unwrap_or_default()
+}
+
 fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(dir.join("run/train/truth/summary.json")).unwrap(),
@@ -111,7 +116,8 @@ fn run_sbatch_requeues_after_preemption_and_finishes() {
         let state = job_state(&id);
         assert!(
             !matches!(state.as_str(), "FAILED" | "CANCELLED" | "COMPLETED"),
-            "job {id} ended {state}"
+            "job {id} ended {state}:\n{}",
+            job_log(tmp.path(), "chexlab-run", &id)
         );
         assert!(
             t.elapsed() < Duration::from_secs(120),
@@ -134,8 +140,10 @@ fn run_sbatch_requeues_after_preemption_and_finishes() {
         let state = job_state(&id);
         // Release the requeued job early, but only once the first run's steps are gone (a step still being torn
         // down would collide with the new run's step of the same id).
+        // Slurm 22.05 may still deliver the first run's step signals for a while, and a step of the new run that
+        // reuses their step id is then aborted at launch: release after a pause like the hold Slurm would impose.
         if state == "PENDING" && steps_of(&id) == 0 {
-            std::thread::sleep(Duration::from_secs(2));
+            std::thread::sleep(Duration::from_secs(10));
             Command::new("scontrol")
                 .args(["update", &format!("JobId={id}"), "StartTime=now"])
                 .status()
@@ -146,7 +154,8 @@ fn run_sbatch_requeues_after_preemption_and_finishes() {
         }
         assert!(
             !matches!(state.as_str(), "FAILED" | "CANCELLED" | "TIMEOUT" | "GONE"),
-            "job {id} ended {state}"
+            "job {id} ended {state}:\n{}",
+            job_log(tmp.path(), "chexlab-run", &id)
         );
         assert!(
             t.elapsed() < Duration::from_secs(300),
@@ -154,7 +163,7 @@ fn run_sbatch_requeues_after_preemption_and_finishes() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    let log = std::fs::read_to_string(tmp.path().join(format!("chexlab-run-{id}.out"))).unwrap();
+    let log = job_log(tmp.path(), "chexlab-run", &id);
     assert!(
         log.contains("requeueing") && log.contains("(restart 1)"),
         "{log}"

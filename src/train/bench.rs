@@ -50,7 +50,8 @@ pub struct StepBenchResult {
     pub images_per_s: f64,
 }
 
-fn model_config(arch: &str) -> Result<DenseNetConfig> {
+/// The DenseNets the step benches measure: `densenet121` (1 channel, 14 outputs) or `small` (the demo's).
+pub fn model_config(arch: &str) -> Result<DenseNetConfig> {
     match arch {
         "densenet121" => Ok(DenseNetConfig::densenet121(1, 14)),
         "small" => Ok(DenseNetConfig {
