@@ -36,6 +36,7 @@ fn help_lists_every_subcommand_and_global_flag() {
         "run",
         "demo",
         "inspect",
+        "bench-step",
     ] {
         assert!(t.contains(sub), "help lacks {sub}: {t}");
         let o = chexlab(&[sub, "--help"], dir.path());
