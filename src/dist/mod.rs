@@ -167,22 +167,16 @@ pub fn for_training(
     #[cfg(feature = "nccl")]
     {
         let timeout = std::time::Duration::from_secs(dist.collective_timeout_s.max(1));
-        if dist.backend == Backend::Auto {
-            let p = nccl::probe();
-            let lacking = nccl::ranks_lacking(ctrl.as_ref(), p.usable())?;
-            if !lacking.is_empty() {
+        match nccl::agree(ctrl.as_ref())? {
+            Ok(p) => Ok(Box::new(nccl::NcclWorld::new(ctrl, p.devices, timeout)?)),
+            Err(why) if dist.backend == Backend::Auto => {
                 if ctrl.rank() == 0 {
-                    tracing::warn!(
-                        "gradient all-reduce over MPI: NCCL is not usable on rank(s) {lacking:?}{}",
-                        p.why_not()
-                            .map(|w| format!(" (rank 0: {w})"))
-                            .unwrap_or_default()
-                    );
+                    tracing::warn!("gradient all-reduce over MPI: {why}");
                 }
-                return Ok(ctrl);
+                Ok(ctrl)
             }
+            Err(why) => Err(Error::Distributed(why)),
         }
-        Ok(Box::new(nccl::NcclWorld::new(ctrl, timeout)?))
     }
     #[cfg(not(feature = "nccl"))]
     {

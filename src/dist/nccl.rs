@@ -1,8 +1,8 @@
 //! NCCL for the data plane on GPUs, bootstrapped over the control-plane communicator (MPI).
 //!
 //! Order on every rank: [`probe`] the CUDA driver and NCCL libraries without touching them (cudarc panics when a
-//! library it needs is missing), agree across ranks ([`ranks_lacking`]: one all-reduce, so either every rank uses
-//! NCCL or none does and no rank waits in a collective the others never enter), pick the GPU ([`ordinal`]) and
+//! library it needs is missing), agree across ranks ([`agree`]: one all-reduce, so either every rank uses
+//! NCCL or none does and no rank waits in a collective the others never enter), pick the GPU ([`super::gpu_ordinal`]) and
 //! refuse two ranks on one device ([`check_distinct_gpus`]), then rank 0 creates the unique id, the control plane
 //! broadcasts it ([`exchange_id`]), and every rank joins the NCCL communicator ([`Nccl::init`]).
 //!
@@ -128,6 +128,23 @@ pub fn exchange_id(comm: &dyn Communicator) -> Result<[u8; ID_BYTES]> {
     })
 }
 
+/// Probes this rank and agrees with the others (one all-reduce): this rank's probe when every rank can use NCCL,
+/// else, on every rank, why not.
+pub fn agree(ctrl: &dyn Communicator) -> Result<std::result::Result<Probe, String>> {
+    let p = probe();
+    let lacking = ranks_lacking(ctrl, p.usable())?;
+    if lacking.is_empty() {
+        return Ok(Ok(p));
+    }
+    let why = p
+        .why_not()
+        .unwrap_or_else(|| "see those ranks' logs".into());
+    Ok(Err(format!(
+        "NCCL is not usable on rank(s) {lacking:?} (rank {}: {why})",
+        ctrl.rank()
+    )))
+}
+
 /// What `chexlab gpu-probe` prints for a rank: the probe, the agreement, and the id exchange when every rank
 /// has `libnccl` (the id needs the library, not a GPU, so this part runs on CPU machines too).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -169,7 +186,8 @@ pub fn probe_report(comm: &dyn Communicator) -> Result<ProbeReport> {
 
 /// Brings up [`NcclWorld`] over `ctrl` and checks one gradient-sized all-reduce against its known sum.
 pub fn check_all_reduce(ctrl: Box<dyn Communicator>) -> Result<serde_json::Value> {
-    let world = NcclWorld::new(ctrl, Duration::from_secs(120))?;
+    let p = agree(ctrl.as_ref())?.map_err(Error::Distributed)?;
+    let world = NcclWorld::new(ctrl, p.devices, Duration::from_secs(120))?;
     let (rank, size) = (world.rank(), world.size());
     // DenseNet-121's gradient is ~7 M values.
     let n = 7_000_000;
@@ -214,21 +232,10 @@ pub struct Nccl {
 }
 
 impl Nccl {
-    /// Bootstraps NCCL over `ctrl` on every rank: probe and agreement, GPU choice, distinct GPUs, id exchange,
-    /// communicator init. Fails on every rank together when any rank cannot use NCCL.
-    pub fn init(ctrl: &dyn Communicator, timeout: Duration) -> Result<Nccl> {
-        let p = probe();
-        let lacking = ranks_lacking(ctrl, p.usable())?;
-        if !lacking.is_empty() {
-            let why = p
-                .why_not()
-                .unwrap_or_else(|| "see those ranks' logs".into());
-            return Err(Error::Distributed(format!(
-                "NCCL is not usable on rank(s) {lacking:?} (rank {}: {why})",
-                ctrl.rank()
-            )));
-        }
-        let ordinal = super::gpu_ordinal(ctrl.local_rank(), p.devices)?;
+    /// Bootstraps NCCL over `ctrl` on every rank, once the ranks have [`agree`]d (`devices`: this rank's
+    /// visible GPUs): GPU choice, distinct GPUs, id exchange, communicator init.
+    pub fn init(ctrl: &dyn Communicator, devices: usize, timeout: Duration) -> Result<Nccl> {
+        let ordinal = super::gpu_ordinal(ctrl.local_rank(), devices)?;
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_error("CUDA context", e))?;
         let uuid = ctx.uuid().map_err(|e| cuda_error("device UUID", e))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -326,17 +333,24 @@ impl Nccl {
 pub struct NcclWorld {
     ctrl: Box<dyn Communicator>,
     nccl: Nccl,
+    /// GPUs this rank sees (sub-communicators pick theirs from it).
+    devices: usize,
     timeout: Duration,
     calls: std::sync::atomic::AtomicU64,
 }
 
 impl NcclWorld {
-    /// Bootstraps NCCL over `ctrl` (see [`Nccl::init`]).
-    pub fn new(ctrl: Box<dyn Communicator>, timeout: Duration) -> Result<NcclWorld> {
-        let nccl = Nccl::init(ctrl.as_ref(), timeout)?;
+    /// Bootstraps NCCL over `ctrl` once the ranks have [`agree`]d (see [`Nccl::init`]).
+    pub fn new(
+        ctrl: Box<dyn Communicator>,
+        devices: usize,
+        timeout: Duration,
+    ) -> Result<NcclWorld> {
+        let nccl = Nccl::init(ctrl.as_ref(), devices, timeout)?;
         Ok(NcclWorld {
             ctrl,
             nccl,
+            devices,
             timeout,
             calls: Default::default(),
         })
@@ -370,7 +384,8 @@ impl Communicator for NcclWorld {
     }
     fn split(&self, color: usize) -> Result<Box<dyn Communicator>> {
         let sub = self.ctrl.split(color)?;
-        Ok(Box::new(NcclWorld::new(sub, self.timeout)?))
+        // The ranks agreed when this world was made; a subset needs no second agreement.
+        Ok(Box::new(NcclWorld::new(sub, self.devices, self.timeout)?))
     }
     fn abort(&self, code: i32) -> ! {
         self.ctrl.abort(code)
@@ -388,6 +403,18 @@ mod tests {
         assert!(got.iter().all(|l| l == &vec![1]), "{got:?}");
         let got = Threads::run(2, |c| ranks_lacking(c, true).unwrap());
         assert!(got.iter().all(|l| l.is_empty()));
+    }
+
+    #[test]
+    fn ranks_that_cannot_all_use_nccl_agree_on_why_not() {
+        // This machine has no GPU driver: no rank can, and every rank says so with the same ranks named.
+        if probe().usable() {
+            return;
+        }
+        let got = Threads::run(2, |c| agree(c).unwrap().unwrap_err());
+        for why in &got {
+            assert!(why.contains("rank(s) [0, 1]"), "{why}");
+        }
     }
 
     #[test]
