@@ -33,12 +33,6 @@ def criterion(group, name, images_per_iter):
     return images_per_iter / (ns * 1e-9)
 
 
-def train_images(size):
-    idx = json.load(open(os.path.join(base, f"s{size}", "index.json")))
-    return sum(s["rows"] for s in idx["shards"] if s["split"] == "train")
-
-
-rows = {}
 for size in (64, 224):
     d = os.path.join(base, f"s{size}")
     idx = json.load(open(os.path.join(d, "index.json")))
@@ -52,7 +46,6 @@ for size in (64, 224):
         n = sum(pq.read_table(f, columns=cols).num_rows for f in files)
         dt = time.perf_counter() - t
         best = dt if best is None else min(best, dt)
-    rows[size] = n
     ours = criterion("loader", f"read_{size}px_whole_epoch", n)
     rand = criterion("loader", f"read_{size}px_batches_of_64", n)
     print(f"{size} px whole epoch: chexlab {ours:,.0f} img/s, pyarrow {n / best:,.0f} img/s "

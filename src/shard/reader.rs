@@ -49,11 +49,19 @@ pub struct ShardSet {
     pub index: ShardIndex,
 }
 
-fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<fs::File>> {
+/// Opens a shard for reading; `page_index`: also load its offset index, which lets a row selection skip the pages
+/// it does not touch instead of decoding them (with the writer's small image pages a random batch decodes about
+/// its own rows, not whole megabyte pages). Checking a shard's row count needs only the footer.
+fn open_builder(
+    path: &Path,
+    page_index: bool,
+) -> Result<ParquetRecordBatchReaderBuilder<fs::File>> {
     let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // The offset index lets a row selection skip the pages it does not touch instead of decoding them: with the
-    // writer's small image pages a random batch decodes about its own rows, not whole megabyte pages.
-    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+    let options = ArrowReaderOptions::new().with_offset_index_policy(if page_index {
+        PageIndexPolicy::Optional
+    } else {
+        PageIndexPolicy::Skip
+    });
     ParquetRecordBatchReaderBuilder::try_new_with_options(f, options).map_err(|e| {
         Error::format(
             path,
@@ -99,7 +107,10 @@ impl ShardSet {
                     ),
                 ));
             }
-            let rows = open_builder(&path)?.metadata().file_metadata().num_rows() as u64;
+            let rows = open_builder(&path, false)?
+                .metadata()
+                .file_metadata()
+                .num_rows() as u64;
             if rows != s.rows {
                 return Err(Error::format(
                     &path,
@@ -210,7 +221,7 @@ impl ShardSet {
                 .ok_or_else(|| Error::Config(format!("no shard {shard}")))?;
             let path = self.dir.join(&entry.file);
             wanted.sort_unstable();
-            let builder = open_builder(&path)?;
+            let builder = open_builder(&path, true)?;
             let fields: Vec<String> = ["image_id", "image", "width", "height"]
                 .iter()
                 .map(|s| s.to_string())
