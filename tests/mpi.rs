@@ -1,10 +1,11 @@
 //! Data-parallel training under a real `mpirun -np 2` (feature `mpi`; Open MPI must be installed): both ranks end
 //! with identical weights; a killed rank ends the job with an error in bounded time and `--resume auto` then
-//! finishes; SIGUSR2 (Slurm's preemption warning, forwarded by mpirun) checkpoints and exits for requeue.
+//! finishes; a stopped rank is named by the collective watchdog of the other; SIGUSR2 (Slurm's preemption
+//! warning, forwarded by mpirun) checkpoints and exits for requeue.
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use chexlab::train::checkpoint;
@@ -59,16 +60,47 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
 }
 
 /// Starts a 1,500-step 2-rank training that checkpoints every 20 steps and returns once its first checkpoint is
-/// written: the config, the checkpoint directory and the running mpirun.
-fn long_job(dir: &Path) -> (PathBuf, PathBuf, Child) {
+/// written: the config, the checkpoint directory and the running mpirun. `extra` is appended to the config.
+fn long_job_with(dir: &Path, extra: &str, stderr: Stdio) -> (PathBuf, PathBuf, Child) {
     let cfg = study(
         dir,
-        "max_steps = 1500\ncheckpoint_every = 20\nvalid_every = 2000",
+        &format!("max_steps = 1500\ncheckpoint_every = 20\nvalid_every = 2000\n{extra}"),
     );
     let ckpts = dir.join("run/train/truth/checkpoints");
-    let mut job = mpirun(&cfg, &[]).spawn().unwrap();
+    let mut job = mpirun(&cfg, &[]).stderr(stderr).spawn().unwrap();
     wait_for_checkpoint(&ckpts, &mut job);
     (cfg, ckpts, job)
+}
+
+fn long_job(dir: &Path) -> (PathBuf, PathBuf, Child) {
+    long_job_with(dir, "", Stdio::inherit())
+}
+
+/// The MPI rank and pid of each rank process of the job started with `cfg` (mpirun itself excluded).
+fn rank_pids(cfg: &Path, job: &Child) -> Vec<(usize, String)> {
+    let ranks = Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("chexlab --quiet train --config {}", cfg.display()),
+        ])
+        .output()
+        .unwrap();
+    let mut pids: Vec<(usize, String)> = String::from_utf8_lossy(&ranks.stdout)
+        .split_whitespace()
+        .filter(|p| *p != job.id().to_string())
+        .map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+            let rank = env
+                .split(|&b| b == 0)
+                .find_map(|kv| kv.strip_prefix(b"OMPI_COMM_WORLD_RANK="))
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                .unwrap_or_else(|| panic!("process {pid} has no OMPI_COMM_WORLD_RANK"));
+            (rank, pid.to_string())
+        })
+        .collect();
+    pids.sort();
+    assert_eq!(pids.len(), 2, "rank pids: {pids:?}");
+    pids
 }
 
 #[test]
@@ -93,21 +125,9 @@ fn killed_rank_fails_fast_and_resume_finishes() {
     let tmp = tempfile::tempdir().unwrap();
     let (cfg, _, mut job) = long_job(tmp.path());
     // Kill one rank (not mpirun) hard.
-    let ranks = Command::new("pgrep")
-        .args([
-            "-f",
-            &format!("chexlab --quiet train --config {}", cfg.display()),
-        ])
-        .output()
-        .unwrap();
-    let pids: Vec<String> = String::from_utf8_lossy(&ranks.stdout)
-        .split_whitespace()
-        .map(String::from)
-        .filter(|p| *p != job.id().to_string())
-        .collect();
-    assert_eq!(pids.len(), 2, "rank pids: {pids:?}");
+    let pids = rank_pids(&cfg, &job);
     Command::new("kill")
-        .args(["-9", &pids[1]])
+        .args(["-9", &pids[1].1])
         .status()
         .unwrap();
     let status = wait_bounded(&mut job, Duration::from_secs(30));
@@ -123,6 +143,43 @@ fn killed_rank_fails_fast_and_resume_finishes() {
     assert_eq!(s["steps"], 1500);
     let h = s["rank_state_sha256"].as_array().unwrap();
     assert_eq!(h[0], h[1]);
+}
+
+#[test]
+fn a_stopped_rank_is_named_by_the_watchdog() {
+    for stopped in [1, 0] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cfg, _, mut job) = long_job_with(
+            tmp.path(),
+            "[distributed]\ncollective_timeout_s = 3",
+            Stdio::piped(),
+        );
+        let mut stderr = job.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut s).ok();
+            s
+        });
+        // A rank that is alive but never arrives: nothing fails, so only the watchdog can end the job.
+        let pid = rank_pids(&cfg, &job)[stopped].1.clone();
+        Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+        let status = wait_bounded(&mut job, Duration::from_secs(60));
+        Command::new("kill").args(["-KILL", &pid]).status().ok();
+        let log = log.join().unwrap();
+        assert!(!status.success(), "{log}");
+        let other = 1 - stopped;
+        let line = log
+            .lines()
+            .find(|l| l.starts_with(&format!("error on rank {other} of 2")))
+            .unwrap_or_else(|| panic!("no error from rank {other}:\n{log}"));
+        assert!(line.contains("did not complete within"), "{line}");
+        eprintln!("rank {stopped} stopped; rank {other} says: {line}");
+        // Stopped before the collective ("last at #…") or inside it ("arrived, then silent").
+        assert!(
+            line.contains(&format!("1 rank holding it up: rank {stopped} (")),
+            "{line}"
+        );
+    }
 }
 
 #[test]

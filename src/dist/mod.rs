@@ -5,6 +5,7 @@
 
 pub mod single;
 pub mod threads;
+pub mod watch;
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -34,6 +35,16 @@ pub trait Communicator {
     fn split(&self, color: usize) -> Result<Box<dyn Communicator>>;
     /// Ends every rank of the job now with `code` (used when one rank fails, so that no rank waits forever).
     fn abort(&self, code: i32) -> !;
+    /// How long a collective may wait for the other ranks before it fails (see [`watch`]); unwatched
+    /// communicators ignore it.
+    fn set_collective_timeout(&self, _timeout: std::time::Duration) {}
+    /// The training step the next collectives belong to, for the messages of collectives that time out.
+    fn set_step(&self, _step: u64) {}
+    /// A new arrival board over these ranks (collective), for collectives that run beside this communicator
+    /// (NCCL's); `None` when this communicator has none.
+    fn arrival_board(&self) -> Result<Option<Box<dyn watch::Arrivals>>> {
+        Ok(None)
+    }
 }
 
 /// Sequence numbers of collectives, for debug logs.
@@ -156,6 +167,7 @@ pub fn for_training(
     dist: &crate::config::DistributedConfig,
 ) -> Result<Box<dyn Communicator>> {
     use crate::config::{Backend, ComputeDevice};
+    ctrl.set_collective_timeout(std::time::Duration::from_secs(dist.collective_timeout_s));
     let wants = match dist.backend {
         Backend::Nccl => true,
         Backend::Auto => dist.device == ComputeDevice::Cuda && ctrl.size() > 1,

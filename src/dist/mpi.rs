@@ -1,24 +1,133 @@
 //! MPI ranks (rsmpi over Open MPI). MPI's default error handler is fatal, so a failed collective or a dead peer
-//! ends the job instead of hanging it; `abort` calls `MPI_Abort` on the world.
+//! ends the job instead of hanging it; `abort` calls `MPI_Abort` on the world. A rank that is alive but never
+//! arrives (hung, stopped) is caught by the [`Watch`]: all-reduces, broadcasts and barriers are started
+//! non-blocking and waited for with a deadline, and a [`Board`] on a duplicate communicator names the missing
+//! ranks.
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use mpi::collective::SystemOperation;
 use mpi::datatype::PartitionMut;
 use mpi::environment::Universe;
+use mpi::ffi;
+use mpi::point_to_point::{Message, Source};
+use mpi::raw::AsRaw;
 use mpi::topology::{Color, Communicator as _, SimpleCommunicator};
-use mpi::traits::{CommunicatorCollectives, Root};
+use mpi::traits::Root;
 
-use super::{Communicator, Seq};
+use super::Communicator;
+use super::watch::{Arrivals, Heard, Ticket, Watch};
 use crate::error::{Error, Result};
 
 /// An MPI communicator (the world, or a part of it made by `split`).
 pub struct Mpi {
     comm: SimpleCommunicator,
     local_rank: usize,
-    seq: Seq,
+    watch: Watch,
     // Finalises MPI when the last communicator is dropped.
     _universe: Rc<Universe>,
+}
+
+/// The arrival board of a communicator (see [`super::watch`]), on a duplicate of it so that its messages never
+/// match anything else: every rank but 0 sends rank 0 the number of each collective it enters, rank 0 sends its
+/// own to rank 1. The sends are non-blocking; completed ones are reaped at the next arrival.
+pub struct Board {
+    comm: SimpleCommunicator,
+    /// Per rank: the last collective it posted, and when that post was read.
+    last: RefCell<Vec<(Option<u64>, Instant)>>,
+    pending: RefCell<Vec<(Box<u64>, ffi::MPI_Request)>>,
+}
+
+impl Board {
+    /// Makes the board of `comm` (collective: duplicates the communicator).
+    pub fn new(comm: &SimpleCommunicator) -> Board {
+        Board {
+            comm: comm.duplicate(),
+            last: RefCell::new(vec![(None, Instant::now()); comm.size() as usize]),
+            pending: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn rank(&self) -> usize {
+        self.comm.rank() as usize
+    }
+
+    /// Reads every arrival posted to this rank so far.
+    fn drain(&self) {
+        if self.rank() > 1 {
+            return;
+        }
+        let mut last = self.last.borrow_mut();
+        while let Some((msg, status)) = self.comm.any_process().immediate_matched_probe() {
+            let (seq, _): (u64, _) = Message::matched_receive(msg);
+            let from = status.source_rank() as usize;
+            last[from] = (last[from].0.max(Some(seq)), Instant::now());
+        }
+    }
+}
+
+impl Arrivals for Board {
+    fn arrive(&self, seq: u64) {
+        let (rank, size) = (self.rank(), self.comm.size());
+        if size < 2 {
+            return;
+        }
+        self.drain();
+        self.last.borrow_mut()[rank] = (Some(seq), Instant::now());
+        let mut pending = self.pending.borrow_mut();
+        pending.retain_mut(|(_, req)| {
+            let mut done = 0;
+            // SAFETY: `req` is an active request from MPI_Isend below, owned by this board.
+            unsafe { ffi::MPI_Test(req, &mut done, ffi::RSMPI_STATUS_IGNORE) };
+            done == 0
+        });
+        let value = Box::new(seq);
+        let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
+        // SAFETY: the boxed value outlives the send: it stays in `pending` until MPI_Test says it completed (or the
+        // board is leaked when the job aborts).
+        unsafe {
+            ffi::MPI_Isend(
+                (&*value as *const u64).cast(),
+                1,
+                ffi::RSMPI_UINT64_T,
+                if rank == 0 { 1 } else { 0 },
+                0,
+                self.comm.as_raw(),
+                &mut req,
+            );
+        }
+        pending.push((value, req));
+    }
+
+    fn heard(&self) -> Option<Vec<Heard>> {
+        self.drain();
+        let last = self.last.borrow();
+        let heard = |rank: usize| Heard {
+            rank,
+            last: last[rank].0,
+            silent: last[rank].1.elapsed(),
+        };
+        match self.rank() {
+            0 => Some((0..last.len()).map(heard).collect()),
+            1 => Some(vec![heard(0)]),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        // Sends still in flight are completed before their buffers go (their receiver drains at its next
+        // arrival or never, so cancel rather than wait).
+        for (_, req) in self.pending.get_mut().iter_mut() {
+            // SAFETY: active requests owned by this board.
+            unsafe {
+                ffi::MPI_Cancel(req);
+                ffi::MPI_Wait(req, ffi::RSMPI_STATUS_IGNORE);
+            }
+        }
+    }
 }
 
 impl Mpi {
@@ -35,12 +144,58 @@ impl Mpi {
             local_rank,
             "MPI initialised"
         );
-        Ok(Mpi {
+        Ok(Mpi::wrap(comm, local_rank, Rc::new(universe)))
+    }
+
+    fn wrap(comm: SimpleCommunicator, local_rank: usize, universe: Rc<Universe>) -> Mpi {
+        let board = Board::new(&comm);
+        Mpi {
+            watch: Watch::new(comm.rank() as usize, Some(Box::new(board))),
             comm,
             local_rank,
-            seq: Seq::default(),
-            _universe: Rc::new(universe),
-        })
+            _universe: universe,
+        }
+    }
+
+    /// Waits for a non-blocking operation until it completes or the watch's deadline passes. Spins on `MPI_Test`
+    /// (which also drives the operation, as a blocking call would) for the first second, then polls every 200 µs.
+    fn wait(&self, t: &mut Ticket, req: &mut ffi::MPI_Request) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let mut done = 0;
+            // SAFETY: `req` is an active request started by the caller on buffers it keeps alive.
+            unsafe { ffi::MPI_Test(req, &mut done, ffi::RSMPI_STATUS_IGNORE) };
+            if done != 0 {
+                return Ok(());
+            }
+            if self.watch.expired(t) {
+                return Err(self.watch.error(t, "MPI"));
+            }
+            self.watch.waiting(t);
+            if start.elapsed() < Duration::from_secs(1) {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
+    fn broadcast_part(&self, t: &mut Ticket, ptr: *mut u8, len: usize, root: usize) -> Result<()> {
+        let count = i32::try_from(len)
+            .map_err(|_| Error::Config(format!("broadcast of {len} bytes exceeds 2 GiB")))?;
+        let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
+        // SAFETY: `ptr` points to `len` bytes the caller keeps alive until `wait` returns.
+        unsafe {
+            ffi::MPI_Ibcast(
+                ptr.cast(),
+                count,
+                ffi::RSMPI_UINT8_T,
+                root as i32,
+                self.comm.as_raw(),
+                &mut req,
+            );
+        }
+        self.wait(t, &mut req)
     }
 
     fn root(&self, root: usize) -> Result<mpi::topology::Process<'_>> {
@@ -65,24 +220,41 @@ impl Communicator for Mpi {
         self.local_rank
     }
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
-        self.seq.next("all_reduce_sum_f32", self.rank());
+        let count = i32::try_from(buf.len())
+            .map_err(|_| Error::Config(format!("all-reduce of {} values", buf.len())))?;
+        let mut t = self.watch.begin("all-reduce");
         // rsmpi has no MPI_IN_PLACE: reduce from a copy.
         let send = buf.to_vec();
-        self.comm
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
-        Ok(())
+        let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
+        // SAFETY: both buffers hold `count` floats and outlive the request (the copy is leaked on a timeout, when
+        // the request is still active and the job is about to abort).
+        unsafe {
+            ffi::MPI_Iallreduce(
+                send.as_ptr().cast(),
+                buf.as_mut_ptr().cast(),
+                count,
+                ffi::RSMPI_FLOAT,
+                ffi::RSMPI_SUM,
+                self.comm.as_raw(),
+                &mut req,
+            );
+        }
+        let r = self.wait(&mut t, &mut req);
+        if r.is_err() {
+            std::mem::forget(send);
+        }
+        r
     }
     fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize) -> Result<()> {
-        self.seq.next("broadcast_bytes", self.rank());
-        let p = self.root(root)?;
+        self.root(root)?;
+        let mut t = self.watch.begin("broadcast");
         let mut len = buf.len() as u64;
-        p.broadcast_into(&mut len);
+        self.broadcast_part(&mut t, (&mut len as *mut u64).cast(), 8, root)?;
         buf.resize(len as usize, 0);
-        p.broadcast_into(&mut buf[..]);
-        Ok(())
+        self.broadcast_part(&mut t, buf.as_mut_ptr(), buf.len(), root)
     }
     fn gather_bytes(&self, data: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>> {
-        self.seq.next("gather_bytes", self.rank());
+        self.watch.begin("gather");
         let p = self.root(root)?;
         let len = i32::try_from(data.len())
             .map_err(|_| Error::Config(format!("gather of {} bytes exceeds 2 GiB", data.len())))?;
@@ -116,22 +288,30 @@ impl Communicator for Mpi {
         ))
     }
     fn barrier(&self) -> Result<()> {
-        self.seq.next("barrier", self.rank());
-        self.comm.barrier();
-        Ok(())
+        let mut t = self.watch.begin("barrier");
+        let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
+        // SAFETY: a barrier has no buffers.
+        unsafe { ffi::MPI_Ibarrier(self.comm.as_raw(), &mut req) };
+        self.wait(&mut t, &mut req)
     }
     fn split(&self, color: usize) -> Result<Box<dyn Communicator>> {
-        self.seq.next("split", self.rank());
+        self.watch.begin("split");
         let comm = self
             .comm
             .split_by_color(Color::with_value(color as i32))
             .ok_or_else(|| Error::Config(format!("MPI split by color {color} failed")))?;
-        Ok(Box::new(Mpi {
-            comm,
-            local_rank: self.local_rank,
-            seq: Seq::default(),
-            _universe: self._universe.clone(),
-        }))
+        let sub = Mpi::wrap(comm, self.local_rank, self._universe.clone());
+        sub.watch.set_timeout(self.watch.timeout());
+        Ok(Box::new(sub))
+    }
+    fn set_collective_timeout(&self, timeout: Duration) {
+        self.watch.set_timeout(timeout);
+    }
+    fn set_step(&self, step: u64) {
+        self.watch.set_step(step);
+    }
+    fn arrival_board(&self) -> Result<Option<Box<dyn Arrivals>>> {
+        Ok(Some(Box::new(Board::new(&self.comm))))
     }
     fn abort(&self, code: i32) -> ! {
         tracing::error!("rank {} aborts the job (exit code {code})", self.rank());

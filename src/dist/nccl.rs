@@ -7,8 +7,8 @@
 //! broadcasts it ([`exchange_id`]), and every rank joins the NCCL communicator ([`Nccl::init`]).
 //!
 //! NCCL has no timeouts of its own: [`Nccl`] waits for each collective with a deadline (`collective_timeout_s`)
-//! and, when it passes, aborts the NCCL communicator and fails naming the step and the sequence number (ranks log
-//! theirs at debug level, so the rank that never arrived is the one whose log stops earlier).
+//! and, when it passes, aborts the NCCL communicator and fails naming the collective, the training step and the
+//! ranks that never arrived (from an arrival board on the control plane, see [`super::watch`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use cudarc::nccl::{Comm, Id, ReduceOp};
 
-use super::{Communicator, Seq};
+use super::Communicator;
+use super::watch::{Ticket, Watch};
 use crate::error::{Error, Result};
 
 /// Bytes of an NCCL unique id.
@@ -227,8 +228,7 @@ fn cuda_error(what: &str, e: cudarc::driver::DriverError) -> Error {
 pub struct Nccl {
     comm: Comm,
     stream: Arc<CudaStream>,
-    timeout: Duration,
-    seq: Seq,
+    watch: Watch,
 }
 
 impl Nccl {
@@ -258,11 +258,12 @@ impl Nccl {
             "NCCL communicator of {} ranks ready",
             ctrl.size()
         );
+        let watch = Watch::new(ctrl.rank(), ctrl.arrival_board()?);
+        watch.set_timeout(timeout);
         Ok(Nccl {
             comm,
             stream,
-            timeout,
-            seq: Seq::default(),
+            watch,
         })
     }
 
@@ -271,18 +272,23 @@ impl Nccl {
         &self.stream
     }
 
+    /// The training step the next collectives belong to (for timeout messages).
+    pub fn set_step(&self, step: u64) {
+        self.watch.set_step(step);
+    }
+
     /// Averages a device buffer over the ranks, in place (`ncclAvg`), waiting at most the timeout.
-    pub fn all_reduce_avg(&self, buf: &mut CudaSlice<f32>, step: u64) -> Result<()> {
-        let seq = self.seq.next("nccl_all_reduce_avg", self.comm.rank());
+    pub fn all_reduce_avg(&self, buf: &mut CudaSlice<f32>) -> Result<()> {
+        let mut t = self.watch.begin("all-reduce (average)");
         self.comm
             .all_reduce_in_place(buf, &ReduceOp::Avg)
             .map_err(|e| nccl_error("ncclAllReduce", e))?;
-        self.wait(step, seq)
+        self.wait(&mut t)
     }
 
     /// Sums a host buffer over the ranks through the GPU (copy in, `ncclSum`, copy out).
-    pub fn all_reduce_sum_host(&self, buf: &mut [f32], step: u64) -> Result<()> {
-        let seq = self.seq.next("nccl_all_reduce_sum", self.comm.rank());
+    pub fn all_reduce_sum_host(&self, buf: &mut [f32]) -> Result<()> {
+        let mut t = self.watch.begin("all-reduce");
         let mut dev = self
             .stream
             .clone_htod(buf)
@@ -290,7 +296,7 @@ impl Nccl {
         self.comm
             .all_reduce_in_place(&mut dev, &ReduceOp::Sum)
             .map_err(|e| nccl_error("ncclAllReduce", e))?;
-        self.wait(step, seq)?;
+        self.wait(&mut t)?;
         self.stream
             .memcpy_dtoh(&dev, buf)
             .map_err(|e| cuda_error("copy from GPU", e))?;
@@ -300,29 +306,22 @@ impl Nccl {
     }
 
     /// Polls the stream until the collective is done; past the deadline the communicator is aborted.
-    fn wait(&self, step: u64, seq: u64) -> Result<()> {
+    fn wait(&self, t: &mut Ticket) -> Result<()> {
         let done = self
             .stream
             .record_event(None)
             .map_err(|e| cuda_error("event", e))?;
-        let start = Instant::now();
         loop {
             match done.try_is_complete() {
                 Ok(true) => return Ok(()),
-                Ok(false) if start.elapsed() < self.timeout => {
+                Ok(false) if !self.watch.expired(t) => {
+                    self.watch.waiting(t);
                     std::thread::sleep(Duration::from_micros(200))
                 }
-                Ok(false) => {
-                    // The caller drops this communicator with the error, and dropping it aborts it
-                    // (ncclCommAbort), as NCCL prescribes for a hung collective.
-                    return Err(Error::Distributed(format!(
-                        "NCCL collective #{seq} at step {step} did not complete within {} s on rank {}: \
-                         some rank never arrived (the rank whose debug log ends before collective #{seq})",
-                        self.timeout.as_secs(),
-                        self.comm.rank()
-                    )));
-                }
-                Err(e) => return Err(cuda_error(&format!("NCCL collective #{seq}"), e)),
+                // The caller drops this communicator with the error, and dropping it aborts it
+                // (ncclCommAbort), as NCCL prescribes for a hung collective.
+                Ok(false) => return Err(self.watch.error(t, "NCCL")),
+                Err(e) => return Err(cuda_error(&format!("NCCL collective #{}", t.seq), e)),
             }
         }
     }
@@ -336,7 +335,6 @@ pub struct NcclWorld {
     /// GPUs this rank sees (sub-communicators pick theirs from it).
     devices: usize,
     timeout: Duration,
-    calls: std::sync::atomic::AtomicU64,
 }
 
 impl NcclWorld {
@@ -352,7 +350,6 @@ impl NcclWorld {
             nccl,
             devices,
             timeout,
-            calls: Default::default(),
         })
     }
 }
@@ -368,10 +365,7 @@ impl Communicator for NcclWorld {
         self.ctrl.local_rank()
     }
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
-        let n = self
-            .calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.nccl.all_reduce_sum_host(buf, n)
+        self.nccl.all_reduce_sum_host(buf)
     }
     fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize) -> Result<()> {
         self.ctrl.broadcast_bytes(buf, root)
@@ -389,6 +383,17 @@ impl Communicator for NcclWorld {
     }
     fn abort(&self, code: i32) -> ! {
         self.ctrl.abort(code)
+    }
+    fn set_collective_timeout(&self, timeout: Duration) {
+        self.ctrl.set_collective_timeout(timeout);
+        self.nccl.watch.set_timeout(timeout);
+    }
+    fn set_step(&self, step: u64) {
+        self.ctrl.set_step(step);
+        self.nccl.set_step(step);
+    }
+    fn arrival_board(&self) -> Result<Option<Box<dyn super::watch::Arrivals>>> {
+        self.ctrl.arrival_board()
     }
 }
 

@@ -430,6 +430,8 @@ fn train_in_pool(
                 flat.push(step_loss);
                 flat.push(stop_here as u8 as f32);
                 let t = Instant::now();
+                // Numbered from 1, as the progress bar counts: the step this all-reduce completes.
+                comm.set_step(meta.step + 1);
                 comm.all_reduce_sum_f32(&mut flat)?;
                 allreduce_s += t.elapsed().as_secs_f64();
                 let stop_any = flat.pop().expect("flag") > 0.0;
