@@ -8,7 +8,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use burn::tensor::Device;
-use chexlab::config::OptimizerConfig;
+use chexlab::config::{OptimizerConfig, Precision};
 use chexlab::model::{DenseNet, DenseNetConfig};
 use chexlab::train::bench::model_config;
 use chexlab::train::{apply, gradients, optimizer};
@@ -64,7 +64,8 @@ fn bench(c: &mut Criterion) {
         group.bench_function(case.name, |b| {
             b.iter(|| {
                 let m = model.take().expect("model");
-                let (_, layout, flat) = gradients(&m, x.clone(), shape, &y, &mask, &ad);
+                let (_, layout, flat) =
+                    gradients(&m, x.clone(), shape, &y, &mask, &ad, Precision::F32);
                 model = Some(apply(m, &mut optim, &layout, &flat, 1e-4, &inner));
             })
         });

@@ -263,6 +263,27 @@ pub struct ModelConfig {
     pub freeze_bn: bool,
     /// Observations the classifier predicts and is evaluated on.
     pub observations: Vec<String>,
+    /// Arithmetic of training steps: `f32`, or `bf16` (mixed precision: convolutions and the classifier in
+    /// bfloat16; BatchNorm, the loss and the weights the optimizer updates in fp32). Evaluation runs in fp32.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+/// Arithmetic of training steps (see [`ModelConfig::precision`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Mixed precision with bfloat16 (fp32's exponent range, so no loss scaling), fp32 master weights.
+    Bf16,
+}
+
+impl Precision {
+    // Not serialised when f32, so that settings hashes of runs from before the option existed still match.
+    fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
 }
 
 impl Default for ModelConfig {
@@ -285,6 +306,7 @@ impl Default for ModelConfig {
             ]
             .map(String::from)
             .to_vec(),
+            precision: Precision::F32,
         }
     }
 }

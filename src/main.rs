@@ -372,7 +372,7 @@ enum Command {
         /// cpu or cuda.
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceArg,
-        /// f32 or bf16.
+        /// f32, or bf16 (training's mixed precision: bf16 convolutions, fp32 BatchNorm, loss and weights).
         #[arg(long, value_enum, default_value = "f32")]
         precision: PrecisionArg,
         /// Write the first step's flat gradient here (little-endian f32).
@@ -1006,7 +1006,8 @@ fn run(cli: Cli) -> Result<()> {
             grads_out,
         } => {
             use chexlab::config::ComputeDevice;
-            use chexlab::train::bench::{Precision, StepBench, bench_step};
+            use chexlab::config::Precision;
+            use chexlab::train::bench::{StepBench, bench_step};
             let spec = StepBench {
                 arch,
                 size,

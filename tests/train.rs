@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use chexlab::config::{ModelConfig, OptimizerConfig, ScheduleConfig, UncertaintyPolicy};
+use chexlab::config::{ModelConfig, OptimizerConfig, Precision, ScheduleConfig, UncertaintyPolicy};
 use chexlab::dist::Communicator;
 use chexlab::dist::single::Single;
 use chexlab::dist::threads::Threads;
@@ -60,6 +60,7 @@ fn settings(set: &ShardSet) -> TrainSettings {
                 "Pleural Effusion".into(),
                 "Edema".into(),
             ],
+            precision: Precision::F32,
         },
         optimizer: OptimizerConfig {
             lr: 3e-3,
@@ -95,9 +96,33 @@ fn last_ckpt(dir: &Path) -> PathBuf {
 
 #[test]
 fn interrupted_and_resumed_run_matches_uninterrupted_run() {
+    interrupted_and_resumed(Precision::F32);
+}
+
+#[test]
+fn interrupted_and_resumed_bf16_run_matches_uninterrupted_run() {
+    let summary = interrupted_and_resumed(Precision::Bf16);
+    // Mixed precision trains other weights than fp32 does, and its checkpoints hold fp32 weights (the loads in
+    // the run above read them into an fp32 model).
     let tmp = tempfile::tempdir().unwrap();
     let set = shards(tmp.path());
     let mut s = settings(&set);
+    s.schedule.augment.enabled = true;
+    let f32_run = train(&set, &s, &tmp.path().join("f32"), Resume::Fresh, 1).unwrap();
+    assert_eq!(f32_run.steps, summary.steps);
+    assert_ne!(f32_run.rank_state_sha256, summary.rank_state_sha256);
+    assert!(
+        summary.last_valid_auroc.iter().any(|(_, a)| a.is_some()),
+        "{summary:?}"
+    );
+}
+
+/// Trains, then trains again cut short and resumed, with `precision`; returns the uninterrupted run's summary.
+fn interrupted_and_resumed(precision: Precision) -> TrainSummary {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = shards(tmp.path());
+    let mut s = settings(&set);
+    s.model.precision = precision;
     // With augmentation: its draws must not depend on where the run was interrupted.
     s.schedule.augment.enabled = true;
 
@@ -178,6 +203,7 @@ fn interrupted_and_resumed_run_matches_uninterrupted_run() {
             .collect()
     };
     assert_eq!(strip(&a), strip(&b));
+    summary
 }
 
 #[test]

@@ -6,13 +6,13 @@
 //! Field names follow torchvision's state-dict keys (`conv0`, `norm0`, `norm1`, `conv1`, ...) so that weight import
 //! is a renaming of block/layer indices only (see [`crate::model::import`]).
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, AvgPool2d, AvgPool2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
@@ -188,8 +188,37 @@ pub struct DenseLayer {
 
 impl DenseLayer {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv1.forward(relu(self.norm1.forward(x)));
-        self.conv2.forward(relu(self.norm2.forward(y)))
+        let y = self.conv1.forward(relu(norm(&self.norm1, x)));
+        self.conv2.forward(relu(norm(&self.norm2, y)))
+    }
+}
+
+/// BatchNorm in its own parameters' dtype, the result back in the input's: in a mixed-precision copy
+/// ([`DenseNet::with_conv_dtype`]) the statistics and running averages stay fp32 (as under PyTorch's autocast).
+/// A no-op cast when the dtypes agree.
+fn norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let (dt, own) = (x.dtype(), bn.gamma.val().dtype());
+    if dt == own {
+        bn.forward(x)
+    } else {
+        bn.forward(x.cast(own)).cast(dt)
+    }
+}
+
+/// Casts trainable parameters to a dtype, as new leaves with the same ids (so gradients map back onto the
+/// original model's parameters).
+struct CastParams(FloatDType);
+
+impl ModuleMapper for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dt = self.0;
+        param.map(|t| {
+            if t.is_require_grad() {
+                t.cast(dt).detach().require_grad()
+            } else {
+                t.cast(dt)
+            }
+        })
     }
 }
 
@@ -221,7 +250,7 @@ pub struct Transition {
 impl Transition {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.pool
-            .forward(self.conv.forward(relu(self.norm.forward(x))))
+            .forward(self.conv.forward(relu(norm(&self.norm, x))))
     }
 }
 
@@ -305,18 +334,56 @@ impl DenseNet {
         }
     }
 
-    /// Logits for a batch of images `[batch, channels, height, width]`.
+    /// A copy whose convolutions and classifier compute in `dtype` (mixed precision with bf16); BatchNorm keeps
+    /// its dtype and shares its running statistics with `self`. The copy's parameters are leaves with the same
+    /// ids as `self`'s, so its gradients apply to `self` (the fp32 master weights).
+    pub fn with_conv_dtype(&self, dtype: FloatDType) -> DenseNet {
+        let mut cast = CastParams(dtype);
+        let m = self.clone();
+        DenseNet {
+            conv0: m.conv0.map(&mut cast),
+            blocks: m
+                .blocks
+                .into_iter()
+                .map(|b| DenseBlock {
+                    layers: b
+                        .layers
+                        .into_iter()
+                        .map(|l| DenseLayer {
+                            conv1: l.conv1.map(&mut cast),
+                            conv2: l.conv2.map(&mut cast),
+                            ..l
+                        })
+                        .collect(),
+                })
+                .collect(),
+            transitions: m
+                .transitions
+                .into_iter()
+                .map(|t| Transition {
+                    conv: t.conv.map(&mut cast),
+                    ..t
+                })
+                .collect(),
+            classifier: m.classifier.map(&mut cast),
+            ..m
+        }
+    }
+
+    /// Logits for a batch of images `[batch, channels, height, width]`, in the classifier's dtype; the input is
+    /// cast to the first convolution's.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = x.cast(self.conv0.weight.val().dtype());
         let mut x = self
             .pool0
-            .forward(relu(self.norm0.forward(self.conv0.forward(x))));
+            .forward(relu(norm(&self.norm0, self.conv0.forward(x))));
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
             if let Some(t) = self.transitions.get(i) {
                 x = t.forward(x);
             }
         }
-        let x = self.gap.forward(relu(self.norm5.forward(x)));
+        let x = self.gap.forward(relu(norm(&self.norm5, x)));
         let [b, c, _, _] = x.dims();
         self.classifier.forward(x.reshape([b, c]))
     }

@@ -6,22 +6,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::tensor::{Device, FloatDType};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::{apply, gradients, optimizer, seeded_init};
-use crate::config::{ComputeDevice, OptimizerConfig};
+use crate::config::{ComputeDevice, OptimizerConfig, Precision};
 use crate::error::{Error, Result};
 use crate::model::{DenseNet, DenseNetConfig};
-
-/// Floating-point type of a step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    F32,
-    /// Parameters, activations and gradients in bfloat16 (no fp32 master copy).
-    Bf16,
-}
 
 /// What to measure.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -35,6 +26,7 @@ pub struct StepBench {
     pub warmup: usize,
     pub seed: u64,
     pub device: ComputeDevice,
+    /// As training's `model.precision` (bf16: mixed precision with fp32 master weights).
     pub precision: Precision,
 }
 
@@ -71,12 +63,7 @@ pub fn model_config(arch: &str) -> Result<DenseNetConfig> {
 /// Runs the measurement; the first step's flat gradient goes to `grads_out` (little-endian f32) when given.
 pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenchResult> {
     let cfg = model_config(&spec.arch)?;
-    let mut inner = crate::dist::compute_device(spec.device, 0)?;
-    if spec.precision == Precision::Bf16 {
-        inner
-            .configure(FloatDType::BF16)
-            .map_err(|e| Error::Config(format!("bfloat16 on this device: {e:?}")))?;
-    }
+    let inner = crate::dist::compute_device(spec.device, 0)?;
     let ad = inner.clone().autodiff();
     // Same initial weights on every device: drawn on the CPU, then loaded onto the device.
     let cpu = Device::flex().autodiff();
@@ -98,7 +85,8 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
     let shape = [spec.batch, 1, spec.size, spec.size];
     let mut optim = optimizer(&OptimizerConfig::default());
 
-    let (first_loss, layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad);
+    let (first_loss, layout, flat) =
+        gradients(&model, x.clone(), shape, &y, &mask, &ad, spec.precision);
     let first_grad_norm = flat
         .iter()
         .map(|v| f64::from(*v).powi(2))
@@ -115,7 +103,7 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
             start = Instant::now();
         }
         // Reading the gradient back to the host (as training does) also waits for the device.
-        let (_, layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad);
+        let (_, layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad, spec.precision);
         model = apply(model, &mut optim, &layout, &flat, 1e-4, &inner);
     }
     let seconds = start.elapsed().as_secs_f64();

@@ -4,7 +4,7 @@
 //! → 0, uncertain → per the policy: `ignore` masks the entry out of the loss, `zeros` → 0, `ones` → 1.
 
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
 use crate::config::UncertaintyPolicy;
 use crate::observations::{Label, LabelRow, Observation};
@@ -35,13 +35,16 @@ pub fn targets(
     (y, mask)
 }
 
-/// Mean BCE-with-logits over the unmasked entries (0 when every entry is masked).
+/// Mean BCE-with-logits over the unmasked entries (0 when every entry is masked), computed in fp32 whatever the
+/// logits' dtype.
 ///
 /// Uses the stable form `max(x, 0) − x·y + log(1 + e^{−|x|})`.
 pub fn bce_with_logits(logits: Tensor<2>, y: &[f32], mask: &[f32], device: &Device) -> Tensor<1> {
     let dims = logits.dims();
-    let y = Tensor::<2>::from_data(TensorData::new(y.to_vec(), dims), device);
-    let m = Tensor::<2>::from_data(TensorData::new(mask.to_vec(), dims), device);
+    let logits = logits.cast(FloatDType::F32);
+    let f32_on = (device, DType::F32);
+    let y = Tensor::<2>::from_data(TensorData::new(y.to_vec(), dims), f32_on);
+    let m = Tensor::<2>::from_data(TensorData::new(mask.to_vec(), dims), f32_on);
     let count = mask.iter().sum::<f32>().max(1.0);
     let per = relu(logits.clone()) - logits.clone() * y + logits.abs().neg().exp().log1p();
     (per * m).sum().div_scalar(count)

@@ -408,6 +408,7 @@ fn train_in_pool(
                     &y,
                     &mask,
                     &ad,
+                    s.model.precision,
                 );
                 step_loss += l;
                 match &mut acc {
