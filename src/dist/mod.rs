@@ -13,6 +13,8 @@ pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 
+use burn::tensor::{Tensor, TensorData};
+
 use crate::error::{Error, Result};
 
 /// What ranks need from each other.
@@ -25,6 +27,25 @@ pub trait Communicator {
     fn local_rank(&self) -> usize;
     /// Element-wise sum across ranks, in place; every rank ends with the same values.
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
+    /// Element-wise sum of an fp32 tensor across ranks, on the tensor's device. This default copies it to the
+    /// host for [`all_reduce_sum_f32`](Communicator::all_reduce_sum_f32) and back; NCCL reduces the device
+    /// buffer in place.
+    fn all_reduce_sum_tensor(&self, t: Tensor<1>) -> Result<Tensor<1>> {
+        if self.size() == 1 {
+            return Ok(t);
+        }
+        let device = t.device();
+        let mut v: Vec<f32> =
+            t.into_data().convert::<f32>().try_to_vec().map_err(|e| {
+                Error::Distributed(format!("all-reduce: reading the tensor: {e:?}"))
+            })?;
+        self.all_reduce_sum_f32(&mut v)?;
+        let n = v.len();
+        Ok(Tensor::from_data(
+            TensorData::new(v, [n]),
+            (&device, burn::tensor::DType::F32),
+        ))
+    }
     /// Replaces `buf` on every rank with `root`'s bytes (any length).
     fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize) -> Result<()>;
     /// Every rank's bytes, in rank order, on `root`; `None` elsewhere.

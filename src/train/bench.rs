@@ -87,24 +87,27 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
 
     let (first_loss, layout, flat) =
         gradients(&model, x.clone(), shape, &y, &mask, &ad, spec.precision);
-    let first_grad_norm = flat
-        .iter()
-        .map(|v| f64::from(*v).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let first_grad_norm = super::grads::norm_tensor(&flat, layout.len());
     if let Some(path) = grads_out {
-        let bytes: Vec<u8> = flat.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let host: Vec<f32> = flat
+            .clone()
+            .slice(0..layout.len())
+            .into_data()
+            .try_to_vec()
+            .map_err(|e| Error::Config(format!("reading the gradient: {e:?}")))?;
+        let bytes: Vec<u8> = host.iter().flat_map(|v| v.to_le_bytes()).collect();
         crate::io::write_atomic(path, &bytes)?;
     }
-    let mut model = apply(model, &mut optim, &layout, &flat, 1e-4, &inner);
+    let mut model = apply(model, &mut optim, &layout, &flat, 1e-4);
     let mut start = Instant::now();
     for i in 0..spec.warmup + spec.steps {
         if i == spec.warmup {
             start = Instant::now();
         }
-        // Reading the gradient back to the host (as training does) also waits for the device.
+        // Reading the norm back (as training does) waits for the device.
         let (_, layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad, spec.precision);
-        model = apply(model, &mut optim, &layout, &flat, 1e-4, &inner);
+        let _ = super::grads::norm_tensor(&flat, layout.len());
+        model = apply(model, &mut optim, &layout, &flat, 1e-4);
     }
     let seconds = start.elapsed().as_secs_f64();
     Ok(StepBenchResult {

@@ -1,12 +1,14 @@
 //! Gradients as one flat `f32` buffer: what global-norm clipping, gradient accumulation and the data-parallel
 //! all-reduce work on. The layout (parameter order, offsets, shapes) follows the module's visiting order, which is
-//! the same on every rank; BatchNorm running statistics have no gradient and are not part of it.
+//! the same on every rank; BatchNorm running statistics have no gradient and are not part of it. The buffer is
+//! a tensor on the device the gradients were computed on ([`flatten_tensor`]): on a GPU it never leaves the
+//! device, and NCCL reduces it in place.
 
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
 /// Where each trainable parameter's gradient sits in the flat buffer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -49,7 +51,8 @@ impl ModuleVisitor for Flatten<'_> {
     }
 }
 
-/// Copies every gradient of `grads` into one buffer, in `module`'s visiting order.
+/// Copies every gradient of `grads` into one host buffer, in `module`'s visiting order (for inspection and tests;
+/// training uses [`flatten_tensor`]).
 pub fn flatten<M: Module>(grads: &GradientsParams, module: &M) -> (GradLayout, Vec<f32>) {
     let mut f = Flatten {
         grads,
@@ -60,44 +63,96 @@ pub fn flatten<M: Module>(grads: &GradientsParams, module: &M) -> (GradLayout, V
     (f.layout, f.buf)
 }
 
-struct Unflatten<'a> {
-    index: HashMap<ParamId, (usize, &'a [usize])>,
-    buf: &'a [f32],
-    device: &'a Device,
-    out: GradientsParams,
+struct FlattenTensor<'a> {
+    grads: &'a GradientsParams,
+    layout: GradLayout,
+    parts: Vec<Tensor<1>>,
 }
 
-impl ModuleVisitor for Unflatten<'_> {
+impl ModuleVisitor for FlattenTensor<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(&(offset, shape)) = self.index.get(&param.id) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let shape = g.dims().to_vec();
             let n: usize = shape.iter().product();
-            let data = TensorData::new(self.buf[offset..offset + n].to_vec(), shape.to_vec());
-            self.out
-                .register::<D>(param.id, Tensor::from_data(data, self.device));
+            self.layout.entries.push((param.id, self.layout.len, shape));
+            self.layout.len += n;
+            self.parts.push(g.reshape([n]).cast(FloatDType::F32));
         }
     }
 }
 
-/// Builds gradients for `module` from a flat buffer laid out by `layout`.
-pub fn unflatten<M: Module>(
-    layout: &GradLayout,
-    buf: &[f32],
+/// Concatenates every gradient of `grads` (in `module`'s visiting order, as fp32) and then `extra` values into one
+/// tensor on the gradients' device; the layout covers the gradients only, the extras follow at `layout.len()`.
+/// `device` is where the gradients live (the model's device without autodiff).
+pub fn flatten_tensor<M: Module>(
+    grads: &GradientsParams,
     module: &M,
+    extra: &[f32],
     device: &Device,
+) -> (GradLayout, Tensor<1>) {
+    let mut f = FlattenTensor {
+        grads,
+        layout: GradLayout::default(),
+        parts: Vec::new(),
+    };
+    module.visit(&mut f);
+    let mut parts = f.parts;
+    if !extra.is_empty() {
+        parts.push(Tensor::from_data(
+            TensorData::new(extra.to_vec(), [extra.len()]),
+            (device, DType::F32),
+        ));
+    }
+    let flat = if parts.is_empty() {
+        Tensor::zeros([0], (device, DType::F32))
+    } else {
+        Tensor::cat(parts, 0)
+    };
+    (f.layout, flat)
+}
+
+/// Builds gradients for `module` from a flat tensor laid out by `layout` (values past `layout.len()` are ignored).
+pub fn unflatten_tensor<M: Module>(
+    layout: &GradLayout,
+    flat: &Tensor<1>,
+    module: &M,
 ) -> GradientsParams {
-    assert_eq!(buf.len(), layout.len, "flat gradient length");
+    struct Unflatten<'a> {
+        index: HashMap<ParamId, (usize, &'a [usize])>,
+        flat: &'a Tensor<1>,
+        out: GradientsParams,
+    }
+    impl ModuleVisitor for Unflatten<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(&(offset, shape)) = self.index.get(&param.id) {
+                let n: usize = shape.iter().product();
+                let dims: [usize; D] = shape.try_into().expect("gradient rank");
+                let g = self.flat.clone().slice(offset..offset + n).reshape(dims);
+                self.out.register::<D>(param.id, g);
+            }
+        }
+    }
+    assert!(flat.dims()[0] >= layout.len, "flat gradient length");
     let mut u = Unflatten {
         index: layout
             .entries
             .iter()
             .map(|(id, off, shape)| (*id, (*off, shape.as_slice())))
             .collect(),
-        buf,
-        device,
+        flat,
         out: GradientsParams::new(),
     };
     module.visit(&mut u);
     u.out
+}
+
+/// L2 norm of the first `len` values of a flat gradient tensor (one scalar read back from the device).
+pub fn norm_tensor(flat: &Tensor<1>, len: usize) -> f64 {
+    if len == 0 {
+        return 0.0;
+    }
+    let sq = flat.clone().slice(0..len).powi_scalar(2).sum();
+    f64::from(sq.into_scalar::<f32>()).sqrt()
 }
 
 /// L2 norm of a flat gradient.
@@ -108,26 +163,29 @@ pub fn norm(buf: &[f32]) -> f64 {
         .sqrt()
 }
 
-/// Scales `buf` so its L2 norm is at most `max_norm`; returns the norm before clipping.
-pub fn clip_norm(buf: &mut [f32], max_norm: f64) -> f64 {
-    let n = norm(buf);
-    if n > max_norm && n > 0.0 {
-        let s = (max_norm / n) as f32;
-        buf.iter_mut().for_each(|x| *x *= s);
-    }
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn clipping_bounds_the_norm() {
-        let mut g = vec![3.0, 4.0];
-        assert_eq!(clip_norm(&mut g, 10.0), 5.0);
-        assert_eq!(g, vec![3.0, 4.0]);
-        clip_norm(&mut g, 1.0);
-        assert!((norm(&g) - 1.0).abs() < 1e-6);
+    fn a_flat_tensor_round_trips_the_gradients_of_a_module() {
+        use burn::nn::{Linear, LinearConfig};
+        let ad = Device::flex().autodiff();
+        let lin: Linear = LinearConfig::new(3, 2).init(&ad);
+        let x = Tensor::<2>::from_data([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]], &ad);
+        let g = GradientsParams::from_grads(lin.forward(x).powi_scalar(2).sum().backward(), &lin);
+        let (layout, host) = flatten(&g, &lin);
+        let inner = ad.clone().inner();
+        let (layout_t, flat) = flatten_tensor(&g, &lin, &[7.0, 8.0], &inner);
+        assert_eq!(layout, layout_t);
+        let v: Vec<f32> = flat.clone().into_data().try_to_vec().unwrap();
+        assert_eq!(v.len(), host.len() + 2);
+        assert_eq!(&v[..host.len()], &host[..]);
+        assert_eq!(&v[host.len()..], &[7.0, 8.0]);
+        assert!((norm_tensor(&flat, layout.len()) - norm(&host)).abs() < 1e-5 * norm(&host));
+        // Back into gradients: the same values, parameter by parameter.
+        let back = unflatten_tensor(&layout, &flat, &lin);
+        let (_, again) = flatten(&back, &lin);
+        assert_eq!(again, host);
     }
 }

@@ -338,9 +338,14 @@ pub(crate) fn check_settings(path: &Path, meta: &CheckpointMeta, s: &TrainSettin
     Ok(())
 }
 
-/// Forward and backward pass on one batch: the loss and the flat fp32 gradient (see [`grads`]). `device` is the
-/// autodiff device the model lives on. With `Precision::Bf16` the pass runs on a bf16 copy of the convolutions
-/// and classifier ([`DenseNet::with_conv_dtype`]) whose gradients belong to `model`'s parameters.
+/// Values a training step's flat gradient carries after the gradient: the loss and the stop flag, so that one
+/// all-reduce sums all three across ranks.
+pub const EXTRA: usize = 2;
+
+/// Forward and backward pass on one batch: the loss and the flat fp32 gradient as a tensor on the model's device
+/// (see [`grads::flatten_tensor`]), followed by [`EXTRA`] values: the loss and 0 (the stop flag's slot). `device`
+/// is the autodiff device the model lives on. With `Precision::Bf16` the pass runs on a bf16 copy of the
+/// convolutions and classifier ([`DenseNet::with_conv_dtype`]) whose gradients belong to `model`'s parameters.
 pub fn gradients(
     model: &DenseNet,
     x: Vec<f32>,
@@ -349,7 +354,7 @@ pub fn gradients(
     mask: &[f32],
     device: &Device,
     precision: Precision,
-) -> (f32, grads::GradLayout, Vec<f32>) {
+) -> (f32, grads::GradLayout, Tensor<1>) {
     let mixed;
     let compute = match precision {
         Precision::F32 => model,
@@ -362,21 +367,21 @@ pub fn gradients(
     let loss = loss::bce_with_logits(compute.forward(x), y, mask, device);
     let value = loss.clone().into_scalar::<f32>();
     let g = GradientsParams::from_grads(loss.backward(), compute);
-    let (layout, flat) = grads::flatten(&g, compute);
+    let inner = device.clone().inner();
+    let (layout, flat) = grads::flatten_tensor(&g, compute, &[value, 0.0], &inner);
     (value, layout, flat)
 }
 
-/// One optimizer step with a flat gradient (already averaged, accumulated and clipped as wanted). `inner` is the
-/// model's device without autodiff, where gradients live.
+/// One optimizer step with a flat gradient tensor (already averaged, accumulated and clipped as wanted; values
+/// past the layout are ignored).
 pub fn apply<M: burn::module::Module>(
     model: M,
     optim: &mut ModuleOptimizer,
     layout: &grads::GradLayout,
-    flat: &[f32],
+    flat: &Tensor<1>,
     lr: f64,
-    inner: &Device,
 ) -> M {
-    let g = grads::unflatten(layout, flat, &model, inner);
+    let g = grads::unflatten_tensor(layout, flat, &model);
     optim.step(lr, model, g)
 }
 
@@ -421,10 +426,14 @@ mod tests {
             .unwrap();
         pool.install(|| {
             let (model, x, shape, y, mask, ad) = setup();
+            let host = |t: Tensor<1>, n: usize| -> Vec<f32> {
+                t.slice(0..n).into_data().try_to_vec().unwrap()
+            };
             let (l32, layout32, g32) =
                 gradients(&model, x.clone(), shape, &y, &mask, &ad, Precision::F32);
             let (l16, layout16, g16) =
                 gradients(&model, x.clone(), shape, &y, &mask, &ad, Precision::Bf16);
+            let (g32, g16) = (host(g32, layout32.len()), host(g16, layout16.len()));
             // The same parameters in the same order, so bf16 gradients apply to the fp32 model.
             assert_eq!(layout32, layout16);
             assert!(
@@ -445,13 +454,12 @@ mod tests {
             // The optimizer updates fp32 weights; the loss on the batch goes down in bf16 as in f32.
             let mut optim = optimizer(&OptimizerConfig::default());
             let mut m = model;
-            let inner = ad.clone().inner();
             let mut losses = Vec::new();
             for _ in 0..5 {
                 let (l, layout, g) =
                     gradients(&m, x.clone(), shape, &y, &mask, &ad, Precision::Bf16);
                 losses.push(l);
-                m = apply(m, &mut optim, &layout, &g, 1e-2, &inner);
+                m = apply(m, &mut optim, &layout, &g, 1e-2);
             }
             assert!(
                 dtypes(&m).iter().all(|d| *d == DType::F32),

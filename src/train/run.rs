@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
-use burn::tensor::{Bytes, Device};
+use burn::tensor::{Bytes, DType, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -24,7 +24,7 @@ use super::log::MetricsLog;
 use super::schedule::LrSchedule;
 use super::score::{auroc_table, mean_auroc, predict_distributed};
 use super::{
-    Batch, BatchPos, Resume, RunFiles, TrainSettings, apply, build_model, check_settings,
+    Batch, BatchPos, EXTRA, Resume, RunFiles, TrainSettings, apply, build_model, check_settings,
     gradients, grads, load_batch, load_model_bytes, loss, optimizer,
 };
 use crate::config::hex;
@@ -395,13 +395,12 @@ fn train_in_pool(
                     }
                 }
             });
-            let mut acc: Option<(grads::GradLayout, Vec<f32>)> = None;
-            let mut step_loss = 0f32;
+            let mut acc: Option<(grads::GradLayout, Tensor<1>)> = None;
             for b in first..last {
                 let batch = rx.recv().expect("loader thread ended early")?;
                 let t_step = Instant::now();
                 let (y, mask) = loss::targets(&batch.labels, &obs, s.uncertainty);
-                let (l, layout, flat) = gradients(
+                let (_, layout, flat) = gradients(
                     &model,
                     batch.x,
                     [batch.n, chans, size, size],
@@ -410,11 +409,10 @@ fn train_in_pool(
                     &ad,
                     s.model.precision,
                 );
-                step_loss += l;
-                match &mut acc {
-                    Some((_, sum)) => sum.iter_mut().zip(&flat).for_each(|(a, v)| *a += v),
-                    None => acc = Some((layout, flat)),
-                }
+                acc = Some(match acc.take() {
+                    Some((layout, sum)) => (layout, sum + flat),
+                    None => (layout, flat),
+                });
                 images_seen += (batch.n * world) as u64;
                 window_images += (batch.n * world) as u64;
                 step_s += t_step.elapsed().as_secs_f64();
@@ -423,30 +421,43 @@ fn train_in_pool(
                 }
                 let t_update = Instant::now();
                 let (layout, mut flat) = acc.take().expect("accumulated gradient");
-                // One all-reduce carries the gradient, the loss and the stop flag.
+                // One all-reduce carries the gradient, the loss (summed over the micro-batches already) and
+                // the stop flag, without leaving the device (NCCL) or through the host (MPI).
                 let stop_here = opts
                     .stop
                     .as_ref()
                     .is_some_and(|f| f.load(Ordering::Relaxed));
-                flat.push(step_loss);
-                flat.push(stop_here as u8 as f32);
+                let n = layout.len();
+                if stop_here {
+                    flat = flat.slice_assign(
+                        n + 1..n + 2,
+                        Tensor::from_data(TensorData::new(vec![1f32], [1]), (&device, DType::F32)),
+                    );
+                }
                 let t = Instant::now();
                 // Numbered from 1, as the progress bar counts: the step this all-reduce completes.
                 comm.set_step(meta.step + 1);
-                comm.all_reduce_sum_f32(&mut flat)?;
+                let flat = comm.all_reduce_sum_tensor(flat)?;
+                let extra: Vec<f32> = flat
+                    .clone()
+                    .slice(n..n + EXTRA)
+                    .into_data()
+                    .try_to_vec()
+                    .map_err(|e| Error::Distributed(format!("reading the step's loss: {e:?}")))?;
                 allreduce_s += t.elapsed().as_secs_f64();
-                let stop_any = flat.pop().expect("flag") > 0.0;
-                loss_sum += (flat.pop().expect("loss") * inv) as f64;
+                let stop_any = extra[1] > 0.0;
+                loss_sum += (extra[0] * inv) as f64;
                 loss_n += 1.0;
-                step_loss = 0.0;
-                flat.iter_mut().for_each(|v| *v *= inv);
-                let norm = match s.optimizer.grad_clip {
-                    Some(max) => grads::clip_norm(&mut flat, max),
-                    None => grads::norm(&flat),
+                // Average over ranks and micro-batches, and clip, in one scaling.
+                let norm = grads::norm_tensor(&flat, n) * f64::from(inv);
+                let scale = match s.optimizer.grad_clip {
+                    Some(max) if norm > max && norm > 0.0 => (max / norm) as f32 * inv,
+                    _ => inv,
                 };
+                let flat = flat.mul_scalar(scale);
                 last_norm = Some(norm);
                 let rate = lr.at(meta.step);
-                model = apply(model, &mut optim, &layout, &flat, rate, &device);
+                model = apply(model, &mut optim, &layout, &flat, rate);
                 step_s += t_update.elapsed().as_secs_f64();
                 meta.step += 1;
                 meta.batch = (b + 1) as u64;

@@ -157,12 +157,13 @@ pub fn fit(
             let loss = batch_loss(&model, tok, &rows, ad);
             let value = loss.clone().into_scalar::<f32>();
             let g = GradientsParams::from_grads(loss.backward(), &model);
-            let (layout, mut flat) = grads::flatten(&g, &model);
-            flat.push(value);
-            comm.all_reduce_sum_f32(&mut flat)?;
-            let scale = 1.0 / world as f32;
-            flat.iter_mut().for_each(|v| *v *= scale);
-            let mean_loss = flat.pop().unwrap_or(0.0);
+            // The gradient and the loss, averaged over the ranks in one all-reduce on the model's device.
+            let (layout, flat) = grads::flatten_tensor(&g, &model, &[value], inner);
+            let flat = comm
+                .all_reduce_sum_tensor(flat)?
+                .mul_scalar(1.0 / world as f32);
+            let n = layout.len();
+            let mean_loss = flat.clone().slice(n..n + 1).into_scalar::<f32>();
             sum += f64::from(mean_loss);
             // Linear warm-up, then linear decay to zero (BERT fine-tuning's schedule).
             let t = log.steps as f64 + 1.0;
@@ -172,7 +173,7 @@ pub fn fit(
                 } else {
                     (total as f64 - t + 1.0).max(0.0) / (total as f64 - warmup + 1.0)
                 };
-            model = apply(model, &mut optim, &layout, &flat, lr, inner);
+            model = apply(model, &mut optim, &layout, &flat, lr);
             log.steps += 1;
             if let Some(b) = &bar {
                 b.inc(1);
