@@ -11,7 +11,8 @@
 #
 # What it does, writing OUT_DIR/table.md (default: gpu-check-out) and every raw JSON line next to it:
 #  1. finds libnccl.so.2 and NVRTC inside PyTorch's environment, makes the libnccl.so symlink cudarc looks for;
-#  2. chexlab gpu-probe --all-reduce: the driver, the GPU, libnccl, and one NCCL all-reduce of 7 M values;
+#  2. chexlab gpu-probe --all-reduce: the driver, the GPU, libnccl, and NCCL all-reduces of 7 M values, from host
+#     memory and in place on a Burn CUDA tensor (training's path), both checked against the known sums;
 #  3. correctness: the first training step of the same seeded weights and batch on the CPU and on the GPU
 #     (small DenseNet at 64 px, DenseNet-121 at 224 px): loss and gradient compared (relative error);
 #  4. speed: DenseNet-121 training steps at 224 and 320 px, fp32 and bf16, chexlab vs PyTorch on the same GPU.
@@ -148,6 +149,9 @@ if errs:
 for r in rows:
     if r.get("ok"):
         print(f"\nNCCL: all-reduce of {r['all_reduce_values']:,} values on {r['size']} rank(s) in "
-              f"{r['all_reduce_seconds'] * 1e3:.1f} ms, correct.")
+              f"{r['all_reduce_seconds'] * 1e3:.1f} ms through host memory, correct.")
+        d = r.get("device_buffer_all_reduce_seconds")
+        print(f"In place on a Burn CUDA buffer (training's path): {d * 1e3:.1f} ms, correct." if d is not None
+              else "In place on a Burn CUDA buffer: not available (training reduces through host memory).")
 EOF
 echo "check: table in $out/table.md"

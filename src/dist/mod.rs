@@ -31,20 +31,7 @@ pub trait Communicator {
     /// host for [`all_reduce_sum_f32`](Communicator::all_reduce_sum_f32) and back; NCCL reduces the device
     /// buffer in place.
     fn all_reduce_sum_tensor(&self, t: Tensor<1>) -> Result<Tensor<1>> {
-        if self.size() == 1 {
-            return Ok(t);
-        }
-        let device = t.device();
-        let mut v: Vec<f32> =
-            t.into_data().convert::<f32>().try_to_vec().map_err(|e| {
-                Error::Distributed(format!("all-reduce: reading the tensor: {e:?}"))
-            })?;
-        self.all_reduce_sum_f32(&mut v)?;
-        let n = v.len();
-        Ok(Tensor::from_data(
-            TensorData::new(v, [n]),
-            (&device, burn::tensor::DType::F32),
-        ))
+        all_reduce_through_host(self, t)
     }
     /// Replaces `buf` on every rank with `root`'s bytes (any length).
     fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize) -> Result<()>;
@@ -66,6 +53,29 @@ pub trait Communicator {
     fn arrival_board(&self) -> Result<Option<Box<dyn watch::Arrivals>>> {
         Ok(None)
     }
+}
+
+/// [`Communicator::all_reduce_sum_tensor`] through host memory: the tensor is read back, summed with
+/// [`Communicator::all_reduce_sum_f32`] and written to its device again.
+pub fn all_reduce_through_host<C: Communicator + ?Sized>(
+    comm: &C,
+    t: Tensor<1>,
+) -> Result<Tensor<1>> {
+    if comm.size() == 1 {
+        return Ok(t);
+    }
+    let device = t.device();
+    let mut v: Vec<f32> = t
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .map_err(|e| Error::Distributed(format!("all-reduce: reading the tensor: {e:?}")))?;
+    comm.all_reduce_sum_f32(&mut v)?;
+    let n = v.len();
+    Ok(Tensor::from_data(
+        TensorData::new(v, [n]),
+        (&device, burn::tensor::DType::F32),
+    ))
 }
 
 /// Sequence numbers of collectives, for debug logs.

@@ -207,11 +207,17 @@ pub fn check_all_reduce(ctrl: Box<dyn Communicator>) -> Result<serde_json::Value
             "NCCL all-reduce of {n} values on {size} rank(s): {wrong} wrong"
         )));
     }
+    // The same size in place on a Burn CUDA buffer (the training path), when built with CUDA.
+    #[cfg(feature = "cuda")]
+    let device_seconds = world.nccl.check_device_all_reduce(n)?;
+    #[cfg(not(feature = "cuda"))]
+    let device_seconds: Option<f64> = None;
     Ok(serde_json::json!({
         "rank": rank,
         "size": size,
         "all_reduce_values": n,
         "all_reduce_seconds": seconds,
+        "device_buffer_all_reduce_seconds": device_seconds,
         "ok": true,
     }))
 }
@@ -229,6 +235,8 @@ pub struct Nccl {
     comm: Comm,
     stream: Arc<CudaStream>,
     watch: Watch,
+    /// The CUDA device ordinal this rank's communicator runs on.
+    pub ordinal: usize,
 }
 
 impl Nccl {
@@ -264,6 +272,7 @@ impl Nccl {
             comm,
             stream,
             watch,
+            ordinal,
         })
     }
 
@@ -284,6 +293,79 @@ impl Nccl {
             .all_reduce_in_place(buf, &ReduceOp::Avg)
             .map_err(|e| nccl_error("ncclAllReduce", e))?;
         self.wait(&mut t)
+    }
+
+    /// Sums an fp32 tensor on this rank's GPU over the ranks, in place in its device buffer: no host copy.
+    /// Burn's queue is drained first (the buffer must be written before NCCL reads it), NCCL runs on its own
+    /// stream, and the wait ends only once the reduction is done, so Burn's later kernels read the sums. Returns
+    /// `false`, touching nothing, when the tensor is not one contiguous fp32 CUDA buffer (the caller then goes
+    /// through the host).
+    #[cfg(feature = "cuda")]
+    pub fn all_reduce_sum_device(&self, t: &burn::tensor::Tensor<1>) -> Result<bool> {
+        use cubecl_runtime::runtime::Runtime;
+        let Ok(prim) = t.clone().try_into_primitive::<burn_cubecl::Cube>() else {
+            return Ok(false);
+        };
+        if prim.dtype != burn::tensor::DType::F32
+            || !prim.is_contiguous()
+            || !prim.is_contiguous_buffer()
+            || !matches!(prim.device, burn_cubecl::CubeDevice::Cuda(_))
+        {
+            return Ok(false);
+        }
+        let n = prim.meta.shape().num_elements();
+        t.device()
+            .sync()
+            .map_err(|e| Error::Distributed(format!("waiting for the GPU before NCCL: {e:?}")))?;
+        // Holding the resource keeps the allocation in place (not freed, reused or moved) until it is dropped.
+        let res = prim
+            .client
+            .get_resource::<<cubecl_cuda::CudaRuntime as Runtime>::Server>(prim.handle.clone())
+            .map_err(|e| Error::Distributed(format!("device address of the gradient: {e:?}")))?;
+        let mut ticket = self.watch.begin("all-reduce (device buffer)");
+        // SAFETY: the address is the start of this tensor's live buffer of `n` f32 values (contiguous, checked
+        // above) in the device's primary context, which cudarc's context here shares; the slice is leaked below,
+        // so cudarc never frees memory that Burn owns.
+        let mut slice = unsafe { self.stream.upgrade_device_ptr::<f32>(res.resource().ptr, n) };
+        let launched = self.comm.all_reduce_in_place(&mut slice, &ReduceOp::Sum);
+        let _ = slice.leak();
+        launched.map_err(|e| nccl_error("ncclAllReduce", e))?;
+        self.wait(&mut ticket)?;
+        drop(res);
+        Ok(true)
+    }
+
+    /// Checks [`Nccl::all_reduce_sum_device`] on a Burn tensor of `n` known values on this rank's GPU (every rank
+    /// takes part): `Ok(None)` when Burn's buffers cannot be reduced in place (the host path is used), else the
+    /// seconds the all-reduce took; wrong sums are an error.
+    #[cfg(feature = "cuda")]
+    pub fn check_device_all_reduce(&self, n: usize) -> Result<Option<f64>> {
+        use burn::tensor::{DType, Device, Tensor, TensorData};
+        let (rank, size) = (self.comm.rank(), self.comm.world_size());
+        let device = Device::cuda(self.ordinal);
+        let v: Vec<f32> = (0..n).map(|i| (i % 97) as f32 + rank as f32).collect();
+        let t = Tensor::<1>::from_data(TensorData::new(v, [n]), (&device, DType::F32));
+        let start = Instant::now();
+        if !self.all_reduce_sum_device(&t)? {
+            return Ok(None);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let got: Vec<f32> = t
+            .into_data()
+            .try_to_vec()
+            .map_err(|e| Error::Distributed(format!("reading the checked buffer: {e:?}")))?;
+        let ranks_sum = (size * (size - 1) / 2) as f32;
+        let wrong = got
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| **v != (i % 97) as f32 * size as f32 + ranks_sum)
+            .count();
+        if wrong > 0 {
+            return Err(Error::Distributed(format!(
+                "NCCL all-reduce in place on a Burn CUDA buffer: {wrong} of {n} sums wrong on rank {rank}"
+            )));
+        }
+        Ok(Some(seconds))
     }
 
     /// Sums a host buffer over the ranks through the GPU (copy in, `ncclSum`, copy out).
@@ -345,6 +427,19 @@ impl NcclWorld {
         timeout: Duration,
     ) -> Result<NcclWorld> {
         let nccl = Nccl::init(ctrl.as_ref(), devices, timeout)?;
+        // Gradients are reduced in place in Burn's device buffers; a wrong sum there would corrupt training
+        // silently, so the path is checked on known values first.
+        #[cfg(feature = "cuda")]
+        match nccl.check_device_all_reduce(4096)? {
+            Some(_) => tracing::info!(
+                rank = ctrl.rank(),
+                "NCCL reduces gradients in place on the GPU"
+            ),
+            None => tracing::warn!(
+                rank = ctrl.rank(),
+                "Burn's CUDA buffers cannot be reduced in place; gradients go through host memory"
+            ),
+        }
         Ok(NcclWorld {
             ctrl,
             nccl,
@@ -366,6 +461,13 @@ impl Communicator for NcclWorld {
     }
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
         self.nccl.all_reduce_sum_host(buf)
+    }
+    fn all_reduce_sum_tensor(&self, t: burn::tensor::Tensor<1>) -> Result<burn::tensor::Tensor<1>> {
+        #[cfg(feature = "cuda")]
+        if self.nccl.all_reduce_sum_device(&t)? {
+            return Ok(t);
+        }
+        super::all_reduce_through_host(self, t)
     }
     fn broadcast_bytes(&self, buf: &mut Vec<u8>, root: usize) -> Result<()> {
         self.ctrl.broadcast_bytes(buf, root)
