@@ -41,6 +41,15 @@ enum DeviceArg {
     Cuda,
 }
 
+impl From<DeviceArg> for chexlab::config::ComputeDevice {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => Self::Cpu,
+            DeviceArg::Cuda => Self::Cuda,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum PrecisionArg {
     F32,
@@ -229,6 +238,9 @@ enum Command {
         /// BERT labelers: reports per forward pass.
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
+        /// BERT labelers: where the model runs (cuda: the first visible GPU).
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
         /// What to do with malformed input rows.
         #[arg(long, value_enum, default_value = "fail")]
         on_bad_record: BadRecordArg,
@@ -697,6 +709,7 @@ fn run(cli: Cli) -> Result<()> {
             model,
             tokenizer,
             batch_size,
+            device,
             on_bad_record,
         } => {
             let (reports, out) = (reports.expect("required"), out.expect("required"));
@@ -708,7 +721,8 @@ fn run(cli: Cli) -> Result<()> {
                 LabelerArg::Chexbert | LabelerArg::Visualchexbert => {
                     let model = model
                         .context("--model: a trained labeler directory or a checkpoint file")?;
-                    let mut l = BertReportLabeler::load(&model, tokenizer.as_deref())?;
+                    let mut l = BertReportLabeler::load(&model, tokenizer.as_deref())?
+                        .on_device(chexlab::dist::compute_device(device.into(), 0)?);
                     let want = if labeler == LabelerArg::Chexbert {
                         HeadKind::Chexbert
                     } else {
@@ -1005,7 +1019,6 @@ fn run(cli: Cli) -> Result<()> {
             precision,
             grads_out,
         } => {
-            use chexlab::config::ComputeDevice;
             use chexlab::config::Precision;
             use chexlab::train::bench::{StepBench, bench_step};
             let spec = StepBench {
@@ -1015,10 +1028,7 @@ fn run(cli: Cli) -> Result<()> {
                 steps,
                 warmup,
                 seed,
-                device: match device {
-                    DeviceArg::Cpu => ComputeDevice::Cpu,
-                    DeviceArg::Cuda => ComputeDevice::Cuda,
-                },
+                device: device.into(),
                 precision: match precision {
                     PrecisionArg::F32 => Precision::F32,
                     PrecisionArg::Bf16 => Precision::Bf16,

@@ -362,7 +362,12 @@ fn run_stage(
                                 Some(std::path::absolute(&dir).map_err(|e| Error::io(&dir, e))?);
                         }
                         label_all(cfg, &s.name, comm, || {
-                            let mut l = BertReportLabeler::load(&dir, None)?;
+                            let mut l = BertReportLabeler::load(&dir, None)?.on_device(
+                                crate::dist::compute_device(
+                                    cfg.distributed.device,
+                                    comm.local_rank(),
+                                )?,
+                            );
                             l.batch_size = cfg.bert.infer_batch;
                             Ok(Box::new(l))
                         })?;

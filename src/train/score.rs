@@ -214,6 +214,7 @@ pub fn evaluate_run(
     comm: &dyn Communicator,
 ) -> Result<Vec<(String, SplitScores)>> {
     let shards = ShardSet::open(&run.join("shards"))?;
+    let device = crate::dist::compute_device(cfg.distributed.device, comm.local_rank())?;
     let mut evaluated = 0;
     let mut out = Vec::new();
     for source in names {
@@ -223,15 +224,7 @@ pub fn evaluate_run(
             continue;
         }
         let s = TrainSettings::from_config(cfg, source, &shards)?;
-        let scored = evaluate(
-            &shards,
-            &s,
-            &train_dir,
-            split,
-            &run.join("eval").join(source),
-            &cfg.evaluation,
-            comm,
-        )?;
+        let scored = evaluate(&shards, &s, run, split, &cfg.evaluation, &device, comm)?;
         evaluated += 1;
         out.extend(scored.map(|sc| (source.clone(), sc)));
     }
@@ -247,27 +240,29 @@ pub fn evaluate_run(
     Ok(out)
 }
 
-/// Scores `split` with the best checkpoint in `train_dir`, writes `predictions_<split>.csv` (image id, one
-/// probability per observation, then the reference labels) and `scores_<split>.json` into `out`. The ranks of
-/// `comm` share the images; rank 0 writes the files and returns the scores, the others `None`.
+/// Scores `split` with the best checkpoint of `s.source` (`run/train/<source>/best.ckpt`) on `device`, writes
+/// `predictions_<split>.csv` (image id, one probability per observation, then the reference labels) and
+/// `scores_<split>.json` into `run/eval/<source>/`. The ranks of `comm` share the images; rank 0 writes the files
+/// and returns the scores, the others `None`.
 pub fn evaluate(
     shards: &ShardSet,
     s: &TrainSettings,
-    train_dir: &Path,
+    run: &Path,
     split: Split,
-    out: &Path,
     ev: &EvaluationConfig,
+    device: &Device,
     comm: &dyn Communicator,
 ) -> Result<Option<SplitScores>> {
+    let train_dir = run.join("train").join(&s.source);
+    let out = &run.join("eval").join(&s.source);
     let files = RunFiles {
         dir: train_dir.to_path_buf(),
     };
     let best = files.best();
     let (meta, _, _) = checkpoint::load(&best)?;
-    let device = Device::flex();
-    let model = load_model(&best, s, &device)?;
+    let model = load_model(&best, s, device)?;
     let rows = shards.rows(split);
-    let Some(sc) = predict_distributed(&model, shards, &rows, &s.reference, s, &device, comm)?
+    let Some(sc) = predict_distributed(&model, shards, &rows, &s.reference, s, device, comm)?
     else {
         return Ok(None);
     };

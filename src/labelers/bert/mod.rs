@@ -106,6 +106,15 @@ impl BertReportLabeler {
         }
     }
 
+    /// Moves the model to `device` (a rank's GPU, see [`crate::dist::compute_device`]) for inference.
+    pub fn on_device(self, device: Device) -> Self {
+        BertReportLabeler {
+            model: self.model.to_device(&device),
+            device,
+            ..self
+        }
+    }
+
     /// Loads a labeler directory written by [`BertReportLabeler::save`], or a published CheXbert / VisualCheXbert
     /// checkpoint file (`.pth`/`.bin`/`.safetensors`) with `tokenizer` (a `vocab.txt` or `tokenizer.json`; the
     /// checkpoint's encoder sizes are read off its tensors, attention heads from a `config.json` beside it or 64

@@ -246,7 +246,7 @@ pub fn train_labeler(
     comm.broadcast_bytes(&mut tok_json, 0)?;
     let tok = ReportTokenizer::from_json_bytes(&tok_json)?;
 
-    let device = Device::flex();
+    let device = crate::dist::compute_device(cfg.distributed.device, comm.local_rank())?;
     let ad = device.clone().autodiff();
     let (bert_cfg, pretrained) = match (&init, &b.pretrained) {
         (Some((meta, _, _)), _) => (meta.bert.clone(), None),
