@@ -4,7 +4,7 @@
 //!
 //! Keys the model has no use for are skipped by name: the pooler (`pooler.*`), pre-training heads (`cls.*`) and the
 //! `position_ids` buffer. Any other key that does not fit, a missing key or a wrong shape is an error listing them
-//! all (see [`crate::model::import::apply_all`]).
+//! all (as `model::import` does for DenseNet weights).
 
 use std::path::{Path, PathBuf};
 

@@ -68,7 +68,7 @@ pub struct LabelerMeta {
     pub bert: BertConfig,
     /// Maximum tokens per report (with `[CLS]` and `[SEP]`).
     pub max_len: usize,
-    /// Dropout on the [CLS] vector during training.
+    /// Dropout on the `[CLS]` vector during training.
     pub dropout: f64,
     /// VisualCheXbert's decision rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -265,7 +265,7 @@ impl Bert {
     }
 }
 
-/// Which head set sits on the [CLS] vector.
+/// Which head set sits on the `[CLS]` vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadKind {
@@ -302,7 +302,7 @@ impl HeadKind {
     }
 }
 
-/// A BERT report labeler: encoder, dropout on the [CLS] vector, one linear head per observation.
+/// A BERT report labeler: encoder, dropout on the `[CLS]` vector, one linear head per observation.
 #[derive(Module, Debug)]
 pub struct BertLabeler {
     pub bert: Bert,

@@ -1,4 +1,4 @@
-//! Training the BERT labelers, data-parallel over a [`Communicator`] (one process: [`crate::dist::Single`]).
+//! Training the BERT labelers, data-parallel over a [`Communicator`] (one process: [`crate::dist::single::Single`]).
 //!
 //! CheXbert: cross-entropy summed over the 14 heads, first on the rule labeler's labels of the training reports,
 //! then fine-tuned on a small set of expert report labels. VisualCheXbert: binary cross-entropy toward an image
