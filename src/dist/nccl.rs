@@ -192,16 +192,11 @@ pub fn check_all_reduce(ctrl: Box<dyn Communicator>) -> Result<serde_json::Value
     let (rank, size) = (world.rank(), world.size());
     // DenseNet-121's gradient is ~7 M values.
     let n = 7_000_000;
-    let mut buf: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 + rank as f32).collect();
+    let mut buf = known_values(n, rank);
     let start = Instant::now();
     world.all_reduce_sum_f32(&mut buf)?;
     let seconds = start.elapsed().as_secs_f64();
-    let ranks_sum = (size * (size - 1) / 2) as f32;
-    let wrong = buf
-        .iter()
-        .enumerate()
-        .filter(|(i, v)| **v != (i % 1000) as f32 * size as f32 + ranks_sum)
-        .count();
+    let wrong = wrong_sums(&buf, size);
     if wrong > 0 {
         return Err(Error::Distributed(format!(
             "NCCL all-reduce of {n} values on {size} rank(s): {wrong} wrong"
@@ -220,6 +215,20 @@ pub fn check_all_reduce(ctrl: Box<dyn Communicator>) -> Result<serde_json::Value
         "device_buffer_all_reduce_seconds": device_seconds,
         "ok": true,
     }))
+}
+
+/// What `rank` contributes to a checked all-reduce of `n` values (small integers: every sum is exact in f32).
+fn known_values(n: usize, rank: usize) -> Vec<f32> {
+    (0..n).map(|i| (i % 97) as f32 + rank as f32).collect()
+}
+
+/// How many of `sums` differ from the sum of [`known_values`] over `size` ranks.
+fn wrong_sums(sums: &[f32], size: usize) -> usize {
+    let ranks_sum = (size * (size - 1) / 2) as f32;
+    sums.iter()
+        .enumerate()
+        .filter(|(i, v)| **v != (i % 97) as f32 * size as f32 + ranks_sum)
+        .count()
 }
 
 fn nccl_error(what: &str, e: cudarc::nccl::result::NcclError) -> Error {
@@ -343,8 +352,10 @@ impl Nccl {
         use burn::tensor::{DType, Device, Tensor, TensorData};
         let (rank, size) = (self.comm.rank(), self.comm.world_size());
         let device = Device::cuda(self.ordinal);
-        let v: Vec<f32> = (0..n).map(|i| (i % 97) as f32 + rank as f32).collect();
-        let t = Tensor::<1>::from_data(TensorData::new(v, [n]), (&device, DType::F32));
+        let t = Tensor::<1>::from_data(
+            TensorData::new(known_values(n, rank), [n]),
+            (&device, DType::F32),
+        );
         let start = Instant::now();
         if !self.all_reduce_sum_device(&t)? {
             return Ok(None);
@@ -354,12 +365,7 @@ impl Nccl {
             .into_data()
             .try_to_vec()
             .map_err(|e| Error::Distributed(format!("reading the checked buffer: {e:?}")))?;
-        let ranks_sum = (size * (size - 1) / 2) as f32;
-        let wrong = got
-            .iter()
-            .enumerate()
-            .filter(|(i, v)| **v != (i % 97) as f32 * size as f32 + ranks_sum)
-            .count();
+        let wrong = wrong_sums(&got, size);
         if wrong > 0 {
             return Err(Error::Distributed(format!(
                 "NCCL all-reduce in place on a Burn CUDA buffer: {wrong} of {n} sums wrong on rank {rank}"

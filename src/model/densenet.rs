@@ -279,9 +279,19 @@ impl DenseNet {
     /// learn): the usual choice when fine-tuning pretrained weights with small per-rank batches, and it makes
     /// data-parallel training over W ranks equal to training on one W-times larger batch.
     pub fn freeze_batchnorm(self) -> Self {
+        self.map_layers(&mut frozen, &mut |c| c, &mut |l| l)
+    }
+
+    /// Rebuilds the network with every BatchNorm, convolution and the classifier passed through a function.
+    fn map_layers(
+        self,
+        bn: &mut impl FnMut(BatchNorm) -> BatchNorm,
+        conv: &mut impl FnMut(Conv2d) -> Conv2d,
+        linear: &mut impl FnMut(Linear) -> Linear,
+    ) -> Self {
         DenseNet {
-            norm0: frozen(self.norm0),
-            norm5: frozen(self.norm5),
+            conv0: conv(self.conv0),
+            norm0: bn(self.norm0),
             blocks: self
                 .blocks
                 .into_iter()
@@ -290,9 +300,10 @@ impl DenseNet {
                         .layers
                         .into_iter()
                         .map(|l| DenseLayer {
-                            norm1: frozen(l.norm1),
-                            norm2: frozen(l.norm2),
-                            ..l
+                            norm1: bn(l.norm1),
+                            conv1: conv(l.conv1),
+                            norm2: bn(l.norm2),
+                            conv2: conv(l.conv2),
                         })
                         .collect(),
                 })
@@ -301,10 +312,13 @@ impl DenseNet {
                 .transitions
                 .into_iter()
                 .map(|t| Transition {
-                    norm: frozen(t.norm),
+                    norm: bn(t.norm),
+                    conv: conv(t.conv),
                     ..t
                 })
                 .collect(),
+            norm5: bn(self.norm5),
+            classifier: linear(self.classifier),
             ..self
         }
     }
@@ -338,36 +352,11 @@ impl DenseNet {
     /// its dtype and shares its running statistics with `self`. The copy's parameters are leaves with the same
     /// ids as `self`'s, so its gradients apply to `self` (the fp32 master weights).
     pub fn with_conv_dtype(&self, dtype: FloatDType) -> DenseNet {
-        let mut cast = CastParams(dtype);
-        let m = self.clone();
-        DenseNet {
-            conv0: m.conv0.map(&mut cast),
-            blocks: m
-                .blocks
-                .into_iter()
-                .map(|b| DenseBlock {
-                    layers: b
-                        .layers
-                        .into_iter()
-                        .map(|l| DenseLayer {
-                            conv1: l.conv1.map(&mut cast),
-                            conv2: l.conv2.map(&mut cast),
-                            ..l
-                        })
-                        .collect(),
-                })
-                .collect(),
-            transitions: m
-                .transitions
-                .into_iter()
-                .map(|t| Transition {
-                    conv: t.conv.map(&mut cast),
-                    ..t
-                })
-                .collect(),
-            classifier: m.classifier.map(&mut cast),
-            ..m
-        }
+        self.clone().map_layers(
+            &mut |b| b,
+            &mut |c| c.map(&mut CastParams(dtype)),
+            &mut |l| l.map(&mut CastParams(dtype)),
+        )
     }
 
     /// Logits for a batch of images `[batch, channels, height, width]`, in the classifier's dtype; the input is
