@@ -151,7 +151,8 @@ fn a_stopped_rank_is_named_by_the_watchdog() {
         let tmp = tempfile::tempdir().unwrap();
         let (cfg, _, mut job) = long_job_with(
             tmp.path(),
-            "[distributed]\ncollective_timeout_s = 3",
+            // Long enough past the 2.5 s after which a rank that arrived and went quiet counts as stopped.
+            "[distributed]\ncollective_timeout_s = 6",
             Stdio::piped(),
         );
         let mut stderr = job.stderr.take().unwrap();

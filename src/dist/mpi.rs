@@ -100,6 +100,10 @@ impl Arrivals for Board {
         pending.push((value, req));
     }
 
+    fn poll(&self) {
+        self.drain();
+    }
+
     fn heard(&self) -> Option<Vec<Heard>> {
         self.drain();
         let last = self.last.borrow();

@@ -20,6 +20,9 @@ pub trait Arrivals {
     /// What this rank heard from each rank it hears from, or `None` when it hears from no one (ranks other than 0
     /// and 1).
     fn heard(&self) -> Option<Vec<Heard>>;
+    /// Reads the posts that have arrived (called while waiting, so that silences are measured from when a post
+    /// was sent, not from when it happened to be read).
+    fn poll(&self) {}
 }
 
 /// What the board heard from one rank.
@@ -35,8 +38,8 @@ pub struct Heard {
 /// How often a waiting rank posts again.
 pub const BEAT: Duration = Duration::from_secs(1);
 
-/// A rank that arrived and has not posted for this long is taken to be stopped or stuck.
-const SILENT: Duration = Duration::from_secs(3);
+/// A rank that arrived and has not posted for this long (2.5 beats) is taken to be stopped or stuck.
+const SILENT: Duration = Duration::from_millis(2500);
 
 /// One watched collective in progress.
 #[derive(Debug)]
@@ -100,11 +103,12 @@ impl Watch {
     /// Called while waiting for `t`: posts again every [`BEAT`], so the board can tell a waiting rank from a
     /// stopped one.
     pub fn waiting(&self, t: &mut Ticket) {
+        let Some(b) = &self.board else { return };
         if t.beat.elapsed() >= BEAT {
             t.beat = Instant::now();
-            if let Some(b) = &self.board {
-                b.arrive(t.seq);
-            }
+            b.arrive(t.seq);
+        } else {
+            b.poll();
         }
     }
 
