@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(case.name, |b| {
             b.iter(|| {
                 let m = model.take().expect("model");
-                let (_, layout, flat) =
+                let (layout, flat) =
                     gradients(&m, x.clone(), shape, &y, &mask, &ad, Precision::F32);
                 let _ = chexlab::train::grads::norm_tensor(&flat, layout.len());
                 model = Some(apply(m, &mut optim, &layout, &flat, 1e-4));

@@ -76,7 +76,6 @@ fn train_on(
         &settings(batch),
         comm,
         &ad,
-        &device,
         "test",
     )
     .unwrap()

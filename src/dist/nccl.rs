@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
+use cudarc::driver::{CudaContext, CudaStream};
 use cudarc::nccl::{Comm, Id, ReduceOp};
 
 use super::Communicator;
@@ -285,25 +285,6 @@ impl Nccl {
         })
     }
 
-    /// The stream NCCL runs on (work that produces a buffer must be ordered before the collective on it).
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
-    }
-
-    /// The training step the next collectives belong to (for timeout messages).
-    pub fn set_step(&self, step: u64) {
-        self.watch.set_step(step);
-    }
-
-    /// Averages a device buffer over the ranks, in place (`ncclAvg`), waiting at most the timeout.
-    pub fn all_reduce_avg(&self, buf: &mut CudaSlice<f32>) -> Result<()> {
-        let mut t = self.watch.begin("all-reduce (average)");
-        self.comm
-            .all_reduce_in_place(buf, &ReduceOp::Avg)
-            .map_err(|e| nccl_error("ncclAllReduce", e))?;
-        self.wait(&mut t)
-    }
-
     /// Sums an fp32 tensor on this rank's GPU over the ranks, in place in its device buffer: no host copy.
     /// Burn's queue is drained first (the buffer must be written before NCCL reads it), NCCL runs on its own
     /// stream, and the wait ends only once the reduction is done, so Burn's later kernels read the sums. Returns
@@ -422,7 +403,6 @@ pub struct NcclWorld {
     nccl: Nccl,
     /// GPUs this rank sees (sub-communicators pick theirs from it).
     devices: usize,
-    timeout: Duration,
 }
 
 impl NcclWorld {
@@ -450,7 +430,6 @@ impl NcclWorld {
             ctrl,
             nccl,
             devices,
-            timeout,
         })
     }
 }
@@ -487,7 +466,11 @@ impl Communicator for NcclWorld {
     fn split(&self, color: usize) -> Result<Box<dyn Communicator>> {
         let sub = self.ctrl.split(color)?;
         // The ranks agreed when this world was made; a subset needs no second agreement.
-        Ok(Box::new(NcclWorld::new(sub, self.devices, self.timeout)?))
+        Ok(Box::new(NcclWorld::new(
+            sub,
+            self.devices,
+            self.nccl.watch.timeout(),
+        )?))
     }
     fn abort(&self, code: i32) -> ! {
         self.ctrl.abort(code)
@@ -498,7 +481,7 @@ impl Communicator for NcclWorld {
     }
     fn set_step(&self, step: u64) {
         self.ctrl.set_step(step);
-        self.nccl.set_step(step);
+        self.nccl.watch.set_step(step);
     }
     fn arrival_board(&self) -> Result<Option<Box<dyn super::watch::Arrivals>>> {
         self.ctrl.arrival_board()

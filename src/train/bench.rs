@@ -85,8 +85,8 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
     let shape = [spec.batch, 1, spec.size, spec.size];
     let mut optim = optimizer(&OptimizerConfig::default());
 
-    let (first_loss, layout, flat) =
-        gradients(&model, x.clone(), shape, &y, &mask, &ad, spec.precision);
+    let (layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad, spec.precision);
+    let first_loss = super::step_loss(&layout, &flat);
     let first_grad_norm = super::grads::norm_tensor(&flat, layout.len());
     if let Some(path) = grads_out {
         let host: Vec<f32> = flat
@@ -105,7 +105,7 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
             start = Instant::now();
         }
         // Reading the norm back (as training does) waits for the device.
-        let (_, layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad, spec.precision);
+        let (layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad, spec.precision);
         let _ = super::grads::norm_tensor(&flat, layout.len());
         model = apply(model, &mut optim, &layout, &flat, 1e-4);
     }

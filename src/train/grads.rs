@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
-use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor};
 
 /// Where each trainable parameter's gradient sits in the flat buffer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -29,12 +29,14 @@ impl GradLayout {
     }
 }
 
+#[cfg(test)]
 struct Flatten<'a> {
     grads: &'a GradientsParams,
     layout: GradLayout,
     buf: Vec<f32>,
 }
 
+#[cfg(test)]
 impl ModuleVisitor for Flatten<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
@@ -51,9 +53,10 @@ impl ModuleVisitor for Flatten<'_> {
     }
 }
 
-/// Copies every gradient of `grads` into one host buffer, in `module`'s visiting order (for inspection and tests;
-/// training uses [`flatten_tensor`]).
-pub fn flatten<M: Module>(grads: &GradientsParams, module: &M) -> (GradLayout, Vec<f32>) {
+/// Copies every gradient of `grads` into one host buffer, in `module`'s visiting order: the reference the tensor
+/// path is tested against.
+#[cfg(test)]
+pub(crate) fn flatten<M: Module>(grads: &GradientsParams, module: &M) -> (GradLayout, Vec<f32>) {
     let mut f = Flatten {
         grads,
         layout: GradLayout::default(),
@@ -81,14 +84,13 @@ impl ModuleVisitor for FlattenTensor<'_> {
     }
 }
 
-/// Concatenates every gradient of `grads` (in `module`'s visiting order, as fp32) and then `extra` values into one
-/// tensor on the gradients' device; the layout covers the gradients only, the extras follow at `layout.len()`.
-/// `device` is where the gradients live (the model's device without autodiff).
+/// Concatenates every gradient of `grads` (in `module`'s visiting order, as fp32) and then `extra` (fp32, on the
+/// gradients' device: the model's device without autodiff) into one tensor there; the layout covers the gradients
+/// only, the extras follow at `layout.len()`.
 pub fn flatten_tensor<M: Module>(
     grads: &GradientsParams,
     module: &M,
-    extra: &[f32],
-    device: &Device,
+    extra: Tensor<1>,
 ) -> (GradLayout, Tensor<1>) {
     let mut f = FlattenTensor {
         grads,
@@ -97,18 +99,8 @@ pub fn flatten_tensor<M: Module>(
     };
     module.visit(&mut f);
     let mut parts = f.parts;
-    if !extra.is_empty() {
-        parts.push(Tensor::from_data(
-            TensorData::new(extra.to_vec(), [extra.len()]),
-            (device, DType::F32),
-        ));
-    }
-    let flat = if parts.is_empty() {
-        Tensor::zeros([0], (device, DType::F32))
-    } else {
-        Tensor::cat(parts, 0)
-    };
-    (f.layout, flat)
+    parts.push(extra);
+    (f.layout, Tensor::cat(parts, 0))
 }
 
 /// Builds gradients for `module` from a flat tensor laid out by `layout` (values past `layout.len()` are ignored).
@@ -155,8 +147,9 @@ pub fn norm_tensor(flat: &Tensor<1>, len: usize) -> f64 {
     f64::from(sq.into_scalar::<f32>()).sqrt()
 }
 
-/// L2 norm of a flat gradient.
-pub fn norm(buf: &[f32]) -> f64 {
+/// L2 norm of a host gradient buffer (tests).
+#[cfg(test)]
+pub(crate) fn norm(buf: &[f32]) -> f64 {
     buf.iter()
         .map(|&x| (x as f64) * (x as f64))
         .sum::<f64>()
@@ -166,6 +159,7 @@ pub fn norm(buf: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::{Device, TensorData};
 
     #[test]
     fn a_flat_tensor_round_trips_the_gradients_of_a_module() {
@@ -176,7 +170,8 @@ mod tests {
         let g = GradientsParams::from_grads(lin.forward(x).powi_scalar(2).sum().backward(), &lin);
         let (layout, host) = flatten(&g, &lin);
         let inner = ad.clone().inner();
-        let (layout_t, flat) = flatten_tensor(&g, &lin, &[7.0, 8.0], &inner);
+        let extra = Tensor::from_data(TensorData::new(vec![7.0f32, 8.0], [2]), &inner);
+        let (layout_t, flat) = flatten_tensor(&g, &lin, extra);
         assert_eq!(layout, layout_t);
         let v: Vec<f32> = flat.clone().into_data().try_to_vec().unwrap();
         assert_eq!(v.len(), host.len() + 2);

@@ -342,8 +342,9 @@ pub(crate) fn check_settings(path: &Path, meta: &CheckpointMeta, s: &TrainSettin
 /// all-reduce sums all three across ranks.
 pub const EXTRA: usize = 2;
 
-/// Forward and backward pass on one batch: the loss and the flat fp32 gradient as a tensor on the model's device
-/// (see [`grads::flatten_tensor`]), followed by [`EXTRA`] values: the loss and 0 (the stop flag's slot). `device`
+/// Forward and backward pass on one batch: the flat fp32 gradient as a tensor on the model's device (see
+/// [`grads::flatten_tensor`]), followed by [`EXTRA`] values: the loss (read it with [`step_loss`]; it stays on the
+/// device, so a step waits for the device only once, after the all-reduce) and 0 (the stop flag's slot). `device`
 /// is the autodiff device the model lives on. With `Precision::Bf16` the pass runs on a bf16 copy of the
 /// convolutions and classifier ([`DenseNet::with_conv_dtype`]) whose gradients belong to `model`'s parameters.
 pub fn gradients(
@@ -354,7 +355,7 @@ pub fn gradients(
     mask: &[f32],
     device: &Device,
     precision: Precision,
-) -> (f32, grads::GradLayout, Tensor<1>) {
+) -> (grads::GradLayout, Tensor<1>) {
     let mixed;
     let compute = match precision {
         Precision::F32 => model,
@@ -365,11 +366,22 @@ pub fn gradients(
     };
     let x = Tensor::<4>::from_data(TensorData::new(x, shape), device);
     let loss = loss::bce_with_logits(compute.forward(x), y, mask, device);
-    let value = loss.clone().into_scalar::<f32>();
-    let g = GradientsParams::from_grads(loss.backward(), compute);
     let inner = device.clone().inner();
-    let (layout, flat) = grads::flatten_tensor(&g, compute, &[value, 0.0], &inner);
-    (value, layout, flat)
+    let extra = Tensor::cat(
+        vec![
+            loss.clone().inner(),
+            Tensor::zeros([1], (&inner, burn::tensor::DType::F32)),
+        ],
+        0,
+    );
+    let g = GradientsParams::from_grads(loss.backward(), compute);
+    grads::flatten_tensor(&g, compute, extra)
+}
+
+/// The loss a [`gradients`] tensor carries (summed, when gradients were accumulated or all-reduced).
+pub fn step_loss(layout: &grads::GradLayout, flat: &Tensor<1>) -> f32 {
+    let n = layout.len();
+    flat.clone().slice(n..n + 1).into_scalar::<f32>()
 }
 
 /// One optimizer step with a flat gradient tensor (already averaged, accumulated and clipped as wanted; values
@@ -429,10 +441,11 @@ mod tests {
             let host = |t: Tensor<1>, n: usize| -> Vec<f32> {
                 t.slice(0..n).into_data().try_to_vec().unwrap()
             };
-            let (l32, layout32, g32) =
+            let (layout32, g32) =
                 gradients(&model, x.clone(), shape, &y, &mask, &ad, Precision::F32);
-            let (l16, layout16, g16) =
+            let (layout16, g16) =
                 gradients(&model, x.clone(), shape, &y, &mask, &ad, Precision::Bf16);
+            let (l32, l16) = (step_loss(&layout32, &g32), step_loss(&layout16, &g16));
             let (g32, g16) = (host(g32, layout32.len()), host(g16, layout16.len()));
             // The same parameters in the same order, so bf16 gradients apply to the fp32 model.
             assert_eq!(layout32, layout16);
@@ -456,9 +469,8 @@ mod tests {
             let mut m = model;
             let mut losses = Vec::new();
             for _ in 0..5 {
-                let (l, layout, g) =
-                    gradients(&m, x.clone(), shape, &y, &mask, &ad, Precision::Bf16);
-                losses.push(l);
+                let (layout, g) = gradients(&m, x.clone(), shape, &y, &mask, &ad, Precision::Bf16);
+                losses.push(step_loss(&layout, &g));
                 m = apply(m, &mut optim, &layout, &g, 1e-2);
             }
             assert!(

@@ -400,7 +400,7 @@ fn train_in_pool(
                 let batch = rx.recv().expect("loader thread ended early")?;
                 let t_step = Instant::now();
                 let (y, mask) = loss::targets(&batch.labels, &obs, s.uncertainty);
-                let (_, layout, flat) = gradients(
+                let (layout, flat) = gradients(
                     &model,
                     batch.x,
                     [batch.n, chans, size, size],

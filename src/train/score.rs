@@ -253,10 +253,9 @@ pub fn evaluate(
     device: &Device,
     comm: &dyn Communicator,
 ) -> Result<Option<SplitScores>> {
-    let train_dir = run.join("train").join(&s.source);
     let out = &run.join("eval").join(&s.source);
     let files = RunFiles {
-        dir: train_dir.to_path_buf(),
+        dir: run.join("train").join(&s.source),
     };
     let best = files.best();
     let (meta, _, _) = checkpoint::load(&best)?;

@@ -310,7 +310,7 @@ pub fn train_labeler(
     let mut epoch_loss = Vec::new();
     let mut phase =
         |model, examples: &[Example], s: &FitSettings, what: &str| -> Result<BertLabeler> {
-            let (m, log) = fit(model, &tok, examples, s, comm, &ad, &device, what)?;
+            let (m, log) = fit(model, &tok, examples, s, comm, &ad, what)?;
             epoch_loss.push(log.epoch_loss);
             Ok(m)
         };

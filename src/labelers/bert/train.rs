@@ -126,8 +126,7 @@ pub fn batch_loss(
 }
 
 /// Trains `model` on `examples` (every rank passes the same examples and settings). `model` lives on the autodiff
-/// device `ad`; `inner` is that device without autodiff. Progress on rank 0.
-#[allow(clippy::too_many_arguments)]
+/// device `ad`. Progress on rank 0.
 pub fn fit(
     mut model: BertLabeler,
     tok: &ReportTokenizer,
@@ -135,7 +134,6 @@ pub fn fit(
     s: &FitSettings,
     comm: &dyn Communicator,
     ad: &Device,
-    inner: &Device,
     what: &str,
 ) -> Result<(BertLabeler, FitLog)> {
     let (rank, world) = (comm.rank(), comm.size());
@@ -155,10 +153,10 @@ pub fn fit(
                 .map(|&i| &examples[i])
                 .collect();
             let loss = batch_loss(&model, tok, &rows, ad);
-            let value = loss.clone().into_scalar::<f32>();
+            let value = loss.clone().inner();
             let g = GradientsParams::from_grads(loss.backward(), &model);
             // The gradient and the loss, averaged over the ranks in one all-reduce on the model's device.
-            let (layout, flat) = grads::flatten_tensor(&g, &model, &[value], inner);
+            let (layout, flat) = grads::flatten_tensor(&g, &model, value);
             let flat = comm
                 .all_reduce_sum_tensor(flat)?
                 .mul_scalar(1.0 / world as f32);
