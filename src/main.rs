@@ -515,7 +515,10 @@ fn run_pipeline(cfg: Config, from: Option<&str>) -> Result<()> {
             })
         })
         .transpose()?;
-    let comm = chexlab::dist::for_training(chexlab::dist::from_env()?, &cfg.distributed)?;
+    let comm = chexlab::dist::for_training(
+        chexlab::dist::from_config(&cfg.distributed)?,
+        &cfg.distributed,
+    )?;
     let code = distributed(comm.as_ref(), || {
         if comm.rank() == 0 {
             prepare_run(&cfg)?;
@@ -659,7 +662,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let cfg = Config::load(&config.config, &config.overrides)?;
             let out = out.unwrap_or_else(|| cfg.run_dir.join("labelers").join(kind.name()));
-            let comm = chexlab::dist::from_env()?;
+            let comm = chexlab::dist::from_config(&cfg.distributed)?;
             let code = distributed(comm.as_ref(), || {
                 if comm.rank() != 0 {
                     chexlab::progress::set_enabled(false);
@@ -878,7 +881,10 @@ fn run(cli: Cli) -> Result<()> {
                     ScheduleArg::Sequential => SourceSchedule::Sequential,
                 };
             }
-            let comm = chexlab::dist::for_training(chexlab::dist::from_env()?, &cfg.distributed)?;
+            let comm = chexlab::dist::for_training(
+                chexlab::dist::from_config(&cfg.distributed)?,
+                &cfg.distributed,
+            )?;
             let code = distributed(comm.as_ref(), || {
                 if comm.rank() == 0 {
                     prepare_run(&cfg)?;
@@ -945,7 +951,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let split = chexlab::data::Split::parse(&split)
                 .with_context(|| format!("--split '{split}': expected train, valid or test"))?;
-            let comm = chexlab::dist::from_env()?;
+            let comm = chexlab::dist::from_config(&cfg.distributed)?;
             let code = distributed(comm.as_ref(), || {
                 if comm.rank() != 0 {
                     chexlab::progress::set_enabled(false);

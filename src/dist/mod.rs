@@ -139,6 +139,14 @@ pub fn from_env() -> Result<Box<dyn Communicator>> {
     Ok(Box::new(single::Single))
 }
 
+/// [`from_env`], with the collective timeout of `dist` (`distributed.collective_timeout_s`): what every command
+/// that has a config starts from.
+pub fn from_config(dist: &crate::config::DistributedConfig) -> Result<Box<dyn Communicator>> {
+    let comm = from_env()?;
+    comm.set_collective_timeout(std::time::Duration::from_secs(dist.collective_timeout_s));
+    Ok(comm)
+}
+
 /// The GPU of a rank: the only one when one is visible (Slurm's `--gpus-per-task` or `CUDA_VISIBLE_DEVICES` per
 /// rank), else the local rank's, refused when the node has fewer GPUs than ranks.
 pub fn gpu_ordinal(local_rank: usize, devices: usize) -> Result<usize> {
@@ -198,7 +206,6 @@ pub fn for_training(
     dist: &crate::config::DistributedConfig,
 ) -> Result<Box<dyn Communicator>> {
     use crate::config::{Backend, ComputeDevice};
-    ctrl.set_collective_timeout(std::time::Duration::from_secs(dist.collective_timeout_s));
     let wants = match dist.backend {
         Backend::Nccl => true,
         Backend::Auto => dist.device == ComputeDevice::Cuda && ctrl.size() > 1,

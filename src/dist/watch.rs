@@ -62,11 +62,16 @@ pub struct Watch {
 const NO_STEP: u64 = u64::MAX;
 
 impl Watch {
-    /// A watch for `rank` with the default timeout (600 s); `board` is where arrivals are posted.
+    /// A watch for `rank` with the default `distributed.collective_timeout_s`; `board` is where arrivals are
+    /// posted.
     pub fn new(rank: usize, board: Option<Box<dyn Arrivals>>) -> Watch {
         Watch {
             rank,
-            timeout_s: AtomicU64::new(600),
+            timeout_s: AtomicU64::new(
+                crate::config::DistributedConfig::default()
+                    .collective_timeout_s
+                    .max(1),
+            ),
             step: AtomicU64::new(NO_STEP),
             seq: AtomicU64::new(0),
             board,
