@@ -1,7 +1,7 @@
 //! Shard reader throughput, in images/s:
 //! - `read_*`: `ShardSet::read` (projection + row selection + label decode) of one rank's shuffled assignment,
 //!   in random batches of 64 and as one whole epoch, for pre-resized 64 px and 224 px shards;
-//! - `batch16_*`: what the training loader does per batch of 16 (`train::load_batch`: read, decode encoded shards,
+//! - `batch16_*`: what the training loader does per batch of 16 (`shard::load_batch`: read, decode encoded shards,
 //!   augment, normalise and stack), for pre-resized 64 px and 224 px shards and for JPEG-bytes shards decoded
 //!   and resized to 224 px.
 //!
@@ -17,8 +17,8 @@ use chexlab::config::ImageFormat;
 use chexlab::data::augment::AugmentConfig;
 use chexlab::data::synth::{SynthConfig, generate};
 use chexlab::data::{OnBadRecord, Split};
+use chexlab::shard::{BatchPos, load_batch};
 use chexlab::shard::{ShardSet, ShardSpec, write_shards};
-use chexlab::train::{BatchPos, load_batch};
 
 /// Builds (once) a world and its shards at `size` px (`encoded`: the original JPEG bytes).
 pub fn shards(size: u32, encoded: bool) -> PathBuf {

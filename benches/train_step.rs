@@ -24,13 +24,13 @@ fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "small_64px_b16",
-            cfg: model_config("small").expect("known arch"),
+            cfg: model_config(chexlab::model::Arch::Small).expect("known arch"),
             size: 64,
             batch: 16,
         },
         Case {
             name: "densenet121_224px_b8",
-            cfg: model_config("densenet121").expect("known arch"),
+            cfg: model_config(chexlab::model::Arch::Densenet121).expect("known arch"),
             size: 224,
             batch: 8,
         },

@@ -11,8 +11,11 @@ use sha2::{Digest, Sha256};
 use crate::data::OnBadRecord;
 use crate::data::report::SectionChoice;
 use crate::error::{Error, Result};
-use crate::io::write_atomic;
+use crate::io::{hex, write_atomic};
+use crate::model::ModelConfig;
+pub use crate::model::Precision;
 use crate::observations::Observation;
+use crate::shard::ShardSpec;
 
 /// The embedded default config (`configs/demo.toml`), used by `chexlab demo`.
 pub const DEMO_TOML: &str = include_str!("../configs/demo.toml");
@@ -129,12 +132,15 @@ pub enum DatasetKind {
 }
 
 /// Image encoding of the synthetic world.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
+    /// Lossless PNG.
     #[default]
     Png,
+    /// JPEG at quality 92.
     Jpeg,
+    /// Raw 8-bit grey pixels.
     Raw,
 }
 
@@ -186,16 +192,19 @@ pub enum SourceKind {
 }
 
 /// Built-in labelers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LabelerKind {
+    /// The CheXpert-style rule labeler.
     Chexpert,
+    /// CheXbert (BERT, four classes per observation).
     Chexbert,
+    /// VisualCheXbert (BERT trained toward image labels).
     Visualchexbert,
 }
 
 /// How uncertain (`-1`) labels enter the loss.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UncertaintyPolicy {
     /// Masked out of the loss.
@@ -238,75 +247,6 @@ impl Default for ShardConfig {
         ShardConfig {
             target_mb: 256.0,
             pre_resize: true,
-        }
-    }
-}
-
-/// Model section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {
-    /// `densenet121`, `densenet169`, `densenet201` or `small`.
-    pub arch: String,
-    /// Small variant only: growth rate, blocks, stem width.
-    pub growth_rate: usize,
-    pub block_config: Vec<usize>,
-    pub init_features: usize,
-    /// Training image size in pixels.
-    pub image_size: u32,
-    /// Input channels (1 for radiographs; 3 to match an unadapted ImageNet stem).
-    pub in_channels: usize,
-    /// Optional torchvision weights to start from.
-    pub pretrained: Option<PathBuf>,
-    /// Normalise with BatchNorm's running statistics in training too (scale and shift still learn): for
-    /// fine-tuning pretrained weights with small per-rank batches.
-    pub freeze_bn: bool,
-    /// Observations the classifier predicts and is evaluated on.
-    pub observations: Vec<String>,
-    /// Arithmetic of training steps: `f32`, or `bf16` (mixed precision: convolutions and the classifier in
-    /// bfloat16; BatchNorm, the loss and the weights the optimizer updates in fp32). Evaluation runs in fp32.
-    #[serde(skip_serializing_if = "Precision::is_f32")]
-    pub precision: Precision,
-}
-
-/// Arithmetic of training steps (see [`ModelConfig::precision`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    #[default]
-    F32,
-    /// Mixed precision with bfloat16 (fp32's exponent range, so no loss scaling), fp32 master weights.
-    Bf16,
-}
-
-impl Precision {
-    // Not serialised when f32, so that settings hashes of runs from before the option existed still match.
-    fn is_f32(&self) -> bool {
-        *self == Precision::F32
-    }
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig {
-            arch: "densenet121".into(),
-            growth_rate: 12,
-            block_config: vec![2, 2, 2],
-            init_features: 16,
-            image_size: 320,
-            in_channels: 1,
-            pretrained: None,
-            freeze_bn: false,
-            observations: [
-                "Atelectasis",
-                "Cardiomegaly",
-                "Consolidation",
-                "Edema",
-                "Pleural Effusion",
-            ]
-            .map(String::from)
-            .to_vec(),
-            precision: Precision::F32,
         }
     }
 }
@@ -410,7 +350,7 @@ pub enum Backend {
 }
 
 /// Where a rank computes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ComputeDevice {
     /// Burn's Flex CPU backend.
@@ -421,7 +361,7 @@ pub enum ComputeDevice {
 }
 
 /// How label sources share the ranks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceSchedule {
     /// Concurrent groups when the world size divides, else sequential.
@@ -575,15 +515,28 @@ pub fn apply_override(doc: &mut toml::Value, assignment: &str) -> Result<()> {
 impl Config {
     /// Parses a config from TOML text with overrides applied; `origin` names the source in errors.
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Config> {
-        let table: toml::Table = toml::from_str(text)
-            .map_err(|e| Error::Config(format!("{origin}: {}", e.message())))?;
+        // Display, not message(): it gives the line and column of a syntax error.
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
         let mut doc = toml::Value::Table(table);
         for o in overrides {
             apply_override(&mut doc, o)?;
         }
-        let cfg: Config = doc
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Config(format!("{origin}: {}", e.message())))?;
+        // The key path of a type or range error ("model.arch: unknown variant ..."), whether the value came from
+        // the file or from --set.
+        let cfg: Config = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let from = if overrides
+                .iter()
+                .any(|o| o.split('=').next().map(str::trim) == Some(key.as_str()))
+            {
+                format!("--set {key}")
+            } else {
+                format!("{origin}: {key}")
+            };
+            Error::Config(format!("{from}: {}", inner.message()))
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -665,15 +618,6 @@ impl Config {
                 self.model.image_size
             ));
         }
-        if !matches!(
-            self.model.arch.as_str(),
-            "densenet121" | "densenet169" | "densenet201" | "small"
-        ) {
-            return bad(format!(
-                "model.arch '{}' is not one of densenet121, densenet169, densenet201, small",
-                self.model.arch
-            ));
-        }
         if !matches!(self.model.in_channels, 1 | 3) {
             return bad(format!(
                 "model.in_channels {} must be 1 or 3",
@@ -683,9 +627,13 @@ impl Config {
         if self.model.observations.is_empty() {
             return bad("model.observations must name at least one observation".into());
         }
+        let mut seen = std::collections::HashSet::new();
         for o in &self.model.observations {
-            if Observation::from_name(o).is_none() {
-                return bad(format!("model.observations: unknown observation '{o}'"));
+            if !seen.insert(o) {
+                return bad(format!(
+                    "model.observations: '{}' is listed twice",
+                    o.name()
+                ));
             }
         }
         if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
@@ -708,11 +656,57 @@ impl Config {
 
     /// The observations the model predicts, resolved.
     pub fn observations(&self) -> Vec<Observation> {
-        self.model
-            .observations
-            .iter()
-            .filter_map(|o| Observation::from_name(o))
-            .collect()
+        self.model.observations.clone()
+    }
+
+    /// The shard spec of this config: label sources come from the labeler outputs of the run directory
+    /// (`RUN_DIR/labels/<name>.csv`), external CSVs, the dataset's own labels, or the synthetic world's image truth.
+    pub fn shard_spec(&self) -> Result<ShardSpec> {
+        use crate::shard::writer::{LabelInput, SplitPlan};
+        let cfg = self;
+        let mut sources = Vec::new();
+        for s in &cfg.sources {
+            let path = match (s.kind, &s.path) {
+                (SourceKind::Dataset, None) => {
+                    sources.push((s.name.clone(), LabelInput::Dataset));
+                    continue;
+                }
+                (SourceKind::Truth, _) => cfg.dataset.root.join("truth/image_labels.csv"),
+                (SourceKind::External | SourceKind::Dataset, Some(p)) => p.clone(),
+                (SourceKind::External, None) => {
+                    return Err(Error::Config(format!(
+                        "sources.{}: a path to its labeled CSV is needed",
+                        s.name
+                    )));
+                }
+                (SourceKind::Labeler, _) => {
+                    cfg.run_dir.join("labels").join(format!("{}.csv", s.name))
+                }
+            };
+            if !path.is_file() {
+                return Err(Error::io(
+                    &path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("labels of source '{}' not found (label first)", s.name),
+                    ),
+                ));
+            }
+            sources.push((s.name.clone(), LabelInput::Csv(path)));
+        }
+        Ok(ShardSpec {
+            dataset: cfg.dataset.root.clone(),
+            sources,
+            target_mb: cfg.shard.target_mb,
+            pre_resize: cfg.shard.pre_resize,
+            image_size: cfg.model.image_size,
+            seed: cfg.seed,
+            on_bad_record: cfg.dataset.on_bad_record,
+            splits: SplitPlan {
+                holdout_fraction: cfg.dataset.holdout_fraction,
+                valid_as_test: cfg.dataset.valid_as_test,
+            },
+        })
     }
 
     /// The resolved config as TOML.
@@ -731,11 +725,6 @@ impl Config {
         write_atomic(&path, self.to_toml().as_bytes())?;
         Ok(path)
     }
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

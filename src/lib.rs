@@ -2,9 +2,9 @@
 //! its labels? Data readers (CheXpert, MIMIC-CXR-JPG, a synthetic world), report labelers, Parquet sharding,
 //! data-parallel DenseNet training over MPI/NCCL, and the evaluation that compares label sources.
 
+pub mod comm;
 pub mod config;
 pub mod data;
-pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod inspect;

@@ -21,11 +21,11 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::comm::Communicator;
 use crate::config::{
     Config, DatasetKind, LabelerKind, SourceConfig, SourceKind, UncertaintyPolicy,
 };
 use crate::data::Split;
-use crate::dist::{Communicator, broadcast_json};
 use crate::error::{Error, Result};
 use crate::eval::report::{LABEL_METRICS, LabelerAgreement};
 use crate::labelers::bert::BertReportLabeler;
@@ -36,14 +36,23 @@ use crate::labelers::{ReportLabeler, label_dataset};
 use crate::train::{Resume, TrainOptions};
 
 /// The stages, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub enum Stage {
+    /// Generate the synthetic world (synthetic datasets only).
     Synth,
+    /// Run (and train) the labelers on the reports.
     Label,
+    /// Score the labelers against report and image truth.
     EvalLabels,
+    /// Join images and label sources into Parquet shards.
     Shard,
+    /// Train one classifier per label source.
     Train,
+    /// Score the test split with each classifier.
     Evaluate,
+    /// Write the report.
     Report,
 }
 
@@ -144,7 +153,7 @@ pub fn run(
     for stage in Stage::ALL {
         forced |= from == Some(stage);
         let inputs = serde_json::json!({"stage": stage.name(), "config": stage.inputs(cfg), "upstream": upstream});
-        let hash = crate::config::hex(&Sha256::digest(inputs.to_string().as_bytes()));
+        let hash = crate::io::hex(&Sha256::digest(inputs.to_string().as_bytes()));
         upstream = hash.clone();
         if stage == Stage::Synth && cfg.dataset.kind != DatasetKind::Synthetic {
             out.stages.push((stage, None));
@@ -218,17 +227,13 @@ fn auroc_table(md: &str) -> String {
 
 /// Runs `body` on rank 0 only; the others wait, and learn whether it failed.
 fn on_root(comm: &dyn Communicator, body: impl FnOnce() -> Result<()>) -> Result<()> {
-    let r = if comm.rank() == 0 {
-        body().map_err(|e| e.to_string())
-    } else {
-        Ok(())
-    };
+    let r = if comm.rank() == 0 { body() } else { Ok(()) };
     if comm.rank() == 0
         && let Err(e) = &r
     {
         tracing::error!("{e}");
     }
-    broadcast_json(comm, &r, 0)?.map_err(|e| Error::Config(format!("on rank 0: {e}")))
+    crate::comm::share_outcome(comm, r, 0)
 }
 
 fn labels_path(cfg: &Config, name: &str) -> PathBuf {
@@ -363,7 +368,7 @@ fn run_stage(
                         }
                         label_all(cfg, &s.name, comm, || {
                             let mut l = BertReportLabeler::load(&dir, None)?.on_device(
-                                crate::dist::compute_device(
+                                crate::comm::compute_device(
                                     cfg.distributed.device,
                                     comm.local_rank(),
                                 )?,
@@ -429,8 +434,7 @@ fn run_stage(
             if fresh {
                 remove(&dir)?;
             }
-            let index =
-                crate::shard::write_shards(&crate::shard::writer::spec_from_config(cfg)?, &dir)?;
+            let index = crate::shard::write_shards(&cfg.shard_spec()?, &dir)?;
             tracing::info!(
                 "{} shards, {} images",
                 index.shards.len(),
@@ -452,7 +456,7 @@ fn run_stage(
             };
             let runs = crate::train::train_sources(cfg, &names, &shards, &opts, comm)?;
             // Every rank learns whether any group was preempted.
-            if crate::dist::any(comm, runs.iter().any(|r| r.summary.preempted))? {
+            if crate::comm::any(comm, runs.iter().any(|r| r.summary.preempted))? {
                 return Ok(true);
             }
         }
@@ -505,7 +509,7 @@ fn teacher(
     on_root(comm, || {
         t.write_resolved()?;
         let dir = t.run_dir.join("shards");
-        crate::shard::write_shards(&crate::shard::writer::spec_from_config(&t)?, &dir)?;
+        crate::shard::write_shards(&t.shard_spec()?, &dir)?;
         Ok(())
     })?;
     let shards = crate::shard::ShardSet::open(&t.run_dir.join("shards"))?;

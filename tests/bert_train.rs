@@ -7,9 +7,9 @@ use common::chexlab_ok;
 use std::process::Command;
 
 use burn::tensor::Device;
+use chexlab::comm::single::Single;
+use chexlab::comm::threads::Threads;
 use chexlab::config::OptimizerConfig;
-use chexlab::dist::single::Single;
-use chexlab::dist::threads::Threads;
 use chexlab::labelers::bert::model::{BertConfig, BertLabeler, HeadKind};
 use chexlab::labelers::bert::pipeline::seeded_labeler;
 use chexlab::labelers::bert::tokenizer::{Encoded, ReportTokenizer};
@@ -56,7 +56,7 @@ fn settings(batch: usize) -> FitSettings {
 }
 
 fn train_on(
-    comm: &dyn chexlab::dist::Communicator,
+    comm: &dyn chexlab::comm::Communicator,
     tok: &ReportTokenizer,
     batch: usize,
 ) -> BertLabeler {

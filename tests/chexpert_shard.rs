@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use chexlab::data::image::decode_resize;
 use chexlab::data::{OnBadRecord, Split};
 use chexlab::observations::{Label, LabelRow, OBSERVATIONS, Observation};
-use chexlab::shard::writer::{LabelInput, SplitPlan, decode_resize};
+use chexlab::shard::writer::{LabelInput, SplitPlan};
 use chexlab::shard::{ShardSet, ShardSpec, write_shards};
 
 const HEADER: &str = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,\
@@ -293,7 +294,7 @@ fn the_shipped_chexpert_config_shards_a_chexpert_folder() {
         ],
     )
     .unwrap();
-    let spec = chexlab::shard::writer::spec_from_config(&cfg).unwrap();
+    let spec = cfg.shard_spec().unwrap();
     let index = write_shards(&spec, &run.join("shards")).unwrap();
     assert_eq!(index.sources, ["chexpert", "chexbert", "visualchexbert"]);
     let valid_images = expected.values().filter(|e| e.0 == Split::Valid).count() as u64;

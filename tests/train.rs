@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use chexlab::config::{ModelConfig, OptimizerConfig, Precision, ScheduleConfig, UncertaintyPolicy};
-use chexlab::dist::Communicator;
-use chexlab::dist::single::Single;
-use chexlab::dist::threads::Threads;
+use chexlab::comm::Communicator;
+use chexlab::comm::single::Single;
+use chexlab::comm::threads::Threads;
+use chexlab::config::{OptimizerConfig, ScheduleConfig, UncertaintyPolicy};
+use chexlab::model::{Arch, ModelConfig, Precision};
+use chexlab::observations::Observation;
 use chexlab::shard::ShardSet;
 
 mod common;
@@ -47,7 +49,7 @@ fn settings(set: &ShardSet) -> TrainSettings {
         uncertainty: UncertaintyPolicy::Ignore,
         reference: "truth".into(),
         model: ModelConfig {
-            arch: "small".into(),
+            arch: Arch::Small,
             growth_rate: 4,
             block_config: vec![1, 1],
             init_features: 8,
@@ -56,9 +58,9 @@ fn settings(set: &ShardSet) -> TrainSettings {
             pretrained: None,
             freeze_bn: false,
             observations: vec![
-                "Cardiomegaly".into(),
-                "Pleural Effusion".into(),
-                "Edema".into(),
+                Observation::Cardiomegaly,
+                Observation::PleuralEffusion,
+                Observation::Edema,
             ],
             precision: Precision::F32,
         },

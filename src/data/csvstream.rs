@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::io::open_read;
 
 /// What a reader does with a record it cannot parse.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnBadRecord {
     /// Stop with an error naming the file and line (default).

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod chexpert;
 pub mod csvstream;
+pub mod image;
 pub mod mimic;
 pub mod report;
 pub mod synth;
@@ -15,11 +16,27 @@ use serde::{Deserialize, Serialize};
 pub use csvstream::{BadRecords, CsvStream, OnBadRecord, RowParser};
 
 /// The dataset split an image or study belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
+    /// The training split.
     Train,
+    /// The validation split (also spelled `validate`, `validation`, `val`).
+    #[value(alias = "validate", alias = "validation", alias = "val")]
     Valid,
+    /// The test split.
     Test,
 }
 

@@ -49,7 +49,7 @@ pub struct Section {
 }
 
 /// Which part of a report a labeler reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SectionChoice {
     /// IMPRESSION, else FINDINGS, else the last paragraph (the study's choice).

@@ -40,7 +40,7 @@ pub struct ReportFiles {
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not JSON: {e}")))
+    serde_json::from_str(&text).map_err(|e| Error::json(path, e))
 }
 
 /// `[[name, value], ...]` → map.
@@ -209,8 +209,8 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
     // Labeler agreement.
     let lm = run_dir.join(LABEL_METRICS);
     if lm.is_file() {
-        let agreement: BTreeMap<String, LabelerAgreement> = serde_json::from_value(read_json(&lm)?)
-            .map_err(|e| Error::format(&lm, format!("labeler metrics: {e}")))?;
+        let agreement: BTreeMap<String, LabelerAgreement> =
+            serde_json::from_value(read_json(&lm)?).map_err(|e| Error::json(&lm, e))?;
         blocks.push(Block::H2("Labelers against the truth".into()));
         blocks.push(Block::P(
             "How well each label source's labels agree with what the reports state (report truth: support-weighted \

@@ -15,7 +15,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ModelConfig;
+use super::config::{Arch, ModelConfig};
 use crate::error::{Error, Result};
 
 /// Architecture hyper-parameters of a DenseNet.
@@ -65,11 +65,11 @@ impl DenseNetConfig {
     /// The architecture a `[model]` config section names, with one output per configured observation.
     pub fn from_model_config(m: &ModelConfig) -> Result<Self> {
         let (c, n) = (m.in_channels, m.observations.len());
-        let cfg = match m.arch.as_str() {
-            "densenet121" => Self::densenet121(c, n),
-            "densenet169" => Self::densenet169(c, n),
-            "densenet201" => Self::densenet201(c, n),
-            "small" => DenseNetConfig {
+        let cfg = match m.arch {
+            Arch::Densenet121 => Self::densenet121(c, n),
+            Arch::Densenet169 => Self::densenet169(c, n),
+            Arch::Densenet201 => Self::densenet201(c, n),
+            Arch::Small => DenseNetConfig {
                 growth_rate: m.growth_rate,
                 block_config: m.block_config.clone(),
                 num_init_features: m.init_features,
@@ -77,11 +77,6 @@ impl DenseNetConfig {
                 in_channels: c,
                 num_classes: n,
             },
-            other => {
-                return Err(Error::Config(format!(
-                    "model.arch = '{other}': expected densenet121, densenet169, densenet201 or small"
-                )));
-            }
         };
         cfg.check()?;
         Ok(cfg)

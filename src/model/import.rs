@@ -178,7 +178,7 @@ fn sum_channels(data: &TensorData, dims: &[usize]) -> Result<TensorData> {
         .clone()
         .convert::<f32>()
         .try_into_vec::<f32>()
-        .map_err(|e| Error::Config(format!("stem weight: {e:?}")))?;
+        .map_err(|e| Error::model("reading the stem weight", e))?;
     let (out, cin, plane) = (dims[0], dims[1], dims[2] * dims[3]);
     let mut summed = vec![0f32; out * plane];
     for o in 0..out {

@@ -1,8 +1,10 @@
 //! Image classifiers: DenseNet and torchvision weight import.
 
+pub mod config;
 pub mod densenet;
 pub mod import;
 
+pub use config::{Arch, ModelConfig, Precision};
 pub use densenet::{DenseNet, DenseNetConfig};
 
 use std::path::Path;

@@ -22,8 +22,8 @@ use parquet::file::metadata::PageIndexPolicy;
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::observations::{Label, LabelRow, OBSERVATIONS};
+use crate::shard::schema::{HEIGHT, IMAGE, IMAGE_ID, INDEX, ShardIndex, WIDTH};
 use crate::shard::schema::{SCHEMA_VERSION, label_column};
-use crate::shard::writer::{INDEX, ShardIndex};
 
 /// A row of a split: shard number (in the index) and row within the shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,7 +85,7 @@ impl ShardSet {
             )
         })?;
         let index: ShardIndex =
-            serde_json::from_str(&text).map_err(|e| Error::format(&index_path, e.to_string()))?;
+            serde_json::from_str(&text).map_err(|e| Error::json(&index_path, e))?;
         if index.schema_version != SCHEMA_VERSION {
             return Err(Error::format(
                 &index_path,
@@ -128,7 +128,7 @@ impl ShardSet {
     pub fn verify(&self) -> Result<()> {
         for s in &self.index.shards {
             let path = self.dir.join(&s.file);
-            let got = crate::shard::writer::sha256_of(&path)?;
+            let got = crate::io::sha256_of(&path)?;
             if got != s.sha256 {
                 return Err(Error::format(
                     &path,
@@ -161,7 +161,7 @@ impl ShardSet {
         seed: u64,
     ) -> Vec<RowRef> {
         let rows = self.rows(split);
-        crate::dist::deal(rows.len(), rank, world, epoch, seed)
+        deal(rows.len(), rank, world, epoch, seed)
             .into_iter()
             .map(|i| rows[i])
             .collect()
@@ -186,7 +186,7 @@ impl ShardSet {
                 let raw =
                     !magic && smp.pixels.len() as u64 == u64::from(dims.0) * u64::from(dims.1);
                 let what = self.dir.join(&smp.image_id);
-                smp.pixels = crate::shard::writer::decode_resize_as(
+                smp.pixels = crate::data::image::decode_resize_as(
                     &what,
                     &smp.pixels,
                     raw,
@@ -203,7 +203,7 @@ impl ShardSet {
     /// Reads `rows` (any order; the result follows it) with one label source's labels.
     pub fn read(&self, rows: &[RowRef], source: &str) -> Result<Vec<Sample>> {
         if !self.index.sources.iter().any(|s| s == source) {
-            return Err(Error::Config(format!(
+            return Err(Error::Input(format!(
                 "label source '{source}' is not in the shards (they hold: {})",
                 self.index.sources.join(", ")
             )));
@@ -218,11 +218,11 @@ impl ShardSet {
                 .index
                 .shards
                 .get(shard)
-                .ok_or_else(|| Error::Config(format!("no shard {shard}")))?;
+                .ok_or_else(|| Error::Input(format!("no shard {shard}")))?;
             let path = self.dir.join(&entry.file);
             wanted.sort_unstable();
             let builder = open_builder(&path, true)?;
-            let fields: Vec<String> = ["image_id", "image", "width", "height"]
+            let fields: Vec<String> = [IMAGE_ID, IMAGE, WIDTH, HEIGHT]
                 .iter()
                 .map(|s| s.to_string())
                 .chain(OBSERVATIONS.iter().map(|o| label_column(source, *o)))
@@ -268,20 +268,16 @@ impl ShardSet {
                 .with_row_selection_policy(RowSelectionPolicy::Selectors)
                 .with_batch_size(1024)
                 .build()
-                .map_err(|e| Error::format(&path, e.to_string()))?;
+                .map_err(|e| Error::parquet(&path, e))?;
             let mut got: Vec<Sample> = Vec::with_capacity(distinct.len());
             for batch in reader {
-                let batch =
-                    batch.map_err(|e| Error::format(&path, format!("reading shard: {e}")))?;
+                let batch = batch.map_err(|e| Error::parquet(&path, e))?;
                 let col =
                     |name: &str| batch.column(batch.schema().index_of(name).expect("projected"));
-                let image = col("image").as_any().downcast_ref::<BinaryArray>().cloned();
-                let width = col("width").as_any().downcast_ref::<UInt16Array>().cloned();
-                let height = col("height")
-                    .as_any()
-                    .downcast_ref::<UInt16Array>()
-                    .cloned();
-                let ids = col("image_id")
+                let image = col(IMAGE).as_any().downcast_ref::<BinaryArray>().cloned();
+                let width = col(WIDTH).as_any().downcast_ref::<UInt16Array>().cloned();
+                let height = col(HEIGHT).as_any().downcast_ref::<UInt16Array>().cloned();
+                let ids = col(IMAGE_ID)
                     .as_any()
                     .downcast_ref::<StringArray>()
                     .cloned();
@@ -353,4 +349,23 @@ impl ShardSet {
             .map(|s| s.expect("every requested row read"))
             .collect())
     }
+}
+/// The items (of `0..n`) rank `rank` of `world` takes in `epoch`: a permutation by (seed, epoch), dealt
+/// round-robin, the remainder dropped so every rank gets the same count. Another epoch gives another order.
+pub fn deal(n: usize, rank: usize, world: usize, epoch: u64, seed: u64) -> Vec<usize> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    assert!(world > 0 && rank < world, "rank {rank} of world {world}");
+    let mut items: Vec<usize> = (0..n).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ epoch.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0x5EED,
+    );
+    items.shuffle(&mut rng);
+    let per_rank = n / world;
+    items
+        .into_iter()
+        .skip(rank)
+        .step_by(world)
+        .take(per_rank)
+        .collect()
 }

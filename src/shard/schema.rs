@@ -13,10 +13,13 @@
 //!
 //! Observation names are snake case (`pleural_effusion`); the 14 columns of a source come in canonical order.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema};
+use serde::{Deserialize, Serialize};
 
+use crate::data::Split;
 use crate::observations::{OBSERVATIONS, Observation};
 
 /// Version of this layout, recorded in `index.json`.
@@ -27,34 +30,76 @@ pub fn label_column(source: &str, obs: Observation) -> String {
     format!("lbl_{source}_{}", obs.snake_name())
 }
 
-/// The fixed columns, in order.
-pub const FIXED: [&str; 8] = [
-    "study_id",
-    "patient_id",
-    "image_id",
-    "view",
-    "split",
-    "image",
-    "width",
-    "height",
+/// Column: study identifier.
+pub const STUDY_ID: &str = "study_id";
+/// Column: patient identifier.
+pub const PATIENT_ID: &str = "patient_id";
+/// Column: image identifier.
+pub const IMAGE_ID: &str = "image_id";
+/// Column: view.
+pub const VIEW: &str = "view";
+/// Column: split.
+pub const SPLIT: &str = "split";
+/// Column: the image (pixels or encoded bytes).
+pub const IMAGE: &str = "image";
+/// Column: width of `image`.
+pub const WIDTH: &str = "width";
+/// Column: height of `image`.
+pub const HEIGHT: &str = "height";
+
+/// The fixed columns, in order, with their types.
+pub const FIXED: [(&str, DataType); 8] = [
+    (STUDY_ID, DataType::Utf8),
+    (PATIENT_ID, DataType::Utf8),
+    (IMAGE_ID, DataType::Utf8),
+    (VIEW, DataType::Utf8),
+    (SPLIT, DataType::Utf8),
+    (IMAGE, DataType::Binary),
+    (WIDTH, DataType::UInt16),
+    (HEIGHT, DataType::UInt16),
 ];
 
 /// The Arrow schema of shards carrying `sources`.
 pub fn schema(sources: &[String]) -> Arc<Schema> {
-    let mut fields = vec![
-        Field::new("study_id", DataType::Utf8, false),
-        Field::new("patient_id", DataType::Utf8, false),
-        Field::new("image_id", DataType::Utf8, false),
-        Field::new("view", DataType::Utf8, false),
-        Field::new("split", DataType::Utf8, false),
-        Field::new("image", DataType::Binary, false),
-        Field::new("width", DataType::UInt16, false),
-        Field::new("height", DataType::UInt16, false),
-    ];
+    let mut fields: Vec<Field> = FIXED
+        .iter()
+        .map(|(name, ty)| Field::new(*name, ty.clone(), false))
+        .collect();
     for s in sources {
         for o in OBSERVATIONS {
             fields.push(Field::new(label_column(s, o), DataType::Int8, true));
         }
     }
     Arc::new(Schema::new(fields))
+}
+
+/// File name of a shard directory's index.
+pub const INDEX: &str = "index.json";
+
+/// One shard in the index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub file: String,
+    pub split: Split,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// `index.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardIndex {
+    pub schema_version: u32,
+    pub config_hash: String,
+    /// `pixels` or `encoded`.
+    pub encoding: String,
+    pub image_size: u32,
+    pub seed: u64,
+    pub sources: Vec<String>,
+    pub shards: Vec<ShardEntry>,
+    pub splits: BTreeMap<String, u64>,
+    /// Per source and observation: counts of positive / negative / uncertain / blank over all images.
+    pub label_stats: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Per source: images whose study the source has no row for (their labels are blank).
+    pub missing_labels: BTreeMap<String, u64>,
 }

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,18 +20,16 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::hex;
 use crate::data::chexpert;
+use crate::data::image::decode_resize;
 use crate::data::mimic::{MimicLayout, study_label_map};
 use crate::data::{OnBadRecord, Split};
 use crate::error::{Error, Result};
 use crate::io::{AtomicFile, write_atomic};
+use crate::io::{hex, sha256_of};
 use crate::labelers::format::read_labeled;
 use crate::observations::{Label, LabelRow, OBSERVATIONS};
-use crate::shard::schema::{SCHEMA_VERSION, schema};
-
-/// Name of the index file.
-pub const INDEX: &str = "index.json";
+use crate::shard::schema::{INDEX, SCHEMA_VERSION, ShardEntry, ShardIndex, schema};
 
 /// Target size of a data page of the `image` column.
 const IMAGE_PAGE_BYTES: usize = 64 * 1024;
@@ -79,81 +76,6 @@ pub struct ShardSpec {
     pub seed: u64,
     pub on_bad_record: OnBadRecord,
     pub splits: SplitPlan,
-}
-
-/// The shard spec of an experiment config: label sources come from the labeler outputs of the run directory
-/// (`RUN_DIR/labels/<name>.csv`), external CSVs, the dataset's own labels, or the synthetic world's image truth.
-pub fn spec_from_config(cfg: &crate::config::Config) -> Result<ShardSpec> {
-    use crate::config::SourceKind;
-    let mut sources = Vec::new();
-    for s in &cfg.sources {
-        let path = match (s.kind, &s.path) {
-            (SourceKind::Dataset, None) => {
-                sources.push((s.name.clone(), LabelInput::Dataset));
-                continue;
-            }
-            (SourceKind::Truth, _) => cfg.dataset.root.join("truth/image_labels.csv"),
-            (SourceKind::External | SourceKind::Dataset, Some(p)) => p.clone(),
-            (SourceKind::External, None) => {
-                return Err(Error::Config(format!(
-                    "sources.{}: a path to its labeled CSV is needed",
-                    s.name
-                )));
-            }
-            (SourceKind::Labeler, _) => cfg.run_dir.join("labels").join(format!("{}.csv", s.name)),
-        };
-        if !path.is_file() {
-            return Err(Error::io(
-                &path,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("labels of source '{}' not found (label first)", s.name),
-                ),
-            ));
-        }
-        sources.push((s.name.clone(), LabelInput::Csv(path)));
-    }
-    Ok(ShardSpec {
-        dataset: cfg.dataset.root.clone(),
-        sources,
-        target_mb: cfg.shard.target_mb,
-        pre_resize: cfg.shard.pre_resize,
-        image_size: cfg.model.image_size,
-        seed: cfg.seed,
-        on_bad_record: cfg.dataset.on_bad_record,
-        splits: SplitPlan {
-            holdout_fraction: cfg.dataset.holdout_fraction,
-            valid_as_test: cfg.dataset.valid_as_test,
-        },
-    })
-}
-
-/// One shard in the index.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardEntry {
-    pub file: String,
-    pub split: Split,
-    pub rows: u64,
-    pub bytes: u64,
-    pub sha256: String,
-}
-
-/// `index.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ShardIndex {
-    pub schema_version: u32,
-    pub config_hash: String,
-    /// `pixels` or `encoded`.
-    pub encoding: String,
-    pub image_size: u32,
-    pub seed: u64,
-    pub sources: Vec<String>,
-    pub shards: Vec<ShardEntry>,
-    pub splits: BTreeMap<String, u64>,
-    /// Per source and observation: counts of positive / negative / uncertain / blank over all images.
-    pub label_stats: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
-    /// Per source: images whose study the source has no row for (their labels are blank).
-    pub missing_labels: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -303,71 +225,11 @@ fn plan_splits(
     Ok(out)
 }
 
-/// SHA-256 of a file, hex.
-pub fn sha256_of(path: &Path) -> Result<String> {
-    let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
 fn source_name_ok(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// Decodes one image to `size`×`size` grayscale pixels (`.raw` files are headerless 8-bit pixels of `dims`).
-pub fn decode_resize(
-    path: &Path,
-    bytes: &[u8],
-    dims: Option<(u32, u32)>,
-    size: u32,
-) -> Result<Vec<u8>> {
-    decode_resize_as(
-        path,
-        bytes,
-        path.extension().is_some_and(|e| e == "raw"),
-        dims,
-        size,
-    )
-}
-
-/// [`decode_resize`] with the raw-pixels case chosen by the caller (shards keep no file extension).
-pub fn decode_resize_as(
-    path: &Path,
-    bytes: &[u8],
-    raw: bool,
-    dims: Option<(u32, u32)>,
-    size: u32,
-) -> Result<Vec<u8>> {
-    let img = if raw {
-        let (w, h) = dims
-            .ok_or_else(|| Error::format(path, "raw image without Rows/Columns in the metadata"))?;
-        if bytes.len() as u64 != w as u64 * h as u64 {
-            return Err(Error::format(
-                path,
-                format!("raw image has {} bytes, expected {w}x{h}", bytes.len()),
-            ));
-        }
-        image::GrayImage::from_raw(w, h, bytes.to_vec()).expect("length checked")
-    } else {
-        image::load_from_memory(bytes)
-            .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?
-            .to_luma8()
-    };
-    if img.width() == size && img.height() == size {
-        return Ok(img.into_raw());
-    }
-    Ok(image::imageops::resize(&img, size, size, image::imageops::FilterType::Triangle).into_raw())
 }
 
 /// Writes the shards of `spec` into `out` and returns the index.
@@ -589,7 +451,7 @@ fn write_one(
 ) -> Result<ShardEntry> {
     // Small image pages (~IMAGE_PAGE_BYTES) so that a reader with the offset index decodes about the rows it
     // selects: a random batch at 224 px would otherwise decode a megabyte page for every 50 kB image it takes.
-    let image = ColumnPath::from("image");
+    let image = ColumnPath::from(super::schema::IMAGE);
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(rows_per_group))
@@ -599,7 +461,7 @@ fn write_one(
         .build();
     let file = AtomicFile::create(path)?;
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
-        .map_err(|e| Error::format(path, e.to_string()))?;
+        .map_err(|e| Error::parquet(path, e))?;
     for group in rows.chunks(rows_per_group) {
         let images: Vec<Result<(Vec<u8>, u32, u32)>> = group
             .par_iter()
@@ -668,16 +530,12 @@ fn write_one(
                 .iter_mut()
                 .map(|b| Arc::new(b.finish()) as ArrayRef),
         );
-        let batch = RecordBatch::try_new(schema.clone(), cols)
-            .map_err(|e| Error::format(path, e.to_string()))?;
-        writer
-            .write(&batch)
-            .map_err(|e| Error::format(path, e.to_string()))?;
+        let batch =
+            RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::parquet(path, e))?;
+        writer.write(&batch).map_err(|e| Error::parquet(path, e))?;
         bar.inc(group.len() as u64);
     }
-    let file = writer
-        .into_inner()
-        .map_err(|e| Error::format(path, e.to_string()))?;
+    let file = writer.into_inner().map_err(|e| Error::parquet(path, e))?;
     file.commit()?;
     Ok(ShardEntry {
         file: path

@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use super::{apply, gradients, optimizer, seeded_init};
 use crate::config::{ComputeDevice, OptimizerConfig, Precision};
 use crate::error::{Error, Result};
-use crate::model::{DenseNet, DenseNetConfig};
+use crate::model::{Arch, DenseNet, DenseNetConfig, ModelConfig};
 
 /// What to measure.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepBench {
-    /// `densenet121` or `small` (the demo's small DenseNet).
-    pub arch: String,
+    /// The DenseNet (`small`: the demo's, growth 12, blocks 2-2-2, stem 16).
+    pub arch: Arch,
     pub size: usize,
     pub batch: usize,
     /// Timed steps, after `warmup` untimed ones.
@@ -42,28 +42,20 @@ pub struct StepBenchResult {
     pub images_per_s: f64,
 }
 
-/// The DenseNets the step benches measure: `densenet121` (1 channel, 14 outputs) or `small` (the demo's).
-pub fn model_config(arch: &str) -> Result<DenseNetConfig> {
-    match arch {
-        "densenet121" => Ok(DenseNetConfig::densenet121(1, 14)),
-        "small" => Ok(DenseNetConfig {
-            growth_rate: 12,
-            block_config: vec![2, 2, 2],
-            num_init_features: 16,
-            bn_size: 4,
-            in_channels: 1,
-            num_classes: 14,
-        }),
-        other => Err(Error::Config(format!(
-            "bench-step: arch '{other}' is not densenet121 or small"
-        ))),
-    }
+/// The DenseNets the step benches measure (1 channel, 14 outputs); `small` is the demo's.
+pub fn model_config(arch: Arch) -> Result<DenseNetConfig> {
+    DenseNetConfig::from_model_config(&ModelConfig {
+        arch,
+        in_channels: 1,
+        observations: crate::observations::OBSERVATIONS.to_vec(),
+        ..ModelConfig::default()
+    })
 }
 
 /// Runs the measurement; the first step's flat gradient goes to `grads_out` (little-endian f32) when given.
 pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenchResult> {
-    let cfg = model_config(&spec.arch)?;
-    let inner = crate::dist::compute_device(spec.device, 0)?;
+    let cfg = model_config(spec.arch)?;
+    let inner = crate::comm::compute_device(spec.device, 0)?;
     let ad = inner.clone().autodiff();
     // Same initial weights on every device: drawn on the CPU, then loaded onto the device.
     let cpu = Device::flex().autodiff();
@@ -94,7 +86,7 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
             .slice(0..layout.len())
             .into_data()
             .try_to_vec()
-            .map_err(|e| Error::Config(format!("reading the gradient: {e:?}")))?;
+            .map_err(|e| Error::model("reading the gradient", e))?;
         let bytes: Vec<u8> = host.iter().flat_map(|v| v.to_le_bytes()).collect();
         crate::io::write_atomic(path, &bytes)?;
     }
@@ -125,7 +117,7 @@ mod tests {
 
     fn spec(steps: usize) -> StepBench {
         StepBench {
-            arch: "small".into(),
+            arch: Arch::Small,
             size: 32,
             batch: 2,
             steps,

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::hex;
 use crate::error::{Error, Result};
 use crate::io::AtomicFile;
+use crate::io::hex;
 
 const MAGIC: &str = "CHEXLAB-CHECKPOINT 1";
 
@@ -58,7 +58,7 @@ pub fn save(path: &Path, mut meta: CheckpointMeta, model: &[u8], optim: &[u8]) -
 /// Reads and verifies a checkpoint: returns its metadata, model bytes and optimizer bytes.
 pub fn load(path: &Path) -> Result<(CheckpointMeta, Vec<u8>, Vec<u8>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let corrupt = |why: String| Error::format(path, format!("corrupt checkpoint: {why}"));
+    let corrupt = |why: String| Error::checkpoint(path, format!("corrupt: {why}"));
     let mut lines = bytes.splitn(3, |&b| b == b'\n');
     if lines.next() != Some(MAGIC.as_bytes()) {
         return Err(corrupt("not a chexlab checkpoint (bad header)".into()));

@@ -1,5 +1,6 @@
 //! `metrics.csv` and `metrics.jsonl`: one row per logged training step and per validation (written by rank 0).
 
+use crate::observations::Observation;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -12,11 +13,15 @@ pub(crate) struct MetricsLog {
     csv: std::fs::File,
     jsonl: std::fs::File,
     csv_path: PathBuf,
-    obs: Vec<String>,
+    obs: Vec<Observation>,
 }
 
 impl MetricsLog {
-    pub(crate) fn open(files: &RunFiles, obs: &[String], keep_until: Option<u64>) -> Result<Self> {
+    pub(crate) fn open(
+        files: &RunFiles,
+        obs: &[Observation],
+        keep_until: Option<u64>,
+    ) -> Result<Self> {
         let (csv_path, jsonl_path) = (files.metrics_csv(), files.metrics_jsonl());
         let header = {
             let mut h = vec![
@@ -34,7 +39,7 @@ impl MetricsLog {
             .collect::<Vec<_>>();
             h.extend(
                 obs.iter()
-                    .map(|o| format!("auroc_{}", o.to_lowercase().replace(' ', "_"))),
+                    .map(|o| format!("auroc_{}", o.name().to_lowercase().replace(' ', "_"))),
             );
             h.join(",")
         };
@@ -119,7 +124,7 @@ impl MetricsLog {
         for (k, o) in self.obs.iter().enumerate() {
             let a = table.and_then(|t| t.get(k)).and_then(|(_, a)| *a);
             cells.push(f(a));
-            json["auroc"][o] = serde_json::json!(a);
+            json["auroc"][o.name()] = serde_json::json!(a);
         }
         let io = |e| Error::io(&self.csv_path, e);
         writeln!(self.csv, "{}", cells.join(",")).map_err(io)?;

@@ -23,18 +23,13 @@ use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{
-    Config, ModelConfig, OptimizerConfig, Precision, ScheduleConfig, UncertaintyPolicy, hex,
-};
+use crate::config::{Config, OptimizerConfig, ScheduleConfig, UncertaintyPolicy};
 use crate::error::{Error, Result};
-use crate::model::{DenseNet, DenseNetConfig};
-use crate::observations::{LabelRow, Observation};
-use crate::shard::{Sample, ShardSet};
+use crate::io::hex;
+use crate::model::{DenseNet, DenseNetConfig, ModelConfig, Precision};
+use crate::observations::Observation;
+use crate::shard::ShardSet;
 use checkpoint::CheckpointMeta;
-
-/// Pixel normalisation: `(p / 255 − MEAN) / STD` (the grey mean and spread of ImageNet's channel statistics).
-pub const PIXEL_MEAN: f32 = 0.449;
-pub const PIXEL_STD: f32 = 0.226;
 
 /// Everything that determines a training run's result; hashed into every checkpoint so that a resume with other
 /// settings is refused.
@@ -97,14 +92,7 @@ impl TrainSettings {
     }
 
     pub(crate) fn observations(&self) -> Result<Vec<Observation>> {
-        self.model
-            .observations
-            .iter()
-            .map(|n| {
-                Observation::from_name(n)
-                    .ok_or_else(|| Error::Config(format!("unknown observation '{n}'")))
-            })
-            .collect()
+        Ok(self.model.observations.clone())
     }
 }
 
@@ -118,7 +106,7 @@ pub fn reference_source(configured: Option<&str>, source: &str, shards: &ShardSe
     }
 }
 
-/// How to start.
+/// How to start; parsed from `--resume`: `auto`, or a checkpoint file.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resume {
     /// A fresh run; refused when the output directory already holds checkpoints.
@@ -129,84 +117,16 @@ pub enum Resume {
     From(PathBuf),
 }
 
-/// One batch, decoded and normalised.
-pub struct Batch {
-    pub x: Vec<f32>,
-    pub n: usize,
-    pub labels: Vec<LabelRow>,
-}
+impl std::str::FromStr for Resume {
+    type Err = std::convert::Infallible;
 
-/// Where a training batch sits in a run: what its images' augmentation draws are seeded by.
-#[derive(Clone, Copy, Debug)]
-pub struct BatchPos {
-    pub seed: u64,
-    pub epoch: u64,
-    pub batch: usize,
-    pub rank: usize,
-}
-
-/// The loader's whole job for one batch: reads `rows` (image + `source`'s labels), decodes encoded shards,
-/// augments (when `augment` is on; each image drawn from `pos` and its position, in parallel) and stacks them
-/// into a normalised `[n, channels, size, size]` batch.
-pub fn load_batch(
-    shards: &ShardSet,
-    rows: &[crate::shard::RowRef],
-    source: &str,
-    size: usize,
-    channels: usize,
-    augment: &crate::data::augment::AugmentConfig,
-    pos: BatchPos,
-) -> Result<Batch> {
-    use rayon::prelude::*;
-    let mut samples = shards.read_images(rows, source, size as u32)?;
-    if augment.enabled {
-        samples.par_iter_mut().enumerate().for_each(|(i, smp)| {
-            // An image of another size is left for `to_batch` to refuse by name.
-            if smp.pixels.len() == size * size {
-                let mut rng = crate::data::augment::image_rng(
-                    pos.seed,
-                    pos.epoch,
-                    pos.batch as u64,
-                    pos.rank as u64,
-                    i as u64,
-                );
-                smp.pixels = crate::data::augment::augment(&smp.pixels, size, augment, &mut rng);
-            }
-        });
+    /// `auto` resumes from the newest valid checkpoint; anything else names a checkpoint file.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => Resume::Auto,
+            path => Resume::From(PathBuf::from(path)),
+        })
     }
-    to_batch(samples, size as u32, channels, &shards.dir)
-}
-
-/// Turns shard samples into a normalised `[n, channels, size, size]` batch (grey pixels repeated over channels).
-pub fn to_batch(samples: Vec<Sample>, size: u32, channels: usize, path: &Path) -> Result<Batch> {
-    let plane = (size * size) as usize;
-    let mut x = Vec::with_capacity(samples.len() * plane * channels);
-    let mut labels = Vec::with_capacity(samples.len());
-    let n = samples.len();
-    for s in samples {
-        if s.pixels.len() != plane || s.width as u32 != size || s.height as u32 != size {
-            return Err(Error::format(
-                path,
-                format!(
-                    "image {}: {}x{} with {} bytes, but the model is configured for {size}x{size} \
-                     (re-shard with image size {size}, or set model.image_size)",
-                    s.image_id,
-                    s.width,
-                    s.height,
-                    s.pixels.len()
-                ),
-            ));
-        }
-        for _ in 0..channels {
-            x.extend(
-                s.pixels
-                    .iter()
-                    .map(|&p| (p as f32 / 255.0 - PIXEL_MEAN) / PIXEL_STD),
-            );
-        }
-        labels.push(s.labels);
-    }
-    Ok(Batch { x, n, labels })
 }
 
 /// Paths of a training run's outputs.
@@ -324,16 +244,18 @@ pub(crate) fn load_model_bytes(
 pub(crate) fn check_settings(path: &Path, meta: &CheckpointMeta, s: &TrainSettings) -> Result<()> {
     if meta.config_hash != s.hash() {
         let keys = checkpoint::differing_keys(&meta.config, &s.json());
-        return Err(Error::Config(format!(
-            "{} was written with other training settings; differing keys: {}. Train into a new directory, \
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "written with other training settings; differing keys: {}. Train into a new directory, \
              or restore the checkpoint's settings.",
-            path.display(),
-            if keys.is_empty() {
-                "(none found; the hash differs)".into()
-            } else {
-                keys.join(", ")
-            }
-        )));
+                if keys.is_empty() {
+                    "(none found; the hash differs)".into()
+                } else {
+                    keys.join(", ")
+                }
+            ),
+        ));
     }
     Ok(())
 }
@@ -405,7 +327,7 @@ mod tests {
 
     /// A small DenseNet, a fixed batch, and its first f32 and bf16 gradients on the same weights.
     fn setup() -> (DenseNet, Vec<f32>, [usize; 4], Vec<f32>, Vec<f32>, Device) {
-        let cfg = bench::model_config("small").unwrap();
+        let cfg = bench::model_config(crate::model::Arch::Small).unwrap();
         let ad = Device::flex().autodiff();
         let model = seeded_init(&cfg, 11, &ad);
         let shape = [4, 1, 32, 32];

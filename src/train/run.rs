@@ -24,15 +24,16 @@ use super::log::MetricsLog;
 use super::schedule::LrSchedule;
 use super::score::{auroc_table, mean_auroc, predict_distributed};
 use super::{
-    Batch, BatchPos, EXTRA, Resume, RunFiles, TrainSettings, apply, build_model, check_settings,
-    gradients, grads, load_batch, load_model_bytes, loss, optimizer,
+    EXTRA, Resume, RunFiles, TrainSettings, apply, build_model, check_settings, gradients, grads,
+    load_model_bytes, loss, optimizer,
 };
-use crate::config::hex;
+use crate::comm::{Communicator, broadcast_json};
 use crate::data::Split;
-use crate::dist::{Communicator, broadcast_json};
 use crate::error::{Error, Result};
+use crate::io::hex;
 use crate::model::{DenseNet, DenseNetConfig, state_values, trainable_values};
 use crate::shard::ShardSet;
+use crate::shard::{Batch, BatchPos, load_batch};
 
 /// Exit code of a run stopped by SIGTERM/SIGUSR2 after writing its checkpoint: "try again later" (EX_TEMPFAIL);
 /// the Slurm scripts requeue the job on it.
@@ -126,7 +127,7 @@ pub(crate) fn model_bytes(model: &DenseNet) -> Result<Vec<u8>> {
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| Error::Config(format!("serialising the model: {e:?}")))?;
+        .map_err(|e| Error::model("serialising the model", e))?;
     Ok(b.to_vec())
 }
 
@@ -180,12 +181,16 @@ fn check_in_step(model: &DenseNet, comm: &dyn Communicator, step: u64) -> Result
     comm.all_reduce_sum_f32(&mut v)?;
     let mean = v[0] / comm.size() as f32;
     let off = (sum as f32 - mean).abs() > 1e-5 * mean.abs().max(1.0);
-    if crate::dist::any(comm, off)? {
-        return Err(Error::Config(format!(
-            "ranks diverged at step {step}: rank {} parameter checksum {sum:.6e} vs mean {mean:.6e} over {} ranks",
-            comm.rank(),
-            comm.size()
-        )));
+    if crate::comm::any(comm, off)? {
+        return Err(Error::distributed(
+            Some(comm.rank()),
+            "parameter check",
+            format!(
+                "ranks diverged at step {step}: rank {} parameter checksum {sum:.6e} vs mean {mean:.6e} over {} ranks",
+                comm.rank(),
+                comm.size()
+            ),
+        ));
     }
     Ok(())
 }
@@ -196,7 +201,7 @@ struct Decision {
     best: Option<(f64, u64)>,
     since_best: u32,
     stop: bool,
-    error: Option<String>,
+    error: Option<crate::comm::SharedError>,
 }
 
 fn train_in_pool(
@@ -211,7 +216,7 @@ fn train_in_pool(
     let obs = s.observations()?;
     for name in [&s.source, &s.reference] {
         if !shards.index.sources.iter().any(|x| x == name) {
-            return Err(Error::Config(format!(
+            return Err(Error::Input(format!(
                 "label source '{name}' is not in the shards at {} (they hold: {})",
                 shards.dir.display(),
                 shards.index.sources.join(", ")
@@ -226,20 +231,20 @@ fn train_in_pool(
             .map_err(|e| Error::io(files.checkpoints(), e))?;
     }
 
-    let device = crate::dist::compute_device(opts.device, comm.local_rank())?;
+    let device = crate::comm::compute_device(opts.device, comm.local_rank())?;
     let ad = device.clone().autodiff();
     let mut model = build_model(s, &ad)?;
     let mut optim = optimizer(&s.optimizer);
 
     // Rank 0 picks the checkpoint to resume from; a refusal is everyone's error.
-    let pick: std::result::Result<Option<PathBuf>, String> = if root {
+    let pick: Result<Option<PathBuf>> = if root {
         match &opts.resume {
             Resume::Fresh => match checkpoint::list(&files.checkpoints()).last() {
-                Some((_, p)) => Err(format!(
+                Some((_, p)) => Err(Error::Input(format!(
                     "{} already holds checkpoints ({}); resume with --resume auto, or train into a new directory",
                     out.display(),
                     p.display()
-                )),
+                ))),
                 None => Ok(None),
             },
             Resume::Auto => Ok(checkpoint::latest_valid(&files.checkpoints()).map(|c| c.0)),
@@ -248,7 +253,7 @@ fn train_in_pool(
     } else {
         Ok(None)
     };
-    let pick = broadcast_json(comm, &pick, 0)?.map_err(Error::Config)?;
+    let pick = crate::comm::share_outcome(comm, pick, 0)?;
     let mut meta = CheckpointMeta {
         step: 0,
         epoch: 0,
@@ -297,7 +302,7 @@ fn train_in_pool(
         .len();
     let steps_per_epoch = (train_rows / bs / accum) as u64;
     if steps_per_epoch == 0 {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "the train split has {train_rows} images per rank ({world} ranks): fewer than one optimizer step of \
              batch_size {bs} × grad_accum {accum}"
         )));
@@ -349,7 +354,7 @@ fn train_in_pool(
         let o = optim
             .to_record()
             .into_bytes()
-            .map_err(|e| Error::Config(format!("serialising the optimizer: {e:?}")))?
+            .map_err(|e| Error::model("serialising the optimizer", e))?
             .to_vec();
         checkpoint::save(
             &files.checkpoints().join(checkpoint::step_name(meta.step)),
@@ -443,7 +448,7 @@ fn train_in_pool(
                     .slice(n..n + EXTRA)
                     .into_data()
                     .try_to_vec()
-                    .map_err(|e| Error::Distributed(format!("reading the step's loss: {e:?}")))?;
+                    .map_err(|e| Error::model("reading the step's loss", e))?;
                 allreduce_s += t.elapsed().as_secs_f64();
                 let stop_any = extra[1] > 0.0;
                 loss_sum += (extra[0] * inv) as f64;
@@ -501,6 +506,7 @@ fn train_in_pool(
                         &device,
                         comm,
                     )?;
+                    let mut failed = None;
                     let mut decision = Decision {
                         best: meta.best,
                         since_best: meta.since_best,
@@ -546,14 +552,14 @@ fn train_in_pool(
                                 Some(&table),
                             )
                             .and_then(|_| save(&model, &optim, &m2, improved));
-                        decision.error = written.err().map(|e| e.to_string());
+                        decision.error = written.as_ref().err().map(crate::comm::SharedError::of);
+                        failed = written.err();
                         last_table = table;
                     }
                     let d = broadcast_json(comm, &decision, 0)?;
                     if let Some(e) = d.error {
-                        return Err(Error::Config(format!(
-                            "rank 0 could not write its checkpoint: {e}"
-                        )));
+                        // Rank 0 keeps its own error (with its source); the others re-raise its kind.
+                        return Err(failed.unwrap_or_else(|| e.raise(0)));
                     }
                     (meta.best, meta.since_best) = (d.best, d.since_best);
                     if d.stop {

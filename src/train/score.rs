@@ -6,16 +6,17 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::{RunFiles, TrainSettings, checkpoint, load_model, to_batch};
+use super::{RunFiles, TrainSettings, checkpoint, load_model};
+use crate::comm::Communicator;
 use crate::config::EvaluationConfig;
 use crate::data::Split;
-use crate::dist::Communicator;
 use crate::error::{Error, Result};
 use crate::eval::bootstrap::auroc_ci;
 use crate::eval::compare::{Paired, paired};
 use crate::eval::{auprc, auroc};
 use crate::model::DenseNet;
 use crate::observations::{Label, LabelRow, Observation};
+use crate::shard::to_batch;
 use crate::shard::{RowRef, Sample, ShardSet};
 
 /// Scored images: ids, labels of the reference source and probabilities `[images × observations]`.
@@ -84,8 +85,13 @@ pub fn predict_distributed(
         .iter()
         .enumerate()
         .map(|(r, b)| {
-            serde_json::from_slice(b)
-                .map_err(|e| Error::Config(format!("scores gathered from rank {r}: {e}")))
+            serde_json::from_slice(b).map_err(|e| {
+                Error::distributed(
+                    Some(comm.rank()),
+                    format!("scores gathered from rank {r}"),
+                    e.to_string(),
+                )
+            })
         })
         .collect::<Result<_>>()?;
     let n_obs = s.model.observations.len();
@@ -214,7 +220,7 @@ pub fn evaluate_run(
     comm: &dyn Communicator,
 ) -> Result<Vec<(String, SplitScores)>> {
     let shards = ShardSet::open(&run.join("shards"))?;
-    let device = crate::dist::compute_device(cfg.distributed.device, comm.local_rank())?;
+    let device = crate::comm::compute_device(cfg.distributed.device, comm.local_rank())?;
     let mut evaluated = 0;
     let mut out = Vec::new();
     for source in names {
@@ -229,7 +235,7 @@ pub fn evaluate_run(
         out.extend(scored.map(|sc| (source.clone(), sc)));
     }
     if evaluated == 0 {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "nothing to evaluate: no source has a best.ckpt under {} (train first)",
             run.join("train").display()
         )));
@@ -378,8 +384,7 @@ pub fn write_results(
             continue;
         }
         let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
-        let scores: SplitScores =
-            serde_json::from_str(&text).map_err(|e| Error::format(&file, e.to_string()))?;
+        let scores: SplitScores = serde_json::from_str(&text).map_err(|e| Error::json(&file, e))?;
         let p = read_predictions(&dir.join(format!("predictions_{}.csv", split.name())), obs)?;
         preds.insert(scores.source.clone(), p);
         sources.insert(scores.source.clone(), scores);

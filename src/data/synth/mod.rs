@@ -119,7 +119,7 @@ pub fn read_manifest(root: &Path) -> Result<Option<Manifest>> {
     let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| Error::format(&path, e.to_string()))
+        .map_err(|e| Error::json(&path, e))
 }
 
 /// SplitMix64: decorrelates (seed, index) pairs into independent stream seeds.
@@ -278,7 +278,7 @@ pub fn encode(pixels: &[u8], size: u32, format: ImageFormat) -> Result<Vec<u8>> 
         ImageFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
             .write_image(pixels, size, size, image::ExtendedColorType::L8),
     };
-    res.map_err(|e| Error::Config(format!("encoding a {size}x{size} image: {e}")))?;
+    res.map_err(|e| Error::image(format!("<synthetic {size}x{size} image>"), e))?;
     Ok(out)
 }
 
@@ -532,7 +532,7 @@ pub fn preview(path: &Path, cfg: &SynthConfig, per_row: usize) -> Result<PathBuf
         use image::ImageEncoder;
         image::codecs::png::PngEncoder::new(&mut png)
             .write_image(&sheet, w as u32, h as u32, image::ExtendedColorType::L8)
-            .map_err(|e| Error::format(path, e.to_string()))?;
+            .map_err(|e| Error::image(path, e))?;
     }
     write_atomic(path, &png)?;
     let legend_path = path.with_extension("txt");

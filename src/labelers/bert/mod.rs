@@ -106,7 +106,7 @@ impl BertReportLabeler {
         }
     }
 
-    /// Moves the model to `device` (a rank's GPU, see [`crate::dist::compute_device`]) for inference.
+    /// Moves the model to `device` (a rank's GPU, see [`crate::comm::compute_device`]) for inference.
     pub fn on_device(self, device: Device) -> Self {
         BertReportLabeler {
             model: self.model.to_device(&device),
@@ -159,7 +159,7 @@ impl BertReportLabeler {
             .clone()
             .into_record()
             .into_bytes()
-            .map_err(|e| Error::Config(format!("serialising the labeler model: {e:?}")))?;
+            .map_err(|e| Error::model("serialising the labeler model", e))?;
         crate::io::write_atomic(dir.join(MODEL_FILE), &bytes)?;
         let meta = serde_json::to_vec_pretty(&self.meta).expect("labeler meta serialises");
         crate::io::write_atomic(dir.join(META_FILE), &meta)

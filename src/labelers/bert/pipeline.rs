@@ -13,11 +13,11 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::comm::Communicator;
 use crate::config::{BertSection, Config, OptimizerConfig, UncertaintyPolicy};
 use crate::data::Split;
 use crate::data::mimic::{MimicLayout, study_label_map};
 use crate::data::report::extract;
-use crate::dist::Communicator;
 use crate::error::{Error, Result};
 use crate::labelers::metrics::Confusion;
 use crate::labelers::rules::RuleLabeler;
@@ -205,7 +205,7 @@ pub fn train_labeler(
     let of = |split: Split| corpus.iter().filter(move |s| s.split == split);
     let train: Vec<&StudyReport> = of(Split::Train).collect();
     if train.is_empty() {
-        return Err(Error::Config(format!(
+        return Err(Error::Input(format!(
             "{}: no training-split reports",
             cfg.dataset.root.display()
         )));
@@ -246,7 +246,7 @@ pub fn train_labeler(
     comm.broadcast_bytes(&mut tok_json, 0)?;
     let tok = ReportTokenizer::from_json_bytes(&tok_json)?;
 
-    let device = crate::dist::compute_device(cfg.distributed.device, comm.local_rank())?;
+    let device = crate::comm::compute_device(cfg.distributed.device, comm.local_rank())?;
     let ad = device.clone().autodiff();
     let (bert_cfg, pretrained) = match (&init, &b.pretrained) {
         (Some((meta, _, _)), _) => (meta.bert.clone(), None),

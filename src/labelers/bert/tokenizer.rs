@@ -53,8 +53,8 @@ pub struct ReportTokenizer {
     max_len: usize,
 }
 
-fn tok_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::format(path, format!("tokenizer: {e}"))
+fn tok_err(path: &Path, e: impl Into<tokenizers::Error>) -> Error {
+    Error::tokenizer(path, e.into())
 }
 
 impl ReportTokenizer {

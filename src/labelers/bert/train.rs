@@ -1,19 +1,19 @@
-//! Training the BERT labelers, data-parallel over a [`Communicator`] (one process: [`crate::dist::single::Single`]).
+//! Training the BERT labelers, data-parallel over a [`Communicator`] (one process: [`crate::comm::single::Single`]).
 //!
 //! CheXbert: cross-entropy summed over the 14 heads, first on the rule labeler's labels of the training reports,
 //! then fine-tuned on a small set of expert report labels. VisualCheXbert: binary cross-entropy toward an image
 //! model's probabilities (the "teacher"), then per-observation logistic regressions over the 14 output
 //! probabilities fitted on a labelled dev set ([`fit_calibration`]).
 //!
-//! Every rank takes its slice of each epoch's permutation ([`crate::dist::deal`]); the flat gradient and the loss
+//! Every rank takes its slice of each epoch's permutation ([`crate::comm::deal`]); the flat gradient and the loss
 //! are all-reduced once per step, so every rank takes the same Adam step and the replicas stay identical.
 
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::comm::Communicator;
 use crate::config::OptimizerConfig;
-use crate::dist::Communicator;
 use crate::error::Result;
 use crate::observations::{Label, N_OBS};
 use crate::train::{apply, grads, loss::bce_with_logits, optimizer};
@@ -145,7 +145,7 @@ pub fn fit(
     let bar = (rank == 0).then(|| crate::progress::bar(total, what));
     let mut log = FitLog::default();
     for epoch in 0..s.epochs {
-        let order = crate::dist::deal(examples.len(), rank, world, epoch as u64, s.seed);
+        let order = crate::shard::deal(examples.len(), rank, world, epoch as u64, s.seed);
         let mut sum = 0.0;
         for step in 0..steps_per_epoch {
             let rows: Vec<&Example> = order[step * s.batch_size..][..s.batch_size]

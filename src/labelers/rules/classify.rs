@@ -122,7 +122,7 @@ impl CueScopeClassifier {
         let automaton = AhoCorasickBuilder::new()
             .match_kind(MatchKind::LeftmostLongest)
             .build(&phrases)
-            .map_err(|e| Error::Config(format!("cue lexicon: {e}")))?;
+            .map_err(|e| Error::Input(format!("cue lexicon: {e}")))?;
         Ok(CueScopeClassifier { roles, automaton })
     }
 

@@ -93,7 +93,7 @@ impl Lexicon {
         let automaton = AhoCorasickBuilder::new()
             .match_kind(MatchKind::Standard)
             .build(phrases.iter().map(|p| p.text.as_bytes()))
-            .map_err(|e| Error::Config(format!("lexicon: {e}")))?;
+            .map_err(|e| Error::Input(format!("lexicon: {e}")))?;
         Ok(Lexicon { phrases, automaton })
     }
 

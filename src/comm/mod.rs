@@ -3,9 +3,12 @@
 //! ([`mpi::Mpi`], feature `mpi`). Every collective is numbered; the sequence number, operation and rank are logged
 //! at debug level so that a hang or a mismatch can be traced to the collective where ranks parted ways.
 
+pub mod device;
 pub mod single;
 pub mod threads;
 pub mod watch;
+
+pub use device::{compute_device, gpu_ordinal};
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -69,7 +72,7 @@ pub fn all_reduce_through_host<C: Communicator + ?Sized>(
         .into_data()
         .convert::<f32>()
         .try_to_vec()
-        .map_err(|e| Error::Distributed(format!("all-reduce: reading the tensor: {e:?}")))?;
+        .map_err(|e| Error::model("all-reduce: reading the gradient tensor", e))?;
     comm.all_reduce_sum_f32(&mut v)?;
     let n = v.len();
     Ok(Tensor::from_data(
@@ -103,8 +106,73 @@ pub fn broadcast_json<T: serde::Serialize + serde::de::DeserializeOwned>(
         Vec::new()
     };
     comm.broadcast_bytes(&mut buf, root)?;
-    serde_json::from_slice(&buf)
-        .map_err(|e| Error::Config(format!("broadcast from rank {root}: {e}")))
+    serde_json::from_slice(&buf).map_err(|e| {
+        Error::distributed(
+            Some(comm.rank()),
+            format!("broadcast from rank {root}"),
+            e.to_string(),
+        )
+    })
+}
+
+/// An error as it travels between ranks: its kind and message.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SharedError {
+    /// The error's kind where it was raised.
+    pub kind: crate::error::ErrorKind,
+    /// Its message there.
+    pub message: String,
+}
+
+impl SharedError {
+    /// The travelling form of `e`.
+    pub fn of(e: &Error) -> Self {
+        SharedError {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The error re-raised on another rank, with the kind it had on `rank`.
+    pub fn raise(self, rank: usize) -> Error {
+        Error::OnRank {
+            rank,
+            kind: self.kind,
+            message: self.message,
+        }
+    }
+}
+
+/// Hands `root`'s outcome to every rank (`outcome` is only read on `root`): a value, or its error — returned as
+/// is on `root` and re-raised with its own kind ([`Error::OnRank`]) on the others.
+pub fn share_outcome<T: serde::Serialize + serde::de::DeserializeOwned>(
+    comm: &dyn Communicator,
+    outcome: Result<T>,
+    root: usize,
+) -> Result<T> {
+    if comm.rank() == root {
+        let shared = match &outcome {
+            Ok(v) => Ok(serde_json::to_value(v).expect("serialisable")),
+            Err(e) => Err(SharedError::of(e)),
+        };
+        let _own = broadcast_json(comm, &shared, root)?;
+        return outcome;
+    }
+    let shared: std::result::Result<serde_json::Value, SharedError> = broadcast_json(
+        comm,
+        &Err(SharedError::of(&Error::Input(String::new()))),
+        root,
+    )?;
+    match shared {
+        Ok(v) => serde_json::from_value(v).map_err(|e| {
+            Error::distributed(
+                Some(comm.rank()),
+                format!("outcome of rank {root}"),
+                e.to_string(),
+            )
+        }),
+        Err(e) => Err(e.raise(root)),
+    }
 }
 
 /// Which launcher started this process, from the environment: `Some(world size)` under mpirun/srun.
@@ -147,58 +215,6 @@ pub fn from_config(dist: &crate::config::DistributedConfig) -> Result<Box<dyn Co
     Ok(comm)
 }
 
-/// The GPU of a rank: the only one when one is visible (Slurm's `--gpus-per-task` or `CUDA_VISIBLE_DEVICES` per
-/// rank), else the local rank's, refused when the node has fewer GPUs than ranks.
-pub fn gpu_ordinal(local_rank: usize, devices: usize) -> Result<usize> {
-    match devices {
-        0 => Err(Error::Config("no GPU visible to this rank".into())),
-        1 => Ok(0),
-        n if local_rank < n => Ok(local_rank),
-        n => Err(Error::Config(format!(
-            "local rank {local_rank} has no GPU of its own: {n} GPUs on this node for more ranks \
-             (launch one rank per GPU: --ntasks-per-node = --gpus-per-node)"
-        ))),
-    }
-}
-
-/// The Burn device a rank computes on.
-pub fn compute_device(
-    kind: crate::config::ComputeDevice,
-    local_rank: usize,
-) -> Result<burn::tensor::Device> {
-    match kind {
-        crate::config::ComputeDevice::Cpu => Ok(burn::tensor::Device::flex()),
-        crate::config::ComputeDevice::Cuda => cuda_device(local_rank),
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_device(local_rank: usize) -> Result<burn::tensor::Device> {
-    // SAFETY: only tries to dlopen the driver library (cudarc panics on use when it is missing).
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err(Error::Config(
-            "distributed.device = \"cuda\", but no CUDA driver (libcuda.so) could be loaded".into(),
-        ));
-    }
-    let count = cudarc::driver::CudaContext::device_count()
-        .map_err(|e| Error::Config(format!("CUDA driver: {e}")))?;
-    let ordinal = gpu_ordinal(local_rank, count.max(0) as usize)?;
-    tracing::info!(
-        local_rank,
-        ordinal,
-        "computing on CUDA device {ordinal} of {count}"
-    );
-    Ok(burn::tensor::Device::cuda(ordinal))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_device(_local_rank: usize) -> Result<burn::tensor::Device> {
-    Err(Error::Config(
-        "distributed.device = \"cuda\" needs a chexlab built with the `cuda` feature (launch/build-cuda.sh)"
-            .into(),
-    ))
-}
-
 /// The communicator training uses, after `distributed.backend`: NCCL for the gradient all-reduce (`nccl`, or
 /// `auto` on GPUs when every rank can use it — decided together, so no rank diverges), else `ctrl` itself.
 pub fn for_training(
@@ -225,7 +241,7 @@ pub fn for_training(
                 }
                 Ok(ctrl)
             }
-            Err(why) => Err(Error::Distributed(why)),
+            Err(why) => Err(Error::distributed(Some(ctrl.rank()), "choosing NCCL", why)),
         }
     }
     #[cfg(not(feature = "nccl"))]
@@ -245,47 +261,4 @@ pub fn any(comm: &dyn Communicator, flag: bool) -> Result<bool> {
     let mut v = [f32::from(u8::from(flag))];
     comm.all_reduce_sum_f32(&mut v)?;
     Ok(v[0] > 0.0)
-}
-
-/// The items (of `0..n`) rank `rank` of `world` takes in `epoch`: a permutation by (seed, epoch), dealt
-/// round-robin, the remainder dropped so every rank gets the same count. Another epoch gives another order.
-pub fn deal(n: usize, rank: usize, world: usize, epoch: u64, seed: u64) -> Vec<usize> {
-    use rand::SeedableRng;
-    use rand::seq::SliceRandom;
-    assert!(world > 0 && rank < world, "rank {rank} of world {world}");
-    let mut items: Vec<usize> = (0..n).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-        seed ^ epoch.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0x5EED,
-    );
-    items.shuffle(&mut rng);
-    let per_rank = n / world;
-    items
-        .into_iter()
-        .skip(rank)
-        .step_by(world)
-        .take(per_rank)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gpu_ordinals_follow_the_local_rank_or_the_only_gpu() {
-        assert_eq!(gpu_ordinal(3, 1).unwrap(), 0);
-        assert_eq!(gpu_ordinal(2, 4).unwrap(), 2);
-        let err = gpu_ordinal(4, 4).unwrap_err().to_string();
-        assert!(err.contains("4 GPUs on this node"), "{err}");
-        assert!(gpu_ordinal(0, 0).is_err());
-    }
-
-    #[cfg(not(feature = "cuda"))]
-    #[test]
-    fn cuda_without_the_feature_is_a_clear_error() {
-        let err = compute_device(crate::config::ComputeDevice::Cuda, 0)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`cuda` feature"), "{err}");
-    }
 }

@@ -138,8 +138,14 @@ impl Mpi {
     /// Initialises MPI and returns the world.
     pub fn init() -> Result<Mpi> {
         // Serialized: training calls MPI from its compute-pool thread while the main thread waits.
-        let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Serialized)
-            .ok_or_else(|| Error::Config("MPI is already initialised in this process".into()))?;
+        let (universe, _) =
+            mpi::initialize_with_threading(mpi::Threading::Serialized).ok_or_else(|| {
+                Error::distributed(
+                    None,
+                    "MPI init",
+                    "MPI is already initialised in this process",
+                )
+            })?;
         let comm = universe.world();
         let local_rank = comm.split_shared(comm.rank()).rank() as usize;
         tracing::debug!(
@@ -185,8 +191,13 @@ impl Mpi {
     }
 
     fn broadcast_part(&self, t: &mut Ticket, ptr: *mut u8, len: usize, root: usize) -> Result<()> {
-        let count = i32::try_from(len)
-            .map_err(|_| Error::Config(format!("broadcast of {len} bytes exceeds 2 GiB")))?;
+        let count = i32::try_from(len).map_err(|_| {
+            Error::distributed(
+                Some(self.rank()),
+                "broadcast",
+                format!("{len} bytes exceed 2 GiB"),
+            )
+        })?;
         let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
         // SAFETY: `ptr` points to `len` bytes the caller keeps alive until `wait` returns.
         unsafe {
@@ -204,10 +215,11 @@ impl Mpi {
 
     fn root(&self, root: usize) -> Result<mpi::topology::Process<'_>> {
         if root >= self.size() {
-            return Err(Error::Config(format!(
-                "root rank {root} in a world of {}",
-                self.size()
-            )));
+            return Err(Error::distributed(
+                Some(self.rank()),
+                "choosing a root",
+                format!("root rank {root} in a world of {}", self.size()),
+            ));
         }
         Ok(self.comm.process_at_rank(root as i32))
     }
@@ -224,8 +236,13 @@ impl Communicator for Mpi {
         self.local_rank
     }
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
-        let count = i32::try_from(buf.len())
-            .map_err(|_| Error::Config(format!("all-reduce of {} values", buf.len())))?;
+        let count = i32::try_from(buf.len()).map_err(|_| {
+            Error::distributed(
+                Some(self.rank()),
+                "all-reduce",
+                format!("{} values exceed an MPI count", buf.len()),
+            )
+        })?;
         let mut t = self.watch.begin("all-reduce");
         // rsmpi has no MPI_IN_PLACE: reduce from a copy.
         let send = buf.to_vec();
@@ -260,8 +277,13 @@ impl Communicator for Mpi {
     fn gather_bytes(&self, data: &[u8], root: usize) -> Result<Option<Vec<Vec<u8>>>> {
         self.watch.begin("gather");
         let p = self.root(root)?;
-        let len = i32::try_from(data.len())
-            .map_err(|_| Error::Config(format!("gather of {} bytes exceeds 2 GiB", data.len())))?;
+        let len = i32::try_from(data.len()).map_err(|_| {
+            Error::distributed(
+                Some(self.rank()),
+                "gather",
+                format!("{} bytes exceed 2 GiB", data.len()),
+            )
+        })?;
         if self.rank() != root {
             p.gather_into(&len);
             p.gather_varcount_into(data);
@@ -303,7 +325,13 @@ impl Communicator for Mpi {
         let comm = self
             .comm
             .split_by_color(Color::with_value(color as i32))
-            .ok_or_else(|| Error::Config(format!("MPI split by color {color} failed")))?;
+            .ok_or_else(|| {
+                Error::distributed(
+                    Some(self.rank()),
+                    "split",
+                    format!("MPI split by color {color} failed"),
+                )
+            })?;
         let sub = Mpi::wrap(comm, self.local_rank, self._universe.clone());
         sub.watch.set_timeout(self.watch.timeout());
         Ok(Box::new(sub))

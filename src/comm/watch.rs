@@ -140,14 +140,18 @@ impl Watch {
     /// The error for a collective that passed its deadline, with what the board knows.
     pub fn error(&self, t: &Ticket, backend: &str) -> Error {
         let step = self.step.load(Ordering::Relaxed);
-        Error::Distributed(describe(
-            &format!("{backend} {} #{}", t.op, t.seq),
-            (step != NO_STEP).then_some(step),
-            t.seq,
-            self.limit(),
-            self.rank,
-            self.board.as_ref().and_then(|b| b.heard()),
-        ))
+        Error::distributed(
+            None,
+            "collective deadline",
+            describe(
+                &format!("{backend} {} #{}", t.op, t.seq),
+                (step != NO_STEP).then_some(step),
+                t.seq,
+                self.limit(),
+                self.rank,
+                self.board.as_ref().and_then(|b| b.heard()),
+            ),
+        )
     }
 }
 

@@ -101,12 +101,16 @@ impl Communicator for Threads {
         let all = self.exchange(bytes);
         for (r, b) in all.iter().enumerate() {
             if b.len() != buf.len() * 4 {
-                return Err(Error::Config(format!(
-                    "all-reduce: rank {r} sent {} values, rank {} {}",
-                    b.len() / 4,
-                    self.rank,
-                    buf.len()
-                )));
+                return Err(Error::distributed(
+                    Some(self.rank),
+                    "all-reduce",
+                    format!(
+                        "rank {r} sent {} values, rank {} {}",
+                        b.len() / 4,
+                        self.rank,
+                        buf.len()
+                    ),
+                ));
             }
         }
         buf.iter_mut().for_each(|x| *x = 0.0);

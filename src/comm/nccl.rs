@@ -109,7 +109,11 @@ pub fn check_distinct_gpus(comm: &dyn Communicator, key: &str) -> Result<()> {
     if verdict.is_empty() {
         Ok(())
     } else {
-        Err(Error::Config(verdict))
+        Err(Error::distributed(
+            Some(comm.rank()),
+            "GPU assignment",
+            verdict,
+        ))
     }
 }
 
@@ -122,10 +126,14 @@ pub fn exchange_id(comm: &dyn Communicator) -> Result<[u8; ID_BYTES]> {
     }
     comm.broadcast_bytes(&mut buf, 0)?;
     buf.try_into().map_err(|b: Vec<u8>| {
-        Error::Distributed(format!(
-            "NCCL unique id from rank 0 has {} bytes, expected {ID_BYTES}",
-            b.len()
-        ))
+        Error::distributed(
+            Some(comm.rank()),
+            "NCCL id exchange",
+            format!(
+                "the id from rank 0 has {} bytes, expected {ID_BYTES}",
+                b.len()
+            ),
+        )
     })
 }
 
@@ -170,7 +178,7 @@ pub fn probe_report(comm: &dyn Communicator) -> Result<ProbeReport> {
     let without_lib = ranks_lacking(comm, probe.nccl)?;
     let id_sha256 = if without_lib.is_empty() {
         let id = exchange_id(comm)?;
-        Some(crate::config::hex(&sha2::Sha256::digest(id)))
+        Some(crate::io::hex(&sha2::Sha256::digest(id)))
     } else {
         None
     };
@@ -187,7 +195,8 @@ pub fn probe_report(comm: &dyn Communicator) -> Result<ProbeReport> {
 
 /// Brings up [`NcclWorld`] over `ctrl` and checks one gradient-sized all-reduce against its known sum.
 pub fn check_all_reduce(ctrl: Box<dyn Communicator>) -> Result<serde_json::Value> {
-    let p = agree(ctrl.as_ref())?.map_err(Error::Distributed)?;
+    let p = agree(ctrl.as_ref())?
+        .map_err(|why| Error::distributed(Some(ctrl.rank()), "choosing NCCL", why))?;
     let world = NcclWorld::new(ctrl, p.devices, Duration::from_secs(120))?;
     let (rank, size) = (world.rank(), world.size());
     // DenseNet-121's gradient is ~7 M values.
@@ -198,9 +207,11 @@ pub fn check_all_reduce(ctrl: Box<dyn Communicator>) -> Result<serde_json::Value
     let seconds = start.elapsed().as_secs_f64();
     let wrong = wrong_sums(&buf, size);
     if wrong > 0 {
-        return Err(Error::Distributed(format!(
-            "NCCL all-reduce of {n} values on {size} rank(s): {wrong} wrong"
-        )));
+        return Err(Error::distributed(
+            None,
+            "NCCL all-reduce check",
+            format!("all-reduce of {n} values on {size} rank(s): {wrong} wrong"),
+        ));
     }
     // The same size in place on a Burn CUDA buffer (the training path), when built with CUDA.
     #[cfg(feature = "cuda")]
@@ -232,11 +243,11 @@ fn wrong_sums(sums: &[f32], size: usize) -> usize {
 }
 
 fn nccl_error(what: &str, e: cudarc::nccl::result::NcclError) -> Error {
-    Error::Distributed(format!("{what} failed: {:?}", e.0))
+    Error::distributed(None, what, format!("{:?}", e.0))
 }
 
 fn cuda_error(what: &str, e: cudarc::driver::DriverError) -> Error {
-    Error::Distributed(format!("{what} failed: {e}"))
+    Error::distributed(None, what, e.to_string())
 }
 
 /// An NCCL communicator on this rank's GPU.
@@ -306,12 +317,12 @@ impl Nccl {
         let n = prim.meta.shape().num_elements();
         t.device()
             .sync()
-            .map_err(|e| Error::Distributed(format!("waiting for the GPU before NCCL: {e:?}")))?;
+            .map_err(|e| Error::model("waiting for the GPU before NCCL", e))?;
         // Holding the resource keeps the allocation in place (not freed, reused or moved) until it is dropped.
         let res = prim
             .client
             .get_resource::<<cubecl_cuda::CudaRuntime as Runtime>::Server>(prim.handle.clone())
-            .map_err(|e| Error::Distributed(format!("device address of the gradient: {e:?}")))?;
+            .map_err(|e| Error::model("device address of the gradient", e))?;
         let mut ticket = self.watch.begin("all-reduce (device buffer)");
         // SAFETY: the address is the start of this tensor's live buffer of `n` f32 values (contiguous, checked
         // above) in the device's primary context, which cudarc's context here shares; the slice is leaked below,
@@ -345,12 +356,14 @@ impl Nccl {
         let got: Vec<f32> = t
             .into_data()
             .try_to_vec()
-            .map_err(|e| Error::Distributed(format!("reading the checked buffer: {e:?}")))?;
+            .map_err(|e| Error::model("reading the checked buffer", e))?;
         let wrong = wrong_sums(&got, size);
         if wrong > 0 {
-            return Err(Error::Distributed(format!(
-                "NCCL all-reduce in place on a Burn CUDA buffer: {wrong} of {n} sums wrong on rank {rank}"
-            )));
+            return Err(Error::distributed(
+                Some(rank),
+                "NCCL all-reduce check",
+                format!("in place on a Burn CUDA buffer: {wrong} of {n} sums wrong"),
+            ));
         }
         Ok(Some(seconds))
     }
@@ -491,7 +504,7 @@ impl Communicator for NcclWorld {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dist::threads::Threads;
+    use crate::comm::threads::Threads;
 
     #[test]
     fn ranks_agree_on_who_lacks_nccl() {

@@ -40,7 +40,11 @@ impl Communicator for Single {
 
 fn check_root(root: usize) -> Result<()> {
     if root != 0 {
-        return Err(Error::Config(format!("root rank {root} in a world of 1")));
+        return Err(Error::distributed(
+            Some(0),
+            "choosing a root",
+            format!("root rank {root} in a world of 1"),
+        ));
     }
     Ok(())
 }

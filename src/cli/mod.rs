@@ -1,0 +1,258 @@
+//! The command line: one `Args` struct and one `run` per subcommand (a file each); this module holds the
+//! parser, the dispatch and what several commands share (config arguments, running a body on a communicator).
+
+mod bench_step;
+mod eval_labels;
+mod evaluate;
+#[cfg(feature = "nccl")]
+mod gpu_probe;
+mod inspect;
+mod label;
+mod report;
+mod run;
+mod shard;
+mod synth;
+mod tokenizer;
+mod train;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use chexlab::comm::Communicator;
+use chexlab::config::Config;
+
+/// chexlab — how much does report-labeler quality change the chest X-ray classifier trained on its labels?
+#[derive(Parser)]
+#[command(name = "chexlab", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug, trace (or a tracing filter such as `chexlab=debug`).
+    #[arg(long, global = true, default_value = "info", env = "CHEXLAB_LOG")]
+    log_level: String,
+    /// Print only warnings and errors; no progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Worker threads for parallel stages (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a domain tokenizer for the BERT labelers.
+    Tokenizer(tokenizer::TokenizerArgs),
+    /// Generate a synthetic chest X-ray world (MIMIC-CXR-JPG layout plus image and report truth).
+    Synth(synth::SynthArgs),
+    /// Label reports with a built-in labeler (chexpert, chexbert, visualchexbert); `label train` trains a BERT one.
+    Label(label::LabelArgs),
+    /// Compare predicted labels with truth labels: per-class F1, weighted F1, Cohen's kappa.
+    EvalLabels(eval_labels::EvalLabelsArgs),
+    /// Join images with every label source and write Parquet shards plus index.json.
+    Shard(shard::ShardArgs),
+    /// Train one classifier per label source (data-parallel under mpirun/srun).
+    Train(train::TrainArgs),
+    /// Score a split with a run's best checkpoints and write per-image probabilities and AUROC.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Write report.md, report.html, results.json and plots for a run.
+    Report(report::ReportArgs),
+    /// Run the whole study described by a config, skipping completed stages.
+    Run(run::RunArgs),
+    /// Run the embedded demo config on a fresh synthetic world.
+    Demo(run::DemoArgs),
+    /// Check the GPU path on every rank (run it under mpirun/srun like training): CUDA driver, GPUs and libnccl
+    /// found, the ranks' agreement on NCCL or MPI for the gradient all-reduce, and the NCCL id exchange.
+    /// One JSON line per rank.
+    #[cfg(feature = "nccl")]
+    GpuProbe(gpu_probe::GpuProbeArgs),
+    /// Time one DenseNet training step on a device (same seeded weights and batch on every device) and write the
+    /// first step's gradient for comparison: what benches/gpu/check.sh runs. One JSON line.
+    BenchStep(bench_step::BenchStepArgs),
+    /// Show what a dataset, label CSV, reports CSV or run directory contains.
+    Inspect(inspect::InspectArgs),
+}
+
+/// Parses the command line, runs the command, and turns an error into a message and a failing exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    chexlab::progress::set_enabled(!cli.quiet);
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("configuring the thread pool")?;
+    }
+    match cli.command {
+        Command::Tokenizer(a) => a.run(),
+        Command::Synth(a) => a.run(),
+        Command::Label(a) => a.run(),
+        Command::EvalLabels(a) => a.run(),
+        Command::Shard(a) => a.run(),
+        Command::Train(a) => a.run(),
+        Command::Evaluate(a) => a.run(),
+        Command::Report(a) => a.run(),
+        Command::Run(a) => a.run(),
+        Command::Demo(a) => a.run(),
+        #[cfg(feature = "nccl")]
+        Command::GpuProbe(a) => a.run(),
+        Command::BenchStep(a) => a.run(),
+        Command::Inspect(a) => a.run(),
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        cli.log_level.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| {
+        eprintln!("warning: invalid --log-level '{level}', using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+/// `--config FILE` and `--set KEY=VALUE`, for every command that reads a study config.
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// Experiment config (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Override a config key, e.g. `--set optimizer.lr=3e-4` or `--set sources.chexpert.uncertainty=ones`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The config with its overrides applied.
+    pub fn load(&self) -> Result<Config> {
+        Ok(Config::load(&self.config, &self.overrides)?)
+    }
+}
+
+/// A run to read: its directory (`--run`, which holds `config.resolved.toml`) or its study config (`--config`,
+/// whose `run_dir` names it), with `--set` overrides.
+#[derive(Args)]
+pub struct RunDirArgs {
+    /// Run directory; a config file here is read as `--config`.
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    pub run: Option<PathBuf>,
+    /// The study config (its run_dir is the run).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Override a config key.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+impl RunDirArgs {
+    /// The run's config (overrides applied) and its directory.
+    pub fn load(&self) -> Result<(Config, PathBuf)> {
+        let config_file = match (&self.run, &self.config) {
+            (_, Some(c)) => Some(c.clone()),
+            (Some(r), None) if r.is_file() => Some(r.clone()),
+            _ => None,
+        };
+        Ok(match config_file {
+            Some(file) => {
+                let cfg = Config::load(&file, &self.overrides)?;
+                let dir = cfg.run_dir.clone();
+                (cfg, dir)
+            }
+            None => {
+                let dir = self.run.clone().expect("clap requires --run or --config");
+                let cfg = Config::load(&dir.join(chexlab::config::RESOLVED_NAME), &self.overrides)?;
+                (cfg, dir)
+            }
+        })
+    }
+}
+
+/// Runs a (possibly distributed) command body on `comm`, with progress bars on rank 0 only. When the body fails
+/// on one of several ranks, that rank reports the error and aborts the whole job, so that no other rank waits
+/// forever in a collective. Then shuts MPI down (by dropping the communicator) and exits with the body's code
+/// when it is not 0.
+pub fn on_comm(
+    comm: Box<dyn Communicator>,
+    body: impl FnOnce(&dyn Communicator) -> Result<i32>,
+) -> Result<()> {
+    if comm.rank() != 0 {
+        chexlab::progress::set_enabled(false);
+    }
+    let code = match body(comm.as_ref()) {
+        Err(e) if comm.size() > 1 => {
+            eprintln!("error on rank {} of {}: {e:#}", comm.rank(), comm.size());
+            comm.abort(1)
+        }
+        other => other,
+    };
+    drop(comm);
+    match code? {
+        0 => Ok(()),
+        c => std::process::exit(c),
+    }
+}
+
+/// Writes the resolved config into its run directory (rank 0), and says where.
+pub fn prepare_run(cfg: &Config) -> Result<()> {
+    let path = cfg.write_resolved()?;
+    tracing::info!(
+        "resolved config written to {} (hash {})",
+        path.display(),
+        &cfg.hash()[..12]
+    );
+    Ok(())
+}
+
+/// A flag set by SIGTERM or SIGUSR2 (Slurm's preemption and time-limit warnings): training checkpoints at the next
+/// step and exits with [`chexlab::train::EXIT_PREEMPTED`].
+pub fn stop_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR2] {
+        signal_hook::flag::register(sig, flag.clone()).context("installing a signal handler")?;
+    }
+    Ok(flag)
+}
+
+/// The named sources (checked against the config), or every source of the config.
+pub fn selected_sources(cfg: &Config, names: &[String]) -> Result<Vec<String>> {
+    if names.is_empty() {
+        return Ok(cfg.sources.iter().map(|s| s.name.clone()).collect());
+    }
+    for n in names {
+        anyhow::ensure!(
+            cfg.sources.iter().any(|s| &s.name == n),
+            "--source {n}: not a source of the config (it has: {})",
+            cfg.sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(names.to_vec())
+}
+
+/// A path as a TOML string literal.
+pub fn toml_string(p: &Path) -> String {
+    toml::Value::String(p.display().to_string()).to_string()
+}

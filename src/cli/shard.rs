@@ -1,0 +1,106 @@
+//! `chexlab shard`: join images with label sources into Parquet shards, from a config or from flags.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use chexlab::data::OnBadRecord;
+use chexlab::shard::writer::{LabelInput, SplitPlan};
+
+/// Arguments of `chexlab shard`.
+#[derive(Args)]
+pub struct ShardArgs {
+    /// Experiment config: shards its dataset and sources into RUN_DIR/shards.
+    #[arg(long, short, conflicts_with_all = ["dataset", "labels", "out"])]
+    config: Option<PathBuf>,
+    /// Override a config key.
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
+    overrides: Vec<String>,
+    /// Dataset directory: MIMIC-CXR-JPG layout (real or synthetic) or CheXpert (train.csv, valid.csv).
+    #[arg(long, required_unless_present = "config")]
+    dataset: Option<PathBuf>,
+    /// A label source: NAME=FILE, FILE a labeled CSV with a study_id column (CheXpert study ids look like
+    /// patient00001/study1), or NAME=@dataset for the dataset's own labels. Repeat for each source.
+    #[arg(long = "labels", value_name = "NAME=FILE", value_parser = parse_label_source)]
+    labels: Vec<(String, LabelInput)>,
+    /// Fraction of the training patients held out as the validation split.
+    #[arg(long, default_value_t = 0.0)]
+    holdout: f64,
+    /// Use the dataset's validation split as the test split.
+    #[arg(long)]
+    valid_as_test: bool,
+    /// Output directory.
+    #[arg(long, required_unless_present = "config")]
+    out: Option<PathBuf>,
+    /// Side of the pre-resized images.
+    #[arg(long, default_value_t = 64)]
+    image_size: u32,
+    /// Store the original encoded image bytes instead of pre-resized pixels.
+    #[arg(long)]
+    encoded: bool,
+    /// Target shard size in MB.
+    #[arg(long, default_value_t = 256.0)]
+    target_mb: f64,
+    /// Shuffle seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// What to do with malformed records.
+    #[arg(long, value_enum, default_value_t = OnBadRecord::Fail)]
+    on_bad_record: OnBadRecord,
+}
+
+/// `NAME=FILE` or `NAME=@dataset`.
+fn parse_label_source(s: &str) -> Result<(String, LabelInput)> {
+    let (name, file) = s.split_once('=').context("expected NAME=FILE")?;
+    let input = match file {
+        "@dataset" => LabelInput::Dataset,
+        f => LabelInput::Csv(PathBuf::from(f)),
+    };
+    Ok((name.to_string(), input))
+}
+
+impl ShardArgs {
+    /// Writes the shards and summarises them.
+    pub fn run(self) -> Result<()> {
+        let (spec, out) = match &self.config {
+            Some(path) => {
+                let cfg = chexlab::config::Config::load(path, &self.overrides)?;
+                (cfg.shard_spec()?, cfg.run_dir.join("shards"))
+            }
+            None => {
+                let spec = chexlab::shard::ShardSpec {
+                    dataset: self.dataset.expect("required by clap"),
+                    sources: self.labels,
+                    target_mb: self.target_mb,
+                    pre_resize: !self.encoded,
+                    image_size: self.image_size,
+                    seed: self.seed,
+                    on_bad_record: self.on_bad_record,
+                    splits: SplitPlan {
+                        holdout_fraction: self.holdout,
+                        valid_as_test: self.valid_as_test,
+                    },
+                };
+                (spec, self.out.expect("required by clap"))
+            }
+        };
+        let t = std::time::Instant::now();
+        let index = chexlab::shard::write_shards(&spec, &out)?;
+        let rows: u64 = index.splits.values().sum();
+        println!(
+            "{} shards, {rows} images ({}) with sources {} in {} ({:.1} s)",
+            index.shards.len(),
+            index
+                .splits
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            index.sources.join(", "),
+            out.display(),
+            t.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}

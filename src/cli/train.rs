@@ -1,0 +1,77 @@
+//! `chexlab train`: one classifier per label source, data-parallel under mpirun/srun.
+
+use anyhow::Result;
+use clap::Args;
+
+use chexlab::config::SourceSchedule;
+use chexlab::train::{EXIT_PREEMPTED, Resume, TrainOptions};
+
+/// Arguments of `chexlab train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    config: super::ConfigArgs,
+    /// Train only these label sources (default: every source in the config).
+    #[arg(long = "source", value_name = "NAME")]
+    sources: Vec<String>,
+    /// Resume: `auto` picks up the newest valid checkpoint of each source; or a checkpoint file.
+    #[arg(long, value_name = "auto|CHECKPOINT")]
+    resume: Option<Resume>,
+    /// How sources share the ranks: concurrent groups of ranks, or one source after another on all ranks
+    /// (default: the config's distributed.schedule; auto = concurrent when the rank count divides).
+    #[arg(long, value_enum)]
+    schedule: Option<SourceSchedule>,
+}
+
+impl TrainArgs {
+    /// Trains on every rank; rank 0 of each source's ranks prints its summary.
+    pub fn run(self) -> Result<()> {
+        let mut cfg = self.config.load()?;
+        if let Some(s) = self.schedule {
+            cfg.distributed.schedule = s;
+        }
+        let comm = chexlab::comm::for_training(
+            chexlab::comm::from_config(&cfg.distributed)?,
+            &cfg.distributed,
+        )?;
+        super::on_comm(comm, |comm| {
+            if comm.rank() == 0 {
+                super::prepare_run(&cfg)?;
+            }
+            let shards = chexlab::shard::ShardSet::open(&cfg.run_dir.join("shards"))?;
+            let opts = TrainOptions {
+                resume: self.resume.unwrap_or(Resume::Fresh),
+                threads: cfg.distributed.compute_threads,
+                device: cfg.distributed.device,
+                stop: Some(super::stop_flag()?),
+            };
+            let names = super::selected_sources(&cfg, &self.sources)?;
+            let runs = chexlab::train::train_sources(&cfg, &names, &shards, &opts, comm)?;
+            for run in runs.iter().filter(|r| r.group_rank == 0) {
+                let sum = &run.summary;
+                println!(
+                    "{}: {} steps on {} rank(s), {} images in {:.0} s ({:.1} img/s); best valid mean AUROC {}{}",
+                    run.source,
+                    sum.steps,
+                    sum.ranks,
+                    sum.images_seen,
+                    sum.seconds,
+                    sum.images_per_s,
+                    sum.best
+                        .map(|(m, step)| format!("{m:.4} at step {step}"))
+                        .unwrap_or("n/a".into()),
+                    if sum.preempted {
+                        " — stopped by signal, resume with --resume auto"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(if runs.iter().any(|r| r.summary.preempted) {
+                EXIT_PREEMPTED
+            } else {
+                0
+            })
+        })
+    }
+}
