@@ -28,12 +28,15 @@ use crate::config::{
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::eval::report::{LABEL_METRICS, LabelerAgreement};
+use crate::eval::results::SplitScores;
+use crate::eval::score::{ScoreJob, evaluate_run};
 use crate::labelers::bert::BertReportLabeler;
 use crate::labelers::bert::model::HeadKind;
 use crate::labelers::bert::pipeline::train_labeler;
 use crate::labelers::rules::RuleLabeler;
 use crate::labelers::{ReportLabeler, label_dataset};
-use crate::train::{Resume, TrainOptions};
+use crate::shard::ShardSet;
+use crate::train::{Resume, TrainOptions, TrainSettings};
 
 /// The stages, in order.
 #[derive(
@@ -223,6 +226,34 @@ fn auroc_table(md: &str) -> String {
         .take_while(|l| l.starts_with('|'))
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// The `evaluate` stage of a run from its config: scores `split` with the best checkpoint of each of `sources`
+/// (a source without one is skipped, or an error when `strict`) and writes `results.json`; rank 0's scores.
+pub fn evaluate(
+    cfg: &Config,
+    run: &Path,
+    split: Split,
+    sources: &[String],
+    strict: bool,
+    comm: &dyn Communicator,
+) -> Result<Vec<(String, SplitScores)>> {
+    let observations = cfg.observations();
+    let job = ScoreJob {
+        run,
+        split,
+        sources,
+        strict,
+        evaluation: &cfg.evaluation,
+        observations: &observations,
+        seed: cfg.seed,
+        device: cfg.distributed.device,
+    };
+    let load = |source: &str, shards: &ShardSet, device: &burn::tensor::Device| {
+        let s = TrainSettings::from_config(cfg, source, shards)?;
+        crate::train::load_best(&run.join("train").join(source), &s, device)
+    };
+    evaluate_run(&job, &load, comm)
 }
 
 /// Runs `body` on rank 0 only; the others wait, and learn whether it failed.
@@ -462,7 +493,7 @@ fn run_stage(
         }
         Stage::Evaluate => {
             let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
-            crate::train::score::evaluate_run(cfg, run_dir, Split::Test, &names, true, comm)?;
+            evaluate(cfg, run_dir, Split::Test, &names, true, comm)?;
         }
         Stage::Report => {
             let mut headline = None;
@@ -520,7 +551,7 @@ fn teacher(
         device: t.distributed.device,
     };
     crate::train::train_sources(&t, std::slice::from_ref(&src.name), &shards, &opts, comm)?;
-    crate::train::score::evaluate_run(
+    evaluate(
         &t,
         &t.run_dir,
         Split::Train,

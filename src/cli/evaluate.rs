@@ -25,7 +25,7 @@ impl EvaluateArgs {
         let comm = chexlab::comm::from_config(&cfg.distributed)?;
         super::on_comm(comm, |comm| {
             let names = super::selected_sources(&cfg, &self.sources)?;
-            let scores = chexlab::train::score::evaluate_run(
+            let scores = chexlab::pipeline::evaluate(
                 &cfg,
                 &run,
                 self.split,
@@ -45,7 +45,7 @@ impl EvaluateArgs {
 }
 
 /// Prints one source's scores (rank 0).
-fn print_scores(source: &str, sc: &chexlab::train::score::SplitScores, out: &std::path::Path) {
+fn print_scores(source: &str, sc: &chexlab::eval::results::SplitScores, out: &std::path::Path) {
     println!(
         "{source}: {} {} images, mean AUROC {} vs '{}' (checkpoint step {}); {}",
         sc.images,

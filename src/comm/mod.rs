@@ -262,3 +262,33 @@ pub fn any(comm: &dyn Communicator, flag: bool) -> Result<bool> {
     comm.all_reduce_sum_f32(&mut v)?;
     Ok(v[0] > 0.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn a_root_failure_reaches_every_rank_with_its_kind() {
+        let got = threads::Threads::run(3, |c| {
+            let outcome: Result<u32> = if c.rank() == 0 {
+                Err(Error::checkpoint("/run/best.ckpt", "corrupt: bad header"))
+            } else {
+                Ok(0)
+            };
+            share_outcome(c, outcome, 0)
+        });
+        // Rank 0 keeps its own error; the others get its kind and message.
+        assert!(matches!(got[0], Err(Error::Checkpoint { .. })));
+        for r in &got[1..] {
+            let e = r.as_ref().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Checkpoint);
+            assert_eq!(
+                e.to_string(),
+                "on rank 0: /run/best.ckpt: checkpoint: corrupt: bad header"
+            );
+        }
+        let ok = threads::Threads::run(2, |c| share_outcome(c, Ok(c.rank() as u32 + 7), 0));
+        assert!(ok.iter().all(|r| matches!(r, Ok(7))));
+    }
+}

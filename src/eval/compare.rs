@@ -83,12 +83,17 @@ pub fn erfc(x: f64) -> f64 {
 /// DeLong's test of two correlated AUROCs.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeLong {
+    #[serde(deserialize_with = "f64_or_nan")]
     pub auroc_a: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub auroc_b: f64,
     /// Variance of `auroc_a − auroc_b`.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub var_diff: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub z: f64,
     /// Two-sided p-value.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p: f64,
 }
 
@@ -129,15 +134,31 @@ pub fn delong(a: &[f64], b: &[f64], labels: &[bool]) -> Option<DeLong> {
 /// Classifier A against classifier B on the same images.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Paired {
+    #[serde(deserialize_with = "f64_or_nan")]
     pub auroc_a: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub auroc_b: f64,
     /// `auroc_a − auroc_b`.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub diff: f64,
     /// Paired stratified bootstrap percentile interval of the difference.
+    #[serde(deserialize_with = "pair_or_nan")]
     pub ci: (f64, f64),
     /// Two-sided bootstrap p-value: twice the smaller share of resampled differences on either side of 0.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p_bootstrap: f64,
     pub delong: DeLong,
+}
+
+/// JSON writes a NaN as `null`: read it back as NaN (a test without variance has no p-value).
+fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// [`f64_or_nan`] for an interval.
+fn pair_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(f64, f64), D::Error> {
+    let (a, b) = <(Option<f64>, Option<f64>)>::deserialize(d)?;
+    Ok((a.unwrap_or(f64::NAN), b.unwrap_or(f64::NAN)))
 }
 
 /// Compares two classifiers' scores on the same labelled images.

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::results::Results;
+use super::score::{observation_pairs, read_predictions};
 use crate::config::{Config, RESOLVED_NAME};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::eval::plots::{Chart, Series, line_chart, roc_points};
-use crate::train::score::{observation_pairs, read_predictions};
 
 /// Agreement of one labeler's labels with the truth (written by the pipeline's label-evaluation stage).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -41,15 +42,6 @@ pub struct ReportFiles {
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::json(path, e))
-}
-
-/// `[[name, value], ...]` → map.
-fn pairs(v: &Value) -> BTreeMap<String, Value> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), p.get(1)?.clone())))
-        .collect()
 }
 
 /// An enum's name as written in configs.
@@ -136,19 +128,21 @@ enum Block {
 /// Writes the report of `run_dir` for `split`.
 pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
     let cfg = Config::load(&run_dir.join(RESOLVED_NAME), &[])?;
-    let results_path = run_dir.join("results.json");
+    let results_path = Results::path(run_dir);
     if !results_path.is_file() {
         return Err(Error::format(
             &results_path,
             "missing: run `chexlab evaluate --run` first",
         ));
     }
-    let results = read_json(&results_path)?;
+    let results = Results::read(&results_path)?;
     let obs = cfg.observations();
-    let sources: Vec<String> = results["sources"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
+    let sources: Vec<String> = results.sources.keys().cloned().collect();
+    // The label set every classifier was measured against, or each its own.
+    let reference = match &results.reference {
+        Some(r) => format!("`{r}`"),
+        None => "each source's own".to_string(),
+    };
     if sources.is_empty() {
         return Err(Error::format(&results_path, "no scored label source"));
     }
@@ -162,7 +156,7 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
     let d = &cfg.dataset;
     let mut conf = format!(
         "Dataset: {} at `{}`{}. Seed {}. Model: {} at {} px, {} input channel(s), predicting {}. Adam lr {:.1e}, \
-         batch {} per rank, {} epoch(s). Evaluation on the {} split against `{}`, {} bootstrap resamples, {:.0}% intervals.",
+         batch {} per rank, {} epoch(s). Evaluation on the {} split against {} labels, {} bootstrap resamples, {:.0}% intervals.",
         serde_name(&d.kind),
         d.root.display(),
         if matches!(d.kind, crate::config::DatasetKind::Synthetic) {
@@ -179,9 +173,7 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
         cfg.schedule.batch_size,
         cfg.schedule.epochs,
         split.name(),
-        results["reference"]
-            .as_str()
-            .unwrap_or(cfg.evaluation.reference.as_deref().unwrap_or("truth")),
+        reference,
         cfg.evaluation.bootstrap,
         cfg.evaluation.ci * 100.0
     );
@@ -246,16 +238,12 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
     for o in &obs {
         let mut row = vec![o.name().to_string()];
         for (k, s) in sources.iter().enumerate() {
-            let a = pairs(&results["sources"][s]["auroc"]);
-            let ci = pairs(&results["sources"][s]["auroc_ci"]);
-            match a.get(o.name()).and_then(Value::as_f64) {
+            let sc = &results.sources[s];
+            match sc.auroc_of(o.name()) {
                 Some(v) => {
                     means[k].0 += v;
                     means[k].1 += 1;
-                    let c = ci
-                        .get(o.name())
-                        .and_then(|c| Some((c.get(0)?.as_f64()?, c.get(1)?.as_f64()?)));
-                    row.push(match c {
+                    row.push(match sc.ci_of(o.name()) {
                         Some((lo, hi)) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
                         None => format!("{v:.3}"),
                     });
@@ -289,18 +277,14 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
         "Test AUROC per label source ({level} bootstrap intervals)"
     )));
     blocks.push(Block::P(format!(
-        "One classifier per label source, each scored on the same {} images against `{}` image labels.",
+        "One classifier per label source, each scored on the same {} images against {reference} image labels.",
         split.name(),
-        results["reference"].as_str().unwrap_or("truth")
     )));
     let headline = auroc_table.markdown();
     blocks.push(Block::T(auroc_table));
 
     // Paired differences.
-    let comps = results["comparisons"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let comps = &results.comparisons;
     if !comps.is_empty() {
         blocks.push(Block::H2("Paired differences between label sources".into()));
         blocks.push(Block::P(format!(
@@ -309,23 +293,19 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
         )));
         let mut rows = Vec::new();
         let mut significant = 0;
-        for c in &comps {
-            let p_b = c["p_bootstrap"].as_f64();
-            let p_d = c["delong"]["p"].as_f64();
+        for c in comps {
+            let finite = |v: f64| Some(v).filter(|v| v.is_finite());
+            let p_b = finite(c.result.p_bootstrap);
+            let p_d = finite(c.result.delong.p);
             let sig = p_b.is_some_and(|p| p < 0.05) && p_d.is_some_and(|p| p < 0.05);
             significant += usize::from(sig);
-            let diff = c["diff"]
-                .as_f64()
-                .map_or("–".into(), |d| format!("{d:+.3}"));
+            let diff = finite(c.result.diff).map_or("–".into(), |d| format!("{d:+.3}"));
+            let (lo, hi) = c.result.ci;
             rows.push(vec![
-                c["observation"].as_str().unwrap_or("").to_string(),
-                format!(
-                    "{} − {}",
-                    c["a"].as_str().unwrap_or(""),
-                    c["b"].as_str().unwrap_or("")
-                ),
+                c.observation.clone(),
+                format!("{} − {}", c.a, c.b),
                 if sig { format!("**{diff}**") } else { diff },
-                format!("[{}, {}]", f(c["ci"][0].as_f64()), f(c["ci"][1].as_f64())),
+                format!("[{}, {}]", f(finite(lo)), f(finite(hi))),
                 p_value(p_b),
                 p_value(p_d),
             ]);
@@ -559,4 +539,76 @@ fn render_html(title: &str, blocks: &[Block]) -> Result<String> {
     }
     s.push_str("</body></html>\n");
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::results::SplitScores;
+
+    fn scores(source: &str, reference: &str) -> SplitScores {
+        SplitScores {
+            source: source.into(),
+            reference: reference.into(),
+            split: "test".into(),
+            checkpoint_step: 3,
+            images: 10,
+            positives: vec![("Edema".into(), 4)],
+            auroc: vec![("Edema".into(), Some(0.8))],
+            auprc: vec![],
+            auroc_ci: vec![("Edema".into(), Some((0.6, 0.9)))],
+            mean_auroc: Some(0.8),
+        }
+    }
+
+    /// A run directory with a resolved config and `results.json` only (no plots to draw).
+    fn run_with(reference: &str, sources: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::demo(&[
+            format!(
+                "run_dir={}",
+                toml::Value::String(dir.path().display().to_string())
+            ),
+            format!("evaluation.reference=\"{reference}\""),
+            "model.observations=[\"Edema\"]".into(),
+        ])
+        .unwrap();
+        cfg.write_resolved().unwrap();
+        let sources: BTreeMap<String, SplitScores> = sources
+            .iter()
+            .map(|(s, r)| (s.to_string(), scores(s, r)))
+            .collect();
+        Results {
+            split: "test".into(),
+            reference: Results::shared_reference(sources.values()),
+            bootstrap: cfg.evaluation.bootstrap,
+            ci: cfg.evaluation.ci,
+            sources,
+            comparisons: vec![],
+        }
+        .write(&Results::path(dir.path()))
+        .unwrap();
+        let r = write_report(dir.path(), Split::Test).unwrap();
+        let md = std::fs::read_to_string(r.markdown).unwrap();
+        (dir, md)
+    }
+
+    #[test]
+    fn the_report_names_the_reference_the_results_carry() {
+        let (_dir, md) = run_with(
+            "chexpert",
+            &[("chexpert", "chexpert"), ("chexbert", "chexpert")],
+        );
+        assert!(md.contains("against `chexpert` image labels"), "{md}");
+        assert!(!md.contains("against `truth`"), "{md}");
+    }
+
+    #[test]
+    fn without_a_shared_reference_the_report_says_each_source_its_own() {
+        let (_dir, md) = run_with("chexpert", &[("a", "a"), ("b", "b")]);
+        assert!(
+            md.contains("against each source's own image labels"),
+            "{md}"
+        );
+    }
 }

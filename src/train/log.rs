@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::RunFiles;
-use super::score::mean_auroc;
 use crate::error::{Error, Result};
+use crate::eval::score::mean_auroc;
 
 /// Appends rows to metrics.csv / metrics.jsonl; on resume, first drops rows past the checkpoint's step.
 pub(crate) struct MetricsLog {

@@ -10,10 +10,8 @@ mod log;
 pub mod loss;
 pub mod run;
 pub mod schedule;
-pub mod score;
 
 pub use run::{EXIT_PREEMPTED, SourceRun, TrainOptions, TrainSummary, train, train_sources};
-pub use score::{SplitScores, evaluate};
 
 use std::path::{Path, PathBuf};
 
@@ -214,6 +212,37 @@ pub fn build_model(s: &TrainSettings, device: &Device) -> Result<DenseNet> {
 }
 
 /// Loads a checkpoint's model (on `device`) after checking it was trained with settings `s`.
+/// The best classifier of `s.source` in `train_dir` (its `best.ckpt`) on `device`, ready to score; `None` when it
+/// has none yet. A checkpoint written with other settings is refused.
+pub fn load_best(
+    train_dir: &Path,
+    s: &TrainSettings,
+    device: &Device,
+) -> Result<Option<crate::eval::score::Classifier>> {
+    let best = RunFiles {
+        dir: train_dir.to_path_buf(),
+    }
+    .best();
+    if !best.is_file() {
+        return Ok(None);
+    }
+    let (meta, model_bytes, _) = checkpoint::load(&best)?;
+    check_settings(&best, &meta, s)?;
+    let model = seeded_init(
+        &DenseNetConfig::from_model_config(&s.model)?,
+        s.seed,
+        device,
+    );
+    Ok(Some(crate::eval::score::Classifier {
+        source: s.source.clone(),
+        reference: s.reference.clone(),
+        model: load_model_bytes(model, model_bytes, &best, s)?,
+        config: s.model.clone(),
+        checkpoint_step: meta.step,
+    }))
+}
+
+/// Loads a checkpoint's model, refusing one written with other settings than `s`.
 pub fn load_model(path: &Path, s: &TrainSettings, device: &Device) -> Result<DenseNet> {
     let (meta, model_bytes, _) = checkpoint::load(path)?;
     check_settings(path, &meta, s)?;

@@ -22,7 +22,6 @@ use sha2::{Digest, Sha256};
 use super::checkpoint::{self, CheckpointMeta};
 use super::log::MetricsLog;
 use super::schedule::LrSchedule;
-use super::score::{auroc_table, mean_auroc, predict_distributed};
 use super::{
     EXTRA, Resume, RunFiles, TrainSettings, apply, build_model, check_settings, gradients, grads,
     load_model_bytes, loss, optimizer,
@@ -30,6 +29,7 @@ use super::{
 use crate::comm::{Communicator, broadcast_json};
 use crate::data::Split;
 use crate::error::{Error, Result};
+use crate::eval::score::{auroc_table, mean_auroc, predict_distributed};
 use crate::io::hex;
 use crate::model::{DenseNet, DenseNetConfig, state_values, trainable_values};
 use crate::shard::ShardSet;
@@ -502,7 +502,7 @@ fn train_in_pool(
                         shards,
                         &valid_rows,
                         &s.reference,
-                        s,
+                        &s.model,
                         &device,
                         comm,
                     )?;

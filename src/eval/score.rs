@@ -1,20 +1,22 @@
-//! Scoring images with a trained classifier: probabilities, per-observation AUROC, and the split's predictions
-//! file. With several ranks each scores a slice and the root gathers them.
+//! Scoring images with trained classifiers (the `evaluate` command's library side): probabilities,
+//! per-observation AUROC with intervals, each split's predictions file, and the run's `results.json` with the
+//! paired comparisons between label sources. With several ranks each scores a slice and the root gathers them.
 
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::{RunFiles, TrainSettings, checkpoint, load_model};
+use super::bootstrap::auroc_ci;
+use super::compare::paired;
+use super::results::{Comparison, Results, SplitScores};
+use super::{auprc, auroc};
 use crate::comm::Communicator;
 use crate::config::EvaluationConfig;
 use crate::data::Split;
 use crate::error::{Error, Result};
-use crate::eval::bootstrap::auroc_ci;
-use crate::eval::compare::{Paired, paired};
-use crate::eval::{auprc, auroc};
 use crate::model::DenseNet;
+use crate::model::ModelConfig;
 use crate::observations::{Label, LabelRow, Observation};
 use crate::shard::to_batch;
 use crate::shard::{RowRef, Sample, ShardSet};
@@ -33,18 +35,18 @@ pub fn predict(
     shards: &ShardSet,
     rows: &[RowRef],
     source: &str,
-    s: &TrainSettings,
+    m: &ModelConfig,
     device: &Device,
 ) -> Result<Scored> {
-    let size = s.model.image_size as usize;
-    let chans = s.model.in_channels;
+    let size = m.image_size as usize;
+    let chans = m.in_channels;
     let mut out = Scored::default();
     let pb = crate::progress::bar(rows.len() as u64, "scoring");
     for part in rows.chunks(64) {
-        let samples: Vec<Sample> = shards.read_images(part, source, s.model.image_size)?;
+        let samples: Vec<Sample> = shards.read_images(part, source, m.image_size)?;
         out.image_ids
             .extend(samples.iter().map(|x| x.image_id.clone()));
-        let b = to_batch(samples, s.model.image_size, chans, &shards.dir)?;
+        let b = to_batch(samples, m.image_size, chans, &shards.dir)?;
         out.labels.extend_from_slice(&b.labels);
         let x = Tensor::<4>::from_data(TensorData::new(b.x, [b.n, chans, size, size]), device);
         let p = burn::tensor::activation::sigmoid(model.forward(x));
@@ -67,13 +69,13 @@ pub fn predict_distributed(
     shards: &ShardSet,
     rows: &[RowRef],
     source: &str,
-    s: &TrainSettings,
+    m: &ModelConfig,
     device: &Device,
     comm: &dyn Communicator,
 ) -> Result<Option<Scored>> {
     let (rank, world) = (comm.rank(), comm.size());
     let mine: Vec<RowRef> = rows.iter().skip(rank).step_by(world).copied().collect();
-    let local = predict(model, shards, &mine, source, s, device)?;
+    let local = predict(model, shards, &mine, source, m, device)?;
     if world == 1 {
         return Ok(Some(local));
     }
@@ -94,7 +96,7 @@ pub fn predict_distributed(
             })
         })
         .collect::<Result<_>>()?;
-    let n_obs = s.model.observations.len();
+    let n_obs = m.observations.len();
     let mut all = Scored::default();
     for i in 0..rows.len() {
         let (r, k) = (i % world, i / world);
@@ -132,7 +134,7 @@ pub fn auroc_table(sc: &Scored, obs: &[Observation]) -> Vec<(String, Option<f64>
         .collect()
 }
 
-/// Reads a `predictions_<split>.csv` written by [`evaluate`] back into scores.
+/// Reads a `predictions_<split>.csv` written by [`score`] back into scores.
 pub fn read_predictions(path: &Path, obs: &[Observation]) -> Result<Scored> {
     let mut r = csv::Reader::from_reader(crate::io::open_read(path)?);
     let header = r.headers().map_err(|e| Error::csv(path, e))?.clone();
@@ -187,122 +189,131 @@ pub fn mean_auroc(table: &[(String, Option<f64>)]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// Per-image probabilities and per-observation AUROC of one trained classifier on one split.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SplitScores {
+/// A trained classifier ready to score: its model, what it predicts, and what it is measured against.
+pub struct Classifier {
+    /// The label source it was trained on.
     pub source: String,
+    /// The label source its AUROC is measured against.
     pub reference: String,
-    pub split: String,
+    /// The network, on the device it scores on.
+    pub model: DenseNet,
+    /// Its `[model]` section: image size, channels, observations.
+    pub config: ModelConfig,
+    /// Optimizer step of its checkpoint.
     pub checkpoint_step: u64,
-    pub images: usize,
-    /// Positives per observation in the reference labels.
-    pub positives: Vec<(String, usize)>,
-    pub auroc: Vec<(String, Option<f64>)>,
-    /// Average precision per observation.
-    #[serde(default)]
-    pub auprc: Vec<(String, Option<f64>)>,
-    /// Stratified bootstrap percentile interval per observation (`evaluation.bootstrap` resamples at
-    /// `evaluation.ci`).
-    pub auroc_ci: Vec<(String, Option<(f64, f64)>)>,
-    pub mean_auroc: Option<f64>,
 }
 
-/// Scores `split` for every source of `names` that has a best checkpoint under `run/train/<source>` (a source
-/// without one is skipped with a warning, or is an error when `strict`), into `run/eval/<source>/`; then rank 0
-/// writes `run/results.json`. Returns rank 0's scores (other ranks only score their share). Fails when nothing
-/// could be scored.
+/// Loads the best classifier of a label source onto a device: `None` when the source has none yet. The caller
+/// (the training room knows checkpoints) provides it, so that scoring needs nothing of training.
+pub type LoadClassifier<'a> = dyn Fn(&str, &ShardSet, &Device) -> Result<Option<Classifier>> + 'a;
+
+/// What to score: a split of a run, for some of its sources, with the evaluation settings.
+pub struct ScoreJob<'a> {
+    /// The run directory (`shards/` in, `eval/<source>/` and `results.json` out).
+    pub run: &'a Path,
+    /// The split to score.
+    pub split: Split,
+    /// The sources to score.
+    pub sources: &'a [String],
+    /// A source without a trained classifier is an error (else it is skipped with a warning).
+    pub strict: bool,
+    /// Bootstrap settings.
+    pub evaluation: &'a EvaluationConfig,
+    /// The observations of the results' comparisons.
+    pub observations: &'a [Observation],
+    /// Seed of the bootstrap resamples.
+    pub seed: u64,
+    /// Where the ranks compute.
+    pub device: crate::config::ComputeDevice,
+}
+
+/// Scores the job's split for every source that `load` finds a classifier for, into `run/eval/<source>/`; then
+/// rank 0 writes `run/results.json`. Returns rank 0's scores (other ranks only score their share). Fails when
+/// nothing could be scored.
 pub fn evaluate_run(
-    cfg: &crate::config::Config,
-    run: &Path,
-    split: Split,
-    names: &[String],
-    strict: bool,
+    job: &ScoreJob,
+    load: &LoadClassifier,
     comm: &dyn Communicator,
 ) -> Result<Vec<(String, SplitScores)>> {
-    let shards = ShardSet::open(&run.join("shards"))?;
-    let device = crate::comm::compute_device(cfg.distributed.device, comm.local_rank())?;
+    let shards = ShardSet::open(&job.run.join("shards"))?;
+    let device = crate::comm::compute_device(job.device, comm.local_rank())?;
     let mut evaluated = 0;
     let mut out = Vec::new();
-    for source in names {
-        let train_dir = run.join("train").join(source);
-        if !strict && !train_dir.join("best.ckpt").is_file() {
+    for source in job.sources {
+        let Some(classifier) = load(source, &shards, &device)? else {
+            let train_dir = job.run.join("train").join(source);
+            if job.strict {
+                return Err(Error::Input(format!(
+                    "{source}: no trained classifier (best.ckpt) in {}",
+                    train_dir.display()
+                )));
+            }
             tracing::warn!("{source}: no best.ckpt in {}; skipped", train_dir.display());
             continue;
-        }
-        let s = TrainSettings::from_config(cfg, source, &shards)?;
-        let scored = evaluate(&shards, &s, run, split, &cfg.evaluation, &device, comm)?;
+        };
+        let scored = score(&classifier, &shards, job, &device, comm)?;
         evaluated += 1;
         out.extend(scored.map(|sc| (source.clone(), sc)));
     }
     if evaluated == 0 {
         return Err(Error::Input(format!(
             "nothing to evaluate: no source has a best.ckpt under {} (train first)",
-            run.join("train").display()
+            job.run.join("train").display()
         )));
     }
     if comm.rank() == 0 {
-        write_results(run, split, &cfg.observations(), &cfg.evaluation, cfg.seed)?;
+        write_results(
+            job.run,
+            job.split,
+            job.observations,
+            job.evaluation,
+            job.seed,
+        )?;
     }
     Ok(out)
 }
 
-/// Scores `split` with the best checkpoint of `s.source` (`run/train/<source>/best.ckpt`) on `device`, writes
-/// `predictions_<split>.csv` (image id, one probability per observation, then the reference labels) and
-/// `scores_<split>.json` into `run/eval/<source>/`. The ranks of `comm` share the images; rank 0 writes the files
-/// and returns the scores, the others `None`.
-pub fn evaluate(
+/// Scores the job's split with `c` on `device`, writes `predictions_<split>.csv` (image id, one probability per
+/// observation, then the reference labels) and `scores_<split>.json` into `run/eval/<source>/`. The ranks of
+/// `comm` share the images; rank 0 writes the files and returns the scores, the others `None`.
+pub fn score(
+    c: &Classifier,
     shards: &ShardSet,
-    s: &TrainSettings,
-    run: &Path,
-    split: Split,
-    ev: &EvaluationConfig,
+    job: &ScoreJob,
     device: &Device,
     comm: &dyn Communicator,
 ) -> Result<Option<SplitScores>> {
-    let out = &run.join("eval").join(&s.source);
-    let files = RunFiles {
-        dir: run.join("train").join(&s.source),
-    };
-    let best = files.best();
-    let (meta, _, _) = checkpoint::load(&best)?;
-    let model = load_model(&best, s, device)?;
-    let rows = shards.rows(split);
-    let Some(sc) = predict_distributed(&model, shards, &rows, &s.reference, s, device, comm)?
+    let out = &job.run.join("eval").join(&c.source);
+    let rows = shards.rows(job.split);
+    let Some(sc) = predict_distributed(
+        &c.model,
+        shards,
+        &rows,
+        &c.reference,
+        &c.config,
+        device,
+        comm,
+    )?
     else {
         return Ok(None);
     };
-    let obs = s.observations()?;
-    let table = auroc_table(&sc, &obs);
+    let obs = &c.config.observations;
+    let ev = job.evaluation;
+    let table = auroc_table(&sc, obs);
     let (mut cis, mut aps) = (Vec::new(), Vec::new());
     for (j, o) in obs.iter().enumerate() {
-        let (p, y) = observation_pairs(&sc, &obs, j);
-        let ci = auroc_ci(&p, &y, ev.bootstrap, ev.ci, s.seed).map(|(_, ci)| ci);
+        let (p, y) = observation_pairs(&sc, obs, j);
+        let ci = auroc_ci(&p, &y, ev.bootstrap, ev.ci, job.seed).map(|(_, ci)| ci);
         cis.push((o.name().to_string(), ci));
         aps.push((o.name().to_string(), auprc(&p, &y)));
     }
-    let name = split.name();
-    let csv_path = out.join(format!("predictions_{name}.csv"));
-    let mut w = crate::io::csv_writer(&csv_path)?;
-    let mut header = vec!["image_id".to_string()];
-    header.extend(obs.iter().map(|o| format!("p_{}", o.snake_name())));
-    header.extend(obs.iter().map(|o| format!("ref_{}", o.snake_name())));
-    w.write_record(&header)
-        .map_err(|e| Error::csv(&csv_path, e))?;
-    for (i, id) in sc.image_ids.iter().enumerate() {
-        let mut rec = vec![id.clone()];
-        rec.extend((0..obs.len()).map(|j| format!("{:.6}", sc.probs[i * obs.len() + j])));
-        rec.extend(
-            obs.iter()
-                .map(|&o| sc.labels[i].get(o).as_csv().to_string()),
-        );
-        w.write_record(&rec).map_err(|e| Error::csv(&csv_path, e))?;
-    }
-    crate::io::commit_csv(w, &csv_path)?;
+    let name = job.split.name();
+    write_predictions(&out.join(format!("predictions_{name}.csv")), &sc, obs)?;
     let scores = SplitScores {
-        source: s.source.clone(),
-        reference: s.reference.clone(),
+        source: c.source.clone(),
+        reference: c.reference.clone(),
         split: name.to_string(),
-        checkpoint_step: meta.step,
+        checkpoint_step: c.checkpoint_step,
         images: sc.image_ids.len(),
         positives: obs
             .iter()
@@ -329,6 +340,26 @@ pub fn evaluate(
     Ok(Some(scores))
 }
 
+/// Writes scores as a predictions CSV: image id, `p_<observation>` per observation, `ref_<observation>` labels.
+fn write_predictions(csv_path: &Path, sc: &Scored, obs: &[Observation]) -> Result<()> {
+    let mut w = crate::io::csv_writer(csv_path)?;
+    let mut header = vec!["image_id".to_string()];
+    header.extend(obs.iter().map(|o| format!("p_{}", o.snake_name())));
+    header.extend(obs.iter().map(|o| format!("ref_{}", o.snake_name())));
+    w.write_record(&header)
+        .map_err(|e| Error::csv(csv_path, e))?;
+    for (i, id) in sc.image_ids.iter().enumerate() {
+        let mut rec = vec![id.clone()];
+        rec.extend((0..obs.len()).map(|j| format!("{:.6}", sc.probs[i * obs.len() + j])));
+        rec.extend(
+            obs.iter()
+                .map(|&o| sc.labels[i].get(o).as_csv().to_string()),
+        );
+        w.write_record(&rec).map_err(|e| Error::csv(csv_path, e))?;
+    }
+    crate::io::commit_csv(w, csv_path)
+}
+
 /// The images both `a` and `b` scored, in `a`'s order, as two score sets that share `a`'s reference labels (so
 /// that [`observation_pairs`] keeps the same images of both).
 fn aligned(a: &Scored, b: &Scored, n_obs: usize) -> (Scored, Scored) {
@@ -353,17 +384,6 @@ fn aligned(a: &Scored, b: &Scored, n_obs: usize) -> (Scored, Scored) {
     (a2, b2)
 }
 
-/// One observation, two label sources' classifiers, the same test images.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Comparison {
-    pub a: String,
-    pub b: String,
-    pub observation: String,
-    pub images: usize,
-    #[serde(flatten)]
-    pub result: Paired,
-}
-
 /// Collects every source's `eval/<source>/scores_<split>.json` of a run into `RUN_DIR/results.json` — the
 /// per-source AUROC tables with intervals, and for every pair of sources and every observation the paired
 /// difference (bootstrap interval and p-value, DeLong's test) on the images both scored; returns its path.
@@ -375,7 +395,8 @@ pub fn write_results(
     seed: u64,
 ) -> Result<std::path::PathBuf> {
     let eval = run_dir.join("eval");
-    let mut sources = std::collections::BTreeMap::new();
+    let mut sources: std::collections::BTreeMap<String, SplitScores> =
+        std::collections::BTreeMap::new();
     let mut preds = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(&eval).map_err(|e| Error::io(&eval, e))? {
         let dir = entry.map_err(|e| Error::io(&eval, e))?.path();
@@ -409,18 +430,16 @@ pub fn write_results(
             }
         }
     }
-    let path = run_dir.join("results.json");
-    let doc = serde_json::json!({
-        "split": split.name(),
-        "bootstrap": ev.bootstrap,
-        "ci": ev.ci,
-        "sources": sources,
-        "comparisons": comparisons,
-    });
-    crate::io::write_atomic(
-        &path,
-        serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
-    )?;
+    let path = Results::path(run_dir);
+    let results = Results {
+        split: split.name().to_string(),
+        reference: Results::shared_reference(sources.values()),
+        bootstrap: ev.bootstrap,
+        ci: ev.ci,
+        sources,
+        comparisons,
+    };
+    results.write(&path)?;
     Ok(path)
 }
 
