@@ -8,14 +8,22 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::data::OnBadRecord;
-use crate::data::report::SectionChoice;
+pub use crate::comm::{Backend, ComputeDevice, DistributedConfig, LrScaling, SourceSchedule};
+pub use crate::data::synth::ImageFormat;
+pub use crate::data::{DatasetConfig, DatasetKind};
 use crate::error::{Error, Result};
+pub use crate::eval::EvaluationConfig;
 use crate::io::{hex, write_atomic};
-use crate::model::ModelConfig;
-pub use crate::model::Precision;
+pub use crate::labelers::bert::BertSection;
+pub use crate::labelers::{LabelerKind, SourceConfig, SourceKind};
+pub use crate::learn::OptimizerConfig;
+pub use crate::model::{Arch, ModelConfig, Precision};
 use crate::observations::Observation;
-use crate::shard::ShardSpec;
+pub use crate::observations::UncertaintyPolicy;
+pub use crate::shard::ShardConfig;
+use crate::shard::{ShardSet, ShardSpec};
+pub use crate::train::{LrDecay, ScheduleConfig};
+use crate::train::{TrainJob, TrainSettings};
 
 /// The embedded default config (`configs/demo.toml`), used by `chexlab demo`.
 pub const DEMO_TOML: &str = include_str!("../configs/demo.toml");
@@ -48,402 +56,6 @@ pub struct Config {
     pub evaluation: EvaluationConfig,
     #[serde(default)]
     pub bert: BertSection,
-}
-
-/// BERT labelers (CheXbert, VisualCheXbert): encoder, vocabulary and training.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BertSection {
-    /// A tokenizer (`tokenizer.json` or `vocab.txt`); none: a WordPiece vocabulary of `vocab_size` is trained on
-    /// the training reports.
-    pub tokenizer: Option<PathBuf>,
-    pub vocab_size: usize,
-    /// Encoder weights to start from (Hugging Face BERT checkpoint); its `config.json` beside it sets the sizes.
-    pub pretrained: Option<PathBuf>,
-    /// Encoder sizes when training from scratch.
-    pub hidden: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub intermediate: usize,
-    /// Maximum tokens per report, with `[CLS]` and `[SEP]` (longer reports are cut and counted).
-    pub max_len: usize,
-    pub dropout: f64,
-    /// Adam learning rate (CheXbert used 2e-5 from a pretrained encoder; a small encoder from scratch needs more).
-    pub lr: f64,
-    pub batch_size: usize,
-    /// Epochs on the rule labeler's labels (CheXbert) or the teacher's probabilities (VisualCheXbert).
-    pub epochs: usize,
-    /// CheXbert: epochs of fine-tuning on the expert labels, at `finetune_lr`.
-    pub finetune_epochs: usize,
-    pub finetune_lr: f64,
-    /// CheXbert: how many training studies have expert report labels (drawn by seed).
-    pub expert_studies: usize,
-    /// Expert report labels (per study); relative paths are under the dataset root.
-    pub expert_labels: PathBuf,
-    /// VisualCheXbert: start from a trained CheXbert labeler directory (its tokenizer and encoder), as the
-    /// original VisualCheXbert started from CheXbert. Relative paths are under `run_dir`.
-    pub init_from: Option<PathBuf>,
-    /// VisualCheXbert: per-study probabilities of an image model to regress (`study_id` + observation columns
-    /// with values in [0, 1]; observations without a column are left out of the loss).
-    pub teacher: Option<PathBuf>,
-    /// VisualCheXbert: image labels of the validation studies, to fit the per-observation logistic regressions.
-    pub dev_labels: PathBuf,
-    /// Reports per inference forward pass.
-    pub infer_batch: usize,
-}
-
-impl Default for BertSection {
-    fn default() -> Self {
-        BertSection {
-            tokenizer: None,
-            vocab_size: 3000,
-            pretrained: None,
-            hidden: 128,
-            layers: 2,
-            heads: 4,
-            intermediate: 512,
-            max_len: 128,
-            dropout: 0.1,
-            lr: 5e-4,
-            batch_size: 32,
-            epochs: 3,
-            finetune_epochs: 6,
-            finetune_lr: 2e-4,
-            expert_studies: 300,
-            expert_labels: PathBuf::from("truth/report_labels.csv"),
-            init_from: None,
-            teacher: None,
-            dev_labels: PathBuf::from("truth/image_labels.csv"),
-            infer_batch: 32,
-        }
-    }
-}
-
-/// Which dataset layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DatasetKind {
-    /// chexlab's synthetic world, generated into `root` (MIMIC-CXR-JPG layout plus truth files).
-    Synthetic,
-    /// CheXpert (`root` holds `train.csv`, `valid.csv`).
-    Chexpert,
-    /// MIMIC-CXR-JPG.
-    Mimic,
-}
-
-/// Image encoding of the synthetic world.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageFormat {
-    /// Lossless PNG.
-    #[default]
-    Png,
-    /// JPEG at quality 92.
-    Jpeg,
-    /// Raw 8-bit grey pixels.
-    Raw,
-}
-
-/// Dataset section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetConfig {
-    pub kind: DatasetKind,
-    /// Dataset directory (relative paths are relative to the working directory).
-    pub root: PathBuf,
-    /// MIMIC only: where the report `.txt` files live, when not under `root`.
-    #[serde(default)]
-    pub reports_root: Option<PathBuf>,
-    /// Which report section the labelers read.
-    #[serde(default)]
-    pub sections: SectionChoice,
-    #[serde(default)]
-    pub on_bad_record: OnBadRecord,
-    /// Synthetic only: number of studies.
-    #[serde(default = "defaults::studies")]
-    pub studies: u64,
-    /// Synthetic only: rendered image size in pixels.
-    #[serde(default = "defaults::synth_image_size")]
-    pub image_size: u32,
-    /// Synthetic only: image encoding.
-    #[serde(default)]
-    pub format: ImageFormat,
-    /// Fraction of the training patients (drawn by `seed`) held out as the validation split.
-    #[serde(default)]
-    pub holdout_fraction: f64,
-    /// The dataset's validation split serves as the test split (CheXpert without `test.csv`; set
-    /// `holdout_fraction` for a validation split).
-    #[serde(default)]
-    pub valid_as_test: bool,
-}
-
-/// What produces a label source's labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// A built-in labeler run on the reports (`labeler` names it).
-    Labeler,
-    /// A labeled CSV produced elsewhere (`path`).
-    External,
-    /// The dataset's own label columns (CheXpert CSV, MIMIC `-chexpert`/`-negbio` via `path`).
-    Dataset,
-    /// The synthetic world's image truth (an oracle source).
-    Truth,
-}
-
-/// Built-in labelers.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LabelerKind {
-    /// The CheXpert-style rule labeler.
-    Chexpert,
-    /// CheXbert (BERT, four classes per observation).
-    Chexbert,
-    /// VisualCheXbert (BERT trained toward image labels).
-    Visualchexbert,
-}
-
-/// How uncertain (`-1`) labels enter the loss.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UncertaintyPolicy {
-    /// Masked out of the loss.
-    #[default]
-    Ignore,
-    /// Treated as negative.
-    Zeros,
-    /// Treated as positive.
-    Ones,
-}
-
-/// One label source.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// Identifier used in column names, directories and reports (`[a-z0-9_]+`).
-    pub name: String,
-    pub kind: SourceKind,
-    #[serde(default)]
-    pub labeler: Option<LabelerKind>,
-    /// CSV for `external`/`dataset` sources, or a trained model directory for BERT labelers.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    #[serde(default)]
-    pub uncertainty: UncertaintyPolicy,
-}
-
-/// Shard section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ShardConfig {
-    /// Target shard size in MB.
-    pub target_mb: f64,
-    /// Store pre-resized pixels (true) or the original encoded bytes (false).
-    pub pre_resize: bool,
-}
-
-impl Default for ShardConfig {
-    fn default() -> Self {
-        ShardConfig {
-            target_mb: 256.0,
-            pre_resize: true,
-        }
-    }
-}
-
-/// Optimiser section (Adam).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OptimizerConfig {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this value (none when absent).
-    pub grad_clip: Option<f64>,
-}
-
-impl Default for OptimizerConfig {
-    fn default() -> Self {
-        OptimizerConfig {
-            lr: 1e-4,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            grad_clip: None,
-        }
-    }
-}
-
-/// Learning-rate decay.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LrDecay {
-    #[default]
-    Constant,
-    Cosine,
-    Step,
-}
-
-/// Schedule section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScheduleConfig {
-    pub epochs: u32,
-    /// Stop after this many optimizer steps, if set (overrides `epochs`).
-    pub max_steps: Option<u64>,
-    /// Per-rank batch size.
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    pub decay: LrDecay,
-    pub warmup_steps: u64,
-    /// Step decay only: multiply by `step_gamma` every `step_every` steps.
-    pub step_every: u64,
-    pub step_gamma: f64,
-    /// Validate every N steps (0: once per epoch).
-    pub valid_every: u64,
-    /// Keep the last K checkpoints (plus the best).
-    pub keep_last: usize,
-    /// Stop when the valid metric has not improved for this many validations.
-    pub early_stop_patience: Option<u32>,
-    /// Write a training row to metrics.csv every N optimizer steps.
-    pub log_every: u64,
-    /// Also checkpoint every N steps between validations (0: only at validations and at the end).
-    pub checkpoint_every: u64,
-    /// Training-time augmentation (`[schedule.augment]`; off by default).
-    pub augment: crate::data::augment::AugmentConfig,
-}
-
-impl Default for ScheduleConfig {
-    fn default() -> Self {
-        ScheduleConfig {
-            epochs: 3,
-            max_steps: None,
-            batch_size: 16,
-            grad_accum: 1,
-            decay: LrDecay::Constant,
-            warmup_steps: 0,
-            step_every: 1000,
-            step_gamma: 0.1,
-            valid_every: 0,
-            keep_last: 2,
-            early_stop_patience: None,
-            log_every: 10,
-            checkpoint_every: 0,
-            augment: crate::data::augment::AugmentConfig::default(),
-        }
-    }
-}
-
-/// Communication backend.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// MPI when launched under mpirun/srun, NCCL on GPUs when available, else single process.
-    #[default]
-    Auto,
-    Single,
-    Mpi,
-    Nccl,
-}
-
-/// Where a rank computes.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ComputeDevice {
-    /// Burn's Flex CPU backend.
-    #[default]
-    Cpu,
-    /// Burn's CUDA backend on the rank's GPU (a chexlab built with the `cuda` feature).
-    Cuda,
-}
-
-/// How label sources share the ranks.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceSchedule {
-    /// Concurrent groups when the world size divides, else sequential.
-    #[default]
-    Auto,
-    Concurrent,
-    Sequential,
-}
-
-/// Learning-rate scaling with the global batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LrScaling {
-    /// `lr` is used as is, whatever the world size.
-    #[default]
-    None,
-    /// `lr × (global batch / batch_size)`, the global batch being `batch_size × ranks × grad_accum`.
-    Linear,
-}
-
-/// Distributed section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DistributedConfig {
-    pub backend: Backend,
-    /// `cpu` or `cuda` (one GPU per rank: the only visible one, else the local rank's).
-    pub device: ComputeDevice,
-    pub schedule: SourceSchedule,
-    pub lr_scaling: LrScaling,
-    /// Loader threads per rank.
-    pub loader_threads: usize,
-    /// Tensor compute threads per rank. 1 (the default) makes training bit-for-bit reproducible; on CPU, one
-    /// rank per core is the faster way to use cores anyway.
-    pub compute_threads: usize,
-    /// Seconds a collective may take before the job is aborted.
-    pub collective_timeout_s: u64,
-}
-
-impl Default for DistributedConfig {
-    fn default() -> Self {
-        DistributedConfig {
-            backend: Backend::Auto,
-            device: ComputeDevice::Cpu,
-            schedule: SourceSchedule::Auto,
-            lr_scaling: LrScaling::None,
-            loader_threads: 2,
-            compute_threads: 1,
-            collective_timeout_s: 600,
-        }
-    }
-}
-
-/// Evaluation section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EvaluationConfig {
-    /// Bootstrap resamples for confidence intervals.
-    pub bootstrap: u32,
-    /// Confidence level.
-    pub ci: f64,
-    /// Label source that validation and test AUROC are measured against (default: `truth` when the shards hold
-    /// it, else each classifier's own source).
-    pub reference: Option<String>,
-}
-
-impl Default for EvaluationConfig {
-    fn default() -> Self {
-        EvaluationConfig {
-            bootstrap: 1000,
-            ci: 0.95,
-            reference: None,
-        }
-    }
-}
-
-mod defaults {
-    pub fn studies() -> u64 {
-        3000
-    }
-    pub fn synth_image_size() -> u32 {
-        64
-    }
 }
 
 /// Applies one `a.b.c=value` override to a TOML document. `value` is parsed as a TOML value when it is one
@@ -659,6 +271,112 @@ impl Config {
         self.model.observations.clone()
     }
 
+    /// The settings for training `source` on a shard set.
+    pub fn train_settings(&self, source: &str, shards: &ShardSet) -> Result<TrainSettings> {
+        let cfg = self;
+        let src = cfg
+            .sources
+            .iter()
+            .find(|s| s.name == source)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "no label source '{source}' in the config (it has: {})",
+                    cfg.sources
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        Ok(TrainSettings {
+            source: source.to_string(),
+            uncertainty: src.uncertainty,
+            reference: crate::train::reference_source(
+                cfg.evaluation.reference.as_deref(),
+                source,
+                shards,
+            ),
+            model: cfg.model.clone(),
+            optimizer: cfg.optimizer.clone(),
+            schedule: cfg.schedule.clone(),
+            seed: cfg.seed,
+            lr_scaling: cfg.distributed.lr_scaling,
+            shards: shards.index.config_hash.clone(),
+        })
+    }
+
+    /// One training job per source of `names`: its settings on `shards` and its directory
+    /// (`RUN_DIR/train/<source>`).
+    pub fn train_jobs(&self, names: &[String], shards: &ShardSet) -> Result<Vec<TrainJob>> {
+        names
+            .iter()
+            .map(|n| {
+                Ok(TrainJob {
+                    settings: self.train_settings(n, shards)?,
+                    out: self.run_dir.join("train").join(n),
+                })
+            })
+            .collect()
+    }
+
+    /// How the report describes this study (see [`crate::eval::report::Study`]).
+    pub fn report_study(&self) -> crate::eval::report::Study {
+        let d = &self.dataset;
+        let obs = self.observations();
+        let configuration = format!(
+            "Dataset: {} at `{}`{}. Seed {}. Model: {} at {} px, {} input channel(s), predicting {}. Adam lr {:.1e}, \
+             batch {} per rank, {} epoch(s).",
+            serde_name(&d.kind),
+            d.root.display(),
+            if d.kind == DatasetKind::Synthetic {
+                format!(" ({} studies)", d.studies)
+            } else {
+                String::new()
+            },
+            self.seed,
+            self.model.arch,
+            self.model.image_size,
+            self.model.in_channels,
+            obs.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
+            self.optimizer.lr,
+            self.schedule.batch_size,
+            self.schedule.epochs,
+        );
+        let sources = self
+            .sources
+            .iter()
+            .map(|s| {
+                format!(
+                    "`{}` ({}{}, uncertain labels: {})",
+                    s.name,
+                    serde_name(&s.kind),
+                    s.labeler
+                        .map(|l| format!(" {}", serde_name(&l)))
+                        .unwrap_or_default(),
+                    serde_name(&s.uncertainty)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        crate::eval::report::Study {
+            configuration,
+            sources,
+            observations: obs,
+        }
+    }
+
+    /// What BERT labeler training reads of this config.
+    pub fn bert_job(&self) -> crate::labelers::bert::pipeline::BertJob<'_> {
+        crate::labelers::bert::pipeline::BertJob {
+            bert: &self.bert,
+            dataset: &self.dataset,
+            optimizer: &self.optimizer,
+            run_dir: &self.run_dir,
+            seed: self.seed,
+            device: self.distributed.device,
+        }
+    }
+
     /// The shard spec of this config: label sources come from the labeler outputs of the run directory
     /// (`RUN_DIR/labels/<name>.csv`), external CSVs, the dataset's own labels, or the synthetic world's image truth.
     pub fn shard_spec(&self) -> Result<ShardSpec> {
@@ -724,6 +442,14 @@ impl Config {
         let path = self.run_dir.join(RESOLVED_NAME);
         write_atomic(&path, self.to_toml().as_bytes())?;
         Ok(path)
+    }
+}
+
+/// An enum's name as written in configs.
+fn serde_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod inspect;
 pub mod io;
 pub mod labelers;
+pub mod learn;
 pub mod model;
 pub mod observations;
 pub mod pipeline;
@@ -19,3 +20,6 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use observations::{Label, LabelRow, OBSERVATIONS, Observation};
+
+#[cfg(test)]
+mod layering;

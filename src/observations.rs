@@ -366,6 +366,19 @@ impl ColumnMap {
     }
 }
 
+/// How uncertain (`-1`) labels enter the loss.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UncertaintyPolicy {
+    /// Masked out of the loss.
+    #[default]
+    Ignore,
+    /// Treated as negative.
+    Zeros,
+    /// Treated as positive.
+    Ones,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

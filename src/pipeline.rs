@@ -36,7 +36,7 @@ use crate::labelers::bert::pipeline::train_labeler;
 use crate::labelers::rules::RuleLabeler;
 use crate::labelers::{ReportLabeler, label_dataset};
 use crate::shard::ShardSet;
-use crate::train::{Resume, TrainOptions, TrainSettings};
+use crate::train::{Resume, TrainOptions};
 
 /// The stages, in order.
 #[derive(
@@ -250,7 +250,7 @@ pub fn evaluate(
         device: cfg.distributed.device,
     };
     let load = |source: &str, shards: &ShardSet, device: &burn::tensor::Device| {
-        let s = TrainSettings::from_config(cfg, source, shards)?;
+        let s = cfg.train_settings(source, shards)?;
         crate::train::load_best(&run.join("train").join(source), &s, device)
     };
     evaluate_run(&job, &load, comm)
@@ -378,7 +378,7 @@ fn run_stage(
                                         c.bert.teacher = Some(teacher(cfg, comm, stop.clone())?);
                                     }
                                 }
-                                let r = train_labeler(&c, head, &dir, comm)?;
+                                let r = train_labeler(&c.bert_job(), head, &dir, comm)?;
                                 if comm.rank() == 0 {
                                     for sc in &r.scores {
                                         tracing::info!(
@@ -485,7 +485,9 @@ fn run_stage(
                 stop,
                 device: cfg.distributed.device,
             };
-            let runs = crate::train::train_sources(cfg, &names, &shards, &opts, comm)?;
+            let jobs = cfg.train_jobs(&names, &shards)?;
+            let runs =
+                crate::train::train_sources(&jobs, cfg.distributed.schedule, &shards, &opts, comm)?;
             // Every rank learns whether any group was preempted.
             if crate::comm::any(comm, runs.iter().any(|r| r.summary.preempted))? {
                 return Ok(true);
@@ -498,7 +500,8 @@ fn run_stage(
         Stage::Report => {
             let mut headline = None;
             on_root(comm, || {
-                let r = crate::eval::report::write_report(run_dir, Split::Test)?;
+                let r =
+                    crate::eval::report::write_report(run_dir, Split::Test, &cfg.report_study())?;
                 headline = Some(r.headline);
                 Ok(())
             })?;
@@ -550,7 +553,8 @@ fn teacher(
         stop,
         device: t.distributed.device,
     };
-    crate::train::train_sources(&t, std::slice::from_ref(&src.name), &shards, &opts, comm)?;
+    let jobs = t.train_jobs(std::slice::from_ref(&src.name), &shards)?;
+    crate::train::train_sources(&jobs, t.distributed.schedule, &shards, &opts, comm)?;
     evaluate(
         &t,
         &t.run_dir,

@@ -214,7 +214,7 @@ fn two_ranks_with_batch_b_match_one_process_with_batch_2b() {
     use burn::tensor::Device;
     use chexlab::config::Config;
     use chexlab::shard::ShardSet;
-    use chexlab::train::{TrainSettings, load_model};
+    use chexlab::train::load_model;
 
     let tmp = tempfile::tempdir().unwrap();
     let cfg = study(tmp.path(), "max_steps = 6\nvalid_every = 3");
@@ -253,7 +253,7 @@ fn two_ranks_with_batch_b_match_one_process_with_batch_2b() {
     let shards = ShardSet::open(&run.join("shards")).unwrap();
     let weights = |dir: &Path, batch: &str| -> Vec<f32> {
         let c = Config::load(&cfg, &[format!("schedule.batch_size={batch}")]).unwrap();
-        let s = TrainSettings::from_config(&c, "truth", &shards).unwrap();
+        let s = c.train_settings("truth", &shards).unwrap();
         let last = checkpoint::list(&dir.join("checkpoints"))
             .last()
             .unwrap()

@@ -162,7 +162,8 @@ fn train(labeler: LabelerKind, config: &super::ConfigArgs, out: Option<PathBuf>)
     let out = out.unwrap_or_else(|| cfg.run_dir.join("labelers").join(kind.name()));
     let comm = chexlab::comm::from_config(&cfg.distributed)?;
     super::on_comm(comm, |comm| {
-        let r = chexlab::labelers::bert::pipeline::train_labeler(&cfg, kind, &out, comm)?;
+        let r =
+            chexlab::labelers::bert::pipeline::train_labeler(&cfg.bert_job(), kind, &out, comm)?;
         if comm.rank() == 0 {
             println!(
                 "trained {kind:?} on {} reports ({} expert) in {:.0} s on {} rank(s) into {}",

@@ -18,8 +18,8 @@ pub struct ReportArgs {
 impl ReportArgs {
     /// Writes the report and prints its headline.
     pub fn run(self) -> Result<()> {
-        let (_, run) = self.run.load()?;
-        let r = chexlab::eval::report::write_report(&run, self.split)?;
+        let (cfg, run) = self.run.load()?;
+        let r = chexlab::eval::report::write_report(&run, self.split, &cfg.report_study())?;
         println!("{}", r.headline);
         println!(
             "report: {} (and {}; {} plot files in {})",

@@ -46,7 +46,14 @@ impl TrainArgs {
                 stop: Some(super::stop_flag()?),
             };
             let names = super::selected_sources(&cfg, &self.sources)?;
-            let runs = chexlab::train::train_sources(&cfg, &names, &shards, &opts, comm)?;
+            let jobs = cfg.train_jobs(&names, &shards)?;
+            let runs = chexlab::train::train_sources(
+                &jobs,
+                cfg.distributed.schedule,
+                &shards,
+                &opts,
+                comm,
+            )?;
             for run in runs.iter().filter(|r| r.group_rank == 0) {
                 let sum = &run.summary;
                 println!(

@@ -26,12 +26,12 @@ pub fn gpu_ordinal(local_rank: usize, devices: usize) -> Result<usize> {
 
 /// The Burn device a rank computes on.
 pub fn compute_device(
-    kind: crate::config::ComputeDevice,
+    kind: super::ComputeDevice,
     local_rank: usize,
 ) -> Result<burn::tensor::Device> {
     match kind {
-        crate::config::ComputeDevice::Cpu => Ok(burn::tensor::Device::flex()),
-        crate::config::ComputeDevice::Cuda => cuda_device(local_rank),
+        super::ComputeDevice::Cpu => Ok(burn::tensor::Device::flex()),
+        super::ComputeDevice::Cuda => cuda_device(local_rank),
     }
 }
 
@@ -80,7 +80,7 @@ mod tests {
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_without_the_feature_is_a_clear_error() {
-        let err = compute_device(crate::config::ComputeDevice::Cuda, 0)
+        let err = compute_device(crate::comm::ComputeDevice::Cuda, 0)
             .unwrap_err()
             .to_string();
         assert!(err.contains("`cuda` feature"), "{err}");

@@ -3,11 +3,13 @@
 //! ([`mpi::Mpi`], feature `mpi`). Every collective is numbered; the sequence number, operation and rank are logged
 //! at debug level so that a hang or a mismatch can be traced to the collective where ranks parted ways.
 
+pub mod config;
 pub mod device;
 pub mod single;
 pub mod threads;
 pub mod watch;
 
+pub use config::{Backend, ComputeDevice, DistributedConfig, LrScaling, SourceSchedule};
 pub use device::{compute_device, gpu_ordinal};
 
 #[cfg(feature = "mpi")]
@@ -209,7 +211,7 @@ pub fn from_env() -> Result<Box<dyn Communicator>> {
 
 /// [`from_env`], with the collective timeout of `dist` (`distributed.collective_timeout_s`): what every command
 /// that has a config starts from.
-pub fn from_config(dist: &crate::config::DistributedConfig) -> Result<Box<dyn Communicator>> {
+pub fn from_config(dist: &DistributedConfig) -> Result<Box<dyn Communicator>> {
     let comm = from_env()?;
     comm.set_collective_timeout(std::time::Duration::from_secs(dist.collective_timeout_s));
     Ok(comm)
@@ -219,9 +221,8 @@ pub fn from_config(dist: &crate::config::DistributedConfig) -> Result<Box<dyn Co
 /// `auto` on GPUs when every rank can use it — decided together, so no rank diverges), else `ctrl` itself.
 pub fn for_training(
     ctrl: Box<dyn Communicator>,
-    dist: &crate::config::DistributedConfig,
+    dist: &DistributedConfig,
 ) -> Result<Box<dyn Communicator>> {
-    use crate::config::{Backend, ComputeDevice};
     let wants = match dist.backend {
         Backend::Nccl => true,
         Backend::Auto => dist.device == ComputeDevice::Cuda && ctrl.size() > 1,

@@ -68,7 +68,7 @@ impl Watch {
         Watch {
             rank,
             timeout_s: AtomicU64::new(
-                crate::config::DistributedConfig::default()
+                super::DistributedConfig::default()
                     .collective_timeout_s
                     .max(1),
             ),

@@ -272,6 +272,25 @@ pub struct MimicStudy {
     pub negbio: Option<LabelRow>,
 }
 
+/// File in which a dataset of this layout may name its image extension (`{"image_ext": "png", ...}`): chexlab's
+/// synthetic world writes it; MIMIC-CXR-JPG has none, and its images are `jpg`.
+pub const LAYOUT_HINT: &str = "synth.json";
+
+/// The image extension a dataset's [`LAYOUT_HINT`] names, if it has one.
+fn image_ext_hint(root: &Path) -> Result<Option<String>> {
+    #[derive(serde::Deserialize)]
+    struct Hint {
+        image_ext: String,
+    }
+    let path = root.join(LAYOUT_HINT);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let hint: Hint = serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
+    Ok(Some(hint.image_ext))
+}
+
 impl MimicLayout {
     /// Finds the tables under `root` (plain or gzipped). Metadata and split are required; label tables optional.
     pub fn open(root: &Path, reports_root: Option<&Path>) -> Result<MimicLayout> {
@@ -289,8 +308,7 @@ impl MimicLayout {
             split: find_plain_or_gz(&root.join(SPLIT_CSV))?,
             chexpert: optional(CHEXPERT_CSV),
             negbio: optional(NEGBIO_CSV),
-            image_ext: crate::data::synth::read_manifest(root)?
-                .map_or_else(|| "jpg".to_string(), |m| m.image_ext),
+            image_ext: image_ext_hint(root)?.unwrap_or_else(|| "jpg".to_string()),
         })
     }
 

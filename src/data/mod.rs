@@ -14,6 +14,8 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use csvstream::{BadRecords, CsvStream, OnBadRecord, RowParser};
+pub use report::SectionChoice;
+pub use synth::ImageFormat;
 
 /// The dataset split an image or study belongs to.
 #[derive(
@@ -125,6 +127,60 @@ pub fn safe_relative_path(s: &str) -> Option<PathBuf> {
         .components()
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     ok.then(|| p.to_path_buf())
+}
+
+/// Which dataset layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    /// chexlab's synthetic world, generated into `root` (MIMIC-CXR-JPG layout plus truth files).
+    Synthetic,
+    /// CheXpert (`root` holds `train.csv`, `valid.csv`).
+    Chexpert,
+    /// MIMIC-CXR-JPG.
+    Mimic,
+}
+
+/// Dataset section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    pub kind: DatasetKind,
+    /// Dataset directory (relative paths are relative to the working directory).
+    pub root: PathBuf,
+    /// MIMIC only: where the report `.txt` files live, when not under `root`.
+    #[serde(default)]
+    pub reports_root: Option<PathBuf>,
+    /// Which report section the labelers read.
+    #[serde(default)]
+    pub sections: SectionChoice,
+    #[serde(default)]
+    pub on_bad_record: OnBadRecord,
+    /// Synthetic only: number of studies.
+    #[serde(default = "defaults::studies")]
+    pub studies: u64,
+    /// Synthetic only: rendered image size in pixels.
+    #[serde(default = "defaults::synth_image_size")]
+    pub image_size: u32,
+    /// Synthetic only: image encoding.
+    #[serde(default)]
+    pub format: ImageFormat,
+    /// Fraction of the training patients (drawn by `seed`) held out as the validation split.
+    #[serde(default)]
+    pub holdout_fraction: f64,
+    /// The dataset's validation split serves as the test split (CheXpert without `test.csv`; set
+    /// `holdout_fraction` for a validation split).
+    #[serde(default)]
+    pub valid_as_test: bool,
+}
+
+mod defaults {
+    pub fn studies() -> u64 {
+        3000
+    }
+    pub fn synth_image_size() -> u32 {
+        64
+    }
 }
 
 #[cfg(test)]

@@ -12,10 +12,10 @@ use serde_json::Value;
 
 use super::results::Results;
 use super::score::{observation_pairs, read_predictions};
-use crate::config::{Config, RESOLVED_NAME};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::eval::plots::{Chart, Series, line_chart, roc_points};
+use crate::observations::Observation;
 
 /// Agreement of one labeler's labels with the truth (written by the pipeline's label-evaluation stage).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,18 @@ pub struct LabelerAgreement {
     pub report_weighted_f1: Option<f64>,
     /// Mean positive-class F1 against image truth.
     pub image_mean_positive_f1: Option<f64>,
+}
+
+/// What the report says of the study besides its numbers (the study config describes itself:
+/// `Config::report_study`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Study {
+    /// Dataset, seed, model and optimisation, as Markdown sentences.
+    pub configuration: String,
+    /// The label sources with their kind and uncertainty policy, as Markdown.
+    pub sources: String,
+    /// The observations the classifiers predict, in the tables' order.
+    pub observations: Vec<Observation>,
 }
 
 /// File (under the run directory) with the labeler agreement table: source name → [`LabelerAgreement`].
@@ -42,14 +54,6 @@ pub struct ReportFiles {
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::json(path, e))
-}
-
-/// An enum's name as written in configs.
-fn serde_name<T: Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(Value::String(s)) => s,
-        _ => "?".into(),
-    }
 }
 
 /// A p-value for a table: three decimals, or "< 0.001".
@@ -125,9 +129,8 @@ enum Block {
     Fig(String, PathBuf, PathBuf),
 }
 
-/// Writes the report of `run_dir` for `split`.
-pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
-    let cfg = Config::load(&run_dir.join(RESOLVED_NAME), &[])?;
+/// Writes the report of `run_dir` for `split`, describing `study`.
+pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<ReportFiles> {
     let results_path = Results::path(run_dir);
     if !results_path.is_file() {
         return Err(Error::format(
@@ -136,7 +139,7 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
         ));
     }
     let results = Results::read(&results_path)?;
-    let obs = cfg.observations();
+    let obs = &study.observations;
     let sources: Vec<String> = results.sources.keys().cloned().collect();
     // The label set every classifier was measured against, or each its own.
     let reference = match &results.reference {
@@ -153,50 +156,15 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
 
     // Configuration.
     blocks.push(Block::H2("Configuration".into()));
-    let d = &cfg.dataset;
-    let mut conf = format!(
-        "Dataset: {} at `{}`{}. Seed {}. Model: {} at {} px, {} input channel(s), predicting {}. Adam lr {:.1e}, \
-         batch {} per rank, {} epoch(s). Evaluation on the {} split against {} labels, {} bootstrap resamples, {:.0}% intervals.",
-        serde_name(&d.kind),
-        d.root.display(),
-        if matches!(d.kind, crate::config::DatasetKind::Synthetic) {
-            format!(" ({} studies)", d.studies)
-        } else {
-            String::new()
-        },
-        cfg.seed,
-        cfg.model.arch,
-        cfg.model.image_size,
-        cfg.model.in_channels,
-        obs.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
-        cfg.optimizer.lr,
-        cfg.schedule.batch_size,
-        cfg.schedule.epochs,
+    blocks.push(Block::P(format!(
+        "{} Evaluation on the {} split against {reference} labels, {} bootstrap resamples, {:.0}% intervals.\n\n\
+         Label sources: {}.",
+        study.configuration,
         split.name(),
-        reference,
-        cfg.evaluation.bootstrap,
-        cfg.evaluation.ci * 100.0
-    );
-    conf.push_str("\n\nLabel sources: ");
-    conf.push_str(
-        &cfg.sources
-            .iter()
-            .map(|s| {
-                format!(
-                    "`{}` ({}{}, uncertain labels: {})",
-                    s.name,
-                    serde_name(&s.kind),
-                    s.labeler
-                        .map(|l| format!(" {}", serde_name(&l)))
-                        .unwrap_or_default(),
-                    serde_name(&s.uncertainty)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    conf.push('.');
-    blocks.push(Block::P(conf));
+        results.bootstrap,
+        results.ci * 100.0,
+        study.sources
+    )));
 
     // Labeler agreement.
     let lm = run_dir.join(LABEL_METRICS);
@@ -230,12 +198,12 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
     }
 
     // AUROC per source.
-    let level = format!("{:.0}%", cfg.evaluation.ci * 100.0);
+    let level = format!("{:.0}%", results.ci * 100.0);
     let mut head = vec!["observation".to_string()];
     head.extend(sources.iter().cloned());
     let mut rows = Vec::new();
     let mut means = vec![(0f64, 0usize); sources.len()];
-    for o in &obs {
+    for o in obs {
         let mut row = vec![o.name().to_string()];
         for (k, s) in sources.iter().enumerate() {
             let sc = &results.sources[s];
@@ -400,7 +368,7 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
             .join(s)
             .join(format!("predictions_{}.csv", split.name()));
         if p.is_file() {
-            scored.insert(s.clone(), read_predictions(&p, &obs)?);
+            scored.insert(s.clone(), read_predictions(&p, obs)?);
         }
     }
     if !scored.is_empty() {
@@ -409,7 +377,7 @@ pub fn write_report(run_dir: &Path, split: Split) -> Result<ReportFiles> {
             let series: Vec<Series> = scored
                 .iter()
                 .map(|(s, sc)| {
-                    let (p, y) = observation_pairs(sc, &obs, j);
+                    let (p, y) = observation_pairs(sc, obs, j);
                     Series {
                         name: s.clone(),
                         points: roc_points(&p, &y),
@@ -544,6 +512,7 @@ fn render_html(title: &str, blocks: &[Block]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::eval::results::SplitScores;
 
     fn scores(source: &str, reference: &str) -> SplitScores {
@@ -588,7 +557,7 @@ mod tests {
         }
         .write(&Results::path(dir.path()))
         .unwrap();
-        let r = write_report(dir.path(), Split::Test).unwrap();
+        let r = write_report(dir.path(), Split::Test, &cfg.report_study()).unwrap();
         let md = std::fs::read_to_string(r.markdown).unwrap();
         (dir, md)
     }

@@ -7,12 +7,12 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::EvaluationConfig;
 use super::bootstrap::auroc_ci;
 use super::compare::paired;
 use super::results::{Comparison, Results, SplitScores};
 use super::{auprc, auroc};
 use crate::comm::Communicator;
-use crate::config::EvaluationConfig;
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::model::DenseNet;
@@ -224,7 +224,7 @@ pub struct ScoreJob<'a> {
     /// Seed of the bootstrap resamples.
     pub seed: u64,
     /// Where the ranks compute.
-    pub device: crate::config::ComputeDevice,
+    pub device: crate::comm::ComputeDevice,
 }
 
 /// Scores the job's split for every source that `load` finds a classifier for, into `run/eval/<source>/`; then

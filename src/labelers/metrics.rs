@@ -7,10 +7,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::UncertaintyPolicy;
 use crate::data::OnBadRecord;
 use crate::error::{Error, Result};
 use crate::labelers::format::{LabeledRow, read_labeled};
+use crate::observations::UncertaintyPolicy;
 use crate::observations::{Label, LabelRow, N_OBS, OBSERVATIONS, Observation};
 
 /// Precision, recall, F1 and support of one class.

@@ -5,15 +5,16 @@ pub mod format;
 pub mod metrics;
 pub mod rules;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::data::mimic::MimicLayout;
 use crate::data::report::{SectionChoice, extract};
 use crate::data::{BadRecords, OnBadRecord};
 use crate::error::{Error, Result};
-use crate::observations::LabelRow;
+use crate::observations::{LabelRow, UncertaintyPolicy};
 use format::{LabeledWriter, read_reports};
 
 /// Anything that turns reports into the 14 labels. Labelers get reports in batches (a BERT labeler runs a batch
@@ -134,4 +135,46 @@ pub fn label_dataset(
     run.bad = bad;
     writer.finish()?;
     Ok(run)
+}
+
+/// What produces a label source's labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A built-in labeler run on the reports (`labeler` names it).
+    Labeler,
+    /// A labeled CSV produced elsewhere (`path`).
+    External,
+    /// The dataset's own label columns (CheXpert CSV, MIMIC `-chexpert`/`-negbio` via `path`).
+    Dataset,
+    /// The synthetic world's image truth (an oracle source).
+    Truth,
+}
+
+/// Built-in labelers.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelerKind {
+    /// The CheXpert-style rule labeler.
+    Chexpert,
+    /// CheXbert (BERT, four classes per observation).
+    Chexbert,
+    /// VisualCheXbert (BERT trained toward image labels).
+    Visualchexbert,
+}
+
+/// One label source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Identifier used in column names, directories and reports (`[a-z0-9_]+`).
+    pub name: String,
+    pub kind: SourceKind,
+    #[serde(default)]
+    pub labeler: Option<LabelerKind>,
+    /// CSV for `external`/`dataset` sources, or a trained model directory for BERT labelers.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub uncertainty: UncertaintyPolicy,
 }

@@ -6,7 +6,28 @@ pub mod reader;
 pub mod schema;
 pub mod writer;
 
+use serde::{Deserialize, Serialize};
+
 pub use batch::{Batch, BatchPos, PIXEL_MEAN, PIXEL_STD, load_batch, to_batch};
-pub use reader::{RowRef, Sample, ShardSet, deal};
+pub use reader::{RowRef, Sample, ShardSet};
 pub use schema::{INDEX, ShardEntry, ShardIndex};
 pub use writer::{ShardSpec, write_shards};
+
+/// Shard section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShardConfig {
+    /// Target shard size in MB.
+    pub target_mb: f64,
+    /// Store pre-resized pixels (true) or the original encoded bytes (false).
+    pub pre_resize: bool,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            target_mb: 256.0,
+            pre_resize: true,
+        }
+    }
+}

@@ -161,7 +161,7 @@ impl ShardSet {
         seed: u64,
     ) -> Vec<RowRef> {
         let rows = self.rows(split);
-        deal(rows.len(), rank, world, epoch, seed)
+        crate::learn::deal(rows.len(), rank, world, epoch, seed)
             .into_iter()
             .map(|i| rows[i])
             .collect()
@@ -349,23 +349,4 @@ impl ShardSet {
             .map(|s| s.expect("every requested row read"))
             .collect())
     }
-}
-/// The items (of `0..n`) rank `rank` of `world` takes in `epoch`: a permutation by (seed, epoch), dealt
-/// round-robin, the remainder dropped so every rank gets the same count. Another epoch gives another order.
-pub fn deal(n: usize, rank: usize, world: usize, epoch: u64, seed: u64) -> Vec<usize> {
-    use rand::SeedableRng;
-    use rand::seq::SliceRandom;
-    assert!(world > 0 && rank < world, "rank {rank} of world {world}");
-    let mut items: Vec<usize> = (0..n).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
-        seed ^ epoch.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0x5EED,
-    );
-    items.shuffle(&mut rng);
-    let per_rank = n / world;
-    items
-        .into_iter()
-        .skip(rank)
-        .step_by(world)
-        .take(per_rank)
-        .collect()
 }

@@ -10,8 +10,10 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::{apply, gradients, optimizer, seeded_init};
-use crate::config::{ComputeDevice, OptimizerConfig, Precision};
+use crate::comm::ComputeDevice;
 use crate::error::{Error, Result};
+use crate::learn::OptimizerConfig;
+use crate::model::Precision;
 use crate::model::{Arch, DenseNet, DenseNetConfig, ModelConfig};
 
 /// What to measure.

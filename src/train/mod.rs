@@ -5,27 +5,30 @@
 
 pub mod bench;
 pub mod checkpoint;
-pub mod grads;
 mod log;
-pub mod loss;
 pub mod run;
 pub mod schedule;
 
-pub use run::{EXIT_PREEMPTED, SourceRun, TrainOptions, TrainSummary, train, train_sources};
+pub use crate::learn::{apply, grads, loss, optimizer, with_seed};
+pub use schedule::{LrDecay, ScheduleConfig};
+
+pub use run::{
+    EXIT_PREEMPTED, SourceRun, TrainJob, TrainOptions, TrainSummary, train, train_sources,
+};
 
 use std::path::{Path, PathBuf};
 
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, OptimizerConfig, ScheduleConfig, UncertaintyPolicy};
 use crate::error::{Error, Result};
 use crate::io::hex;
+use crate::learn::OptimizerConfig;
 use crate::model::{DenseNet, DenseNetConfig, ModelConfig, Precision};
 use crate::observations::Observation;
+use crate::observations::UncertaintyPolicy;
 use crate::shard::ShardSet;
 use checkpoint::CheckpointMeta;
 
@@ -45,41 +48,12 @@ pub struct TrainSettings {
     pub seed: u64,
     /// How the learning rate follows the global batch.
     #[serde(default)]
-    pub lr_scaling: crate::config::LrScaling,
+    pub lr_scaling: crate::comm::LrScaling,
     /// The shard set's `config_hash` (same data, same order).
     pub shards: String,
 }
 
 impl TrainSettings {
-    /// Settings for training `source` from an experiment config on a shard set.
-    pub fn from_config(cfg: &Config, source: &str, shards: &ShardSet) -> Result<Self> {
-        let src = cfg
-            .sources
-            .iter()
-            .find(|s| s.name == source)
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "no label source '{source}' in the config (it has: {})",
-                    cfg.sources
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-        Ok(TrainSettings {
-            source: source.to_string(),
-            uncertainty: src.uncertainty,
-            reference: reference_source(cfg.evaluation.reference.as_deref(), source, shards),
-            model: cfg.model.clone(),
-            optimizer: cfg.optimizer.clone(),
-            schedule: cfg.schedule.clone(),
-            seed: cfg.seed,
-            lr_scaling: cfg.distributed.lr_scaling,
-            shards: shards.index.config_hash.clone(),
-        })
-    }
-
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("settings serialise")
     }
@@ -150,18 +124,6 @@ impl RunFiles {
     }
 }
 
-/// Adam as configured.
-pub fn optimizer(o: &OptimizerConfig) -> ModuleOptimizer {
-    let mut cfg = AdamConfig::new()
-        .with_beta_1(o.beta1 as f32)
-        .with_beta_2(o.beta2 as f32)
-        .with_epsilon(o.eps as f32);
-    if o.weight_decay > 0.0 {
-        cfg = cfg.with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay as f32)));
-    }
-    cfg.init()
-}
-
 /// Initialises `cfg` from `seed`. Burn's generator is process-global and its parameters are drawn lazily, so the
 /// model is seeded and every parameter drawn under one lock: concurrent initialisations (tests, several sources or
 /// ranks in one process) cannot interleave.
@@ -172,14 +134,6 @@ pub fn seeded_init(cfg: &DenseNetConfig, seed: u64, device: &Device) -> DenseNet
         crate::model::state_values(&model);
         model
     })
-}
-
-/// Runs `init` with Burn's process-global generator seeded to `seed`, under one lock (see [`seeded_init`]).
-pub fn with_seed<T>(seed: u64, device: &Device, init: impl FnOnce() -> T) -> T {
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(seed);
-    init()
 }
 
 /// Builds the configured model on `device` (seeded), with pretrained weights when configured.
@@ -333,19 +287,6 @@ pub fn gradients(
 pub fn step_loss(layout: &grads::GradLayout, flat: &Tensor<1>) -> f32 {
     let n = layout.len();
     flat.clone().slice(n..n + 1).into_scalar::<f32>()
-}
-
-/// One optimizer step with a flat gradient tensor (already averaged, accumulated and clipped as wanted; values
-/// past the layout are ignored).
-pub fn apply<M: burn::module::Module>(
-    model: M,
-    optim: &mut ModuleOptimizer,
-    layout: &grads::GradLayout,
-    flat: &Tensor<1>,
-    lr: f64,
-) -> M {
-    let g = grads::unflatten_tensor(layout, flat, &model);
-    optim.step(lr, model, g)
 }
 
 #[cfg(test)]

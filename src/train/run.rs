@@ -26,7 +26,7 @@ use super::{
     EXTRA, Resume, RunFiles, TrainSettings, apply, build_model, check_settings, gradients, grads,
     load_model_bytes, loss, optimizer,
 };
-use crate::comm::{Communicator, broadcast_json};
+use crate::comm::{Communicator, SourceSchedule, broadcast_json};
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::eval::score::{auroc_table, mean_auroc, predict_distributed};
@@ -49,7 +49,7 @@ pub struct TrainOptions {
     /// Set (by a signal handler) to checkpoint at the next step and stop.
     pub stop: Option<Arc<AtomicBool>>,
     /// Where the rank computes (`distributed.device`).
-    pub device: crate::config::ComputeDevice,
+    pub device: crate::comm::ComputeDevice,
 }
 
 impl Default for TrainOptions {
@@ -58,7 +58,7 @@ impl Default for TrainOptions {
             resume: Resume::Fresh,
             threads: 1,
             stop: None,
-            device: crate::config::ComputeDevice::Cpu,
+            device: crate::comm::ComputeDevice::Cpu,
         }
     }
 }
@@ -312,8 +312,8 @@ fn train_in_pool(
         .unwrap_or(sched.epochs as u64 * steps_per_epoch);
     let global_batch = bs * world * accum;
     let base_lr = match s.lr_scaling {
-        crate::config::LrScaling::None => s.optimizer.lr,
-        crate::config::LrScaling::Linear => s.optimizer.lr * (world * accum) as f64,
+        crate::comm::LrScaling::None => s.optimizer.lr,
+        crate::comm::LrScaling::Linear => s.optimizer.lr * (world * accum) as f64,
     };
     if root {
         tracing::info!(
@@ -640,11 +640,11 @@ fn train_in_pool(
 /// How the ranks share the label sources: `Some(groups)` when each of `groups` equal groups of ranks trains one
 /// source concurrently, `None` when all ranks train the sources one after another.
 pub fn source_groups(
-    schedule: crate::config::SourceSchedule,
+    schedule: crate::comm::SourceSchedule,
     sources: usize,
     world: usize,
 ) -> Result<Option<usize>> {
-    use crate::config::SourceSchedule::*;
+    use crate::comm::SourceSchedule::*;
     let divides = sources > 1 && world >= sources && world.is_multiple_of(sources);
     match schedule {
         Sequential => Ok(None),
@@ -665,25 +665,33 @@ pub struct SourceRun {
     pub summary: TrainSummary,
 }
 
-/// Trains `sources` (each into `RUN_DIR/train/<source>`): concurrently on groups of ranks when the schedule says
-/// so, else one after another on all ranks. Returns the runs this rank took part in.
+/// One classifier to train: its settings and the directory it trains into.
+#[derive(Clone, Debug)]
+pub struct TrainJob {
+    /// Everything that determines the run.
+    pub settings: TrainSettings,
+    /// Its output directory (`RUN_DIR/train/<source>`).
+    pub out: PathBuf,
+}
+
+/// Trains `jobs`: concurrently on groups of ranks when the schedule says so, else one after another on all
+/// ranks. Returns the runs this rank took part in.
 pub fn train_sources(
-    cfg: &crate::config::Config,
-    sources: &[String],
+    jobs: &[TrainJob],
+    schedule: SourceSchedule,
     shards: &ShardSet,
     opts: &TrainOptions,
     comm: &dyn Communicator,
 ) -> Result<Vec<SourceRun>> {
-    let run_one = |source: &str, c: &dyn Communicator| -> Result<SourceRun> {
-        let s = TrainSettings::from_config(cfg, source, shards)?;
-        let out = cfg.run_dir.join("train").join(source);
+    let run_one = |job: &TrainJob, c: &dyn Communicator| -> Result<SourceRun> {
         Ok(SourceRun {
-            source: source.to_string(),
+            source: job.settings.source.clone(),
             group_rank: c.rank(),
-            summary: train(shards, &s, &out, opts, c)?,
+            summary: train(shards, &job.settings, &job.out, opts, c)?,
         })
     };
-    match source_groups(cfg.distributed.schedule, sources.len(), comm.size())? {
+    let sources: Vec<&str> = jobs.iter().map(|j| j.settings.source.as_str()).collect();
+    match source_groups(schedule, jobs.len(), comm.size())? {
         Some(k) => {
             let per = comm.size() / k;
             let g = comm.rank() / per;
@@ -696,14 +704,14 @@ pub fn train_sources(
                     sources[g]
                 );
             }
-            let run = run_one(&sources[g], sub.as_ref())?;
+            let run = run_one(&jobs[g], sub.as_ref())?;
             comm.barrier()?;
             Ok(vec![run])
         }
         None => {
             let mut runs = Vec::new();
-            for source in sources {
-                let run = run_one(source, comm)?;
+            for job in jobs {
+                let run = run_one(job, comm)?;
                 let stop = run.summary.preempted;
                 runs.push(run);
                 if stop {
@@ -718,7 +726,7 @@ pub fn train_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SourceSchedule::*;
+    use crate::comm::SourceSchedule::*;
 
     #[test]
     fn sources_share_ranks_as_scheduled() {

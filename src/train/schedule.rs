@@ -1,6 +1,6 @@
 //! Learning rate as a function of the optimizer step: linear warm-up, then constant, cosine or step decay.
 
-use crate::config::{LrDecay, ScheduleConfig};
+use serde::{Deserialize, Serialize};
 
 /// The learning rate of a run.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,6 +44,66 @@ impl LrSchedule {
                         .step_gamma
                         .powi(((step - self.warmup) / self.step_every) as i32)
             }
+        }
+    }
+}
+
+/// Learning-rate decay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrDecay {
+    #[default]
+    Constant,
+    Cosine,
+    Step,
+}
+
+/// Schedule section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub epochs: u32,
+    /// Stop after this many optimizer steps, if set (overrides `epochs`).
+    pub max_steps: Option<u64>,
+    /// Per-rank batch size.
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub decay: LrDecay,
+    pub warmup_steps: u64,
+    /// Step decay only: multiply by `step_gamma` every `step_every` steps.
+    pub step_every: u64,
+    pub step_gamma: f64,
+    /// Validate every N steps (0: once per epoch).
+    pub valid_every: u64,
+    /// Keep the last K checkpoints (plus the best).
+    pub keep_last: usize,
+    /// Stop when the valid metric has not improved for this many validations.
+    pub early_stop_patience: Option<u32>,
+    /// Write a training row to metrics.csv every N optimizer steps.
+    pub log_every: u64,
+    /// Also checkpoint every N steps between validations (0: only at validations and at the end).
+    pub checkpoint_every: u64,
+    /// Training-time augmentation (`[schedule.augment]`; off by default).
+    pub augment: crate::data::augment::AugmentConfig,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            epochs: 3,
+            max_steps: None,
+            batch_size: 16,
+            grad_accum: 1,
+            decay: LrDecay::Constant,
+            warmup_steps: 0,
+            step_every: 1000,
+            step_gamma: 0.1,
+            valid_every: 0,
+            keep_last: 2,
+            early_stop_patience: None,
+            log_every: 10,
+            checkpoint_every: 0,
+            augment: crate::data::augment::AugmentConfig::default(),
         }
     }
 }

@@ -24,7 +24,6 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ImageFormat;
 use crate::data::View;
 use crate::data::mimic::{METADATA_CSV, SPLIT_CSV, study_dir};
 use crate::error::{Error, Result};
@@ -34,7 +33,7 @@ pub use radiologist::RadiologistRates;
 use world::{Findings, Prior};
 
 /// Name of the manifest that marks a complete synthetic world.
-pub const MANIFEST: &str = "synth.json";
+pub const MANIFEST: &str = crate::data::mimic::LAYOUT_HINT;
 
 /// Generator settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -538,4 +537,17 @@ pub fn preview(path: &Path, cfg: &SynthConfig, per_row: usize) -> Result<PathBuf
     let legend_path = path.with_extension("txt");
     write_atomic(&legend_path, legend.as_bytes())?;
     Ok(legend_path)
+}
+
+/// Image encoding of the synthetic world.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// Lossless PNG.
+    #[default]
+    Png,
+    /// JPEG at quality 92.
+    Jpeg,
+    /// Raw 8-bit grey pixels.
+    Raw,
 }

@@ -6,6 +6,7 @@
 //! VisualCheXbert's calibration), `tokenizer.json` and `model.bin` (the Burn record). A published CheXbert /
 //! VisualCheXbert `.pth` loads too ([`BertReportLabeler::load`] with a tokenizer).
 
+pub mod config;
 pub mod import;
 pub mod model;
 pub mod pipeline;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::observations::{Label, LabelRow, N_OBS};
+pub use config::BertSection;
 use model::{BertConfig, BertLabeler, HeadKind};
 use tokenizer::{Encoded, ReportTokenizer};
 

@@ -13,14 +13,18 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::BertSection;
 use crate::comm::Communicator;
-use crate::config::{BertSection, Config, OptimizerConfig, UncertaintyPolicy};
+use crate::comm::ComputeDevice;
+use crate::data::DatasetConfig;
 use crate::data::Split;
 use crate::data::mimic::{MimicLayout, study_label_map};
 use crate::data::report::extract;
 use crate::error::{Error, Result};
 use crate::labelers::metrics::Confusion;
 use crate::labelers::rules::RuleLabeler;
+use crate::learn::OptimizerConfig;
+use crate::observations::UncertaintyPolicy;
 use crate::observations::{Label, LabelRow, N_OBS};
 
 use super::model::{BertConfig, BertLabeler, HeadKind};
@@ -36,8 +40,25 @@ pub struct StudyReport {
     pub text: String,
 }
 
+/// What BERT labeler training reads of a study: its `[bert]`, `[dataset]` and `[optimizer]` sections, the run
+/// directory, the seed and the device (the study config builds it: `Config::bert_job`).
+pub struct BertJob<'a> {
+    /// The `[bert]` section.
+    pub bert: &'a BertSection,
+    /// The dataset whose reports are read.
+    pub dataset: &'a DatasetConfig,
+    /// Adam's settings (the learning rates come from `[bert]`).
+    pub optimizer: &'a OptimizerConfig,
+    /// The run directory (relative labeler paths are under it).
+    pub run_dir: &'a Path,
+    /// The study's seed.
+    pub seed: u64,
+    /// Where the ranks compute.
+    pub device: ComputeDevice,
+}
+
 /// Reads every study's report (the configured section) of the dataset, in parallel.
-pub fn read_corpus(cfg: &Config) -> Result<Vec<StudyReport>> {
+pub fn read_corpus(cfg: &BertJob) -> Result<Vec<StudyReport>> {
     let layout = MimicLayout::open(&cfg.dataset.root, cfg.dataset.reports_root.as_deref())?;
     let (studies, _) = layout.studies(cfg.dataset.on_bad_record)?;
     studies
@@ -83,7 +104,7 @@ pub struct LabelTrainReport {
     pub scores: Vec<LabelerScores>,
 }
 
-fn resolve(cfg: &Config, p: &Path) -> PathBuf {
+fn resolve(cfg: &BertJob, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -93,7 +114,7 @@ fn resolve(cfg: &Config, p: &Path) -> PathBuf {
 
 /// Per-study probabilities of an image model: a CSV with `study_id` (or `image_id`, averaged per study through the
 /// dataset's split table) and one column per observation, named as in the labeler format or `p_<snake name>`.
-pub fn read_teacher(cfg: &Config, path: &Path) -> Result<HashMap<u64, [Option<f32>; N_OBS]>> {
+pub fn read_teacher(cfg: &BertJob, path: &Path) -> Result<HashMap<u64, [Option<f32>; N_OBS]>> {
     let mut r = csv::Reader::from_path(path).map_err(|e| Error::csv(path, e))?;
     let header = r.headers().map_err(|e| Error::csv(path, e))?.clone();
     let find = |n: &str| header.iter().position(|h| h == n);
@@ -176,7 +197,7 @@ pub fn read_teacher(cfg: &Config, path: &Path) -> Result<HashMap<u64, [Option<f3
         .collect())
 }
 
-fn fit_settings(b: &BertSection, cfg: &Config, epochs: usize, lr: f64, seed: u64) -> FitSettings {
+fn fit_settings(b: &BertSection, cfg: &BertJob, epochs: usize, lr: f64, seed: u64) -> FitSettings {
     FitSettings {
         epochs,
         batch_size: b.batch_size,
@@ -193,7 +214,7 @@ fn fit_settings(b: &BertSection, cfg: &Config, epochs: usize, lr: f64, seed: u64
 /// Trains a BERT labeler of `kind` as configured in `cfg.bert`, writes it to `out` (a labeler directory plus
 /// `train_report.json`), and scores it and the rule labeler on the test split.
 pub fn train_labeler(
-    cfg: &Config,
+    cfg: &BertJob,
     kind: HeadKind,
     out: &Path,
     comm: &dyn Communicator,
@@ -246,7 +267,7 @@ pub fn train_labeler(
     comm.broadcast_bytes(&mut tok_json, 0)?;
     let tok = ReportTokenizer::from_json_bytes(&tok_json)?;
 
-    let device = crate::comm::compute_device(cfg.distributed.device, comm.local_rank())?;
+    let device = crate::comm::compute_device(cfg.device, comm.local_rank())?;
     let ad = device.clone().autodiff();
     let (bert_cfg, pretrained) = match (&init, &b.pretrained) {
         (Some((meta, _, _)), _) => (meta.bert.clone(), None),
@@ -468,7 +489,7 @@ fn meta(kind: HeadKind, bert: &BertConfig, b: &BertSection, tok: &ReportTokenize
 }
 
 /// A labeler initialised from `seed` (Burn's generator is process-global and draws lazily: see
-/// [`crate::train::seeded_init`]).
+/// the DenseNet trainer's seeded initialisation).
 pub fn seeded_labeler(
     c: &BertConfig,
     kind: HeadKind,
@@ -476,7 +497,7 @@ pub fn seeded_labeler(
     seed: u64,
     device: &Device,
 ) -> BertLabeler {
-    crate::train::with_seed(seed, device, || {
+    crate::learn::with_seed(seed, device, || {
         let m = BertLabeler::new(c.init(device), kind, dropout, device);
         crate::model::state_values(&m);
         m
@@ -490,14 +511,14 @@ mod tests {
     #[test]
     fn teacher_probabilities_are_averaged_per_study_and_bad_cells_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config::demo(&[]).unwrap();
+        let cfg = crate::config::Config::demo(&[]).unwrap();
         let path = dir.path().join("teacher.csv");
         std::fs::write(
             &path,
             "study_id,Edema,p_cardiomegaly\n7,0.25,\n7,0.75,0.5\n",
         )
         .unwrap();
-        let t = read_teacher(&cfg, &path).unwrap();
+        let t = read_teacher(&cfg.bert_job(), &path).unwrap();
         let heads = HeadKind::Chexbert.observations();
         let at = |o| heads.iter().position(|x| *x == o).unwrap();
         assert_eq!(
@@ -511,7 +532,9 @@ mod tests {
         assert_eq!(t[&7][at(crate::observations::Observation::Fracture)], None);
 
         std::fs::write(&path, "study_id,Edema\n7,0.25\n8,1.5\n").unwrap();
-        let err = read_teacher(&cfg, &path).unwrap_err().to_string();
+        let err = read_teacher(&cfg.bert_job(), &path)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("teacher.csv") && err.contains('3') && err.contains("Edema"),
             "{err}"

@@ -13,10 +13,10 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::comm::Communicator;
-use crate::config::OptimizerConfig;
 use crate::error::Result;
+use crate::learn::OptimizerConfig;
+use crate::learn::{apply, grads, loss::bce_with_logits, optimizer};
 use crate::observations::{Label, N_OBS};
-use crate::train::{apply, grads, loss::bce_with_logits, optimizer};
 
 use super::Calibration;
 use super::label_class;
@@ -145,7 +145,7 @@ pub fn fit(
     let bar = (rank == 0).then(|| crate::progress::bar(total, what));
     let mut log = FitLog::default();
     for epoch in 0..s.epochs {
-        let order = crate::shard::deal(examples.len(), rank, world, epoch as u64, s.seed);
+        let order = crate::learn::deal(examples.len(), rank, world, epoch as u64, s.seed);
         let mut sum = 0.0;
         for step in 0..steps_per_epoch {
             let rows: Vec<&Example> = order[step * s.batch_size..][..s.batch_size]

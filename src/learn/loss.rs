@@ -6,7 +6,7 @@
 use burn::tensor::activation::relu;
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
-use crate::config::UncertaintyPolicy;
+use crate::observations::UncertaintyPolicy;
 use crate::observations::{Label, LabelRow, Observation};
 
 /// Targets and mask (`[batch × observations]`, row-major) for one batch of label rows.
