@@ -8,6 +8,28 @@ use super::RunFiles;
 use crate::error::{Error, Result};
 use crate::eval::score::mean_auroc;
 
+/// One row of the metrics files: a training step (loss, rate, throughput, gradient norm) or a validation (AUROC
+/// per observation).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MetricsRow<'a> {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// The epoch of the step.
+    pub epoch: u64,
+    /// `train` or `valid`.
+    pub kind: &'a str,
+    /// Mean loss since the last training row.
+    pub loss: Option<f64>,
+    /// The learning rate of the step.
+    pub lr: f64,
+    /// Images per second since the last training row, all ranks together.
+    pub images_per_s: Option<f64>,
+    /// Global gradient norm before clipping.
+    pub grad_norm: Option<f64>,
+    /// AUROC per observation (validation rows).
+    pub auroc: Option<&'a [(String, Option<f64>)]>,
+}
+
 /// Appends rows to metrics.csv / metrics.jsonl; on resume, first drops rows past the checkpoint's step.
 pub(crate) struct MetricsLog {
     csv: std::fs::File,
@@ -93,18 +115,18 @@ impl MetricsLog {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn row(
-        &mut self,
-        step: u64,
-        epoch: u64,
-        kind: &str,
-        loss: Option<f64>,
-        lr: f64,
-        ips: Option<f64>,
-        grad_norm: Option<f64>,
-        table: Option<&[(String, Option<f64>)]>,
-    ) -> Result<()> {
+    /// Appends one row to both files.
+    pub(crate) fn row(&mut self, r: &MetricsRow) -> Result<()> {
+        let MetricsRow {
+            step,
+            epoch,
+            kind,
+            loss,
+            lr,
+            images_per_s: ips,
+            grad_norm,
+            auroc: table,
+        } = *r;
         let f = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
         let mean = table.and_then(mean_auroc);
         let mut cells = vec![

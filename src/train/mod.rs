@@ -8,6 +8,7 @@ pub mod checkpoint;
 mod log;
 pub mod run;
 pub mod schedule;
+mod trainer;
 
 pub use crate::learn::{apply, grads, loss, optimizer, with_seed};
 pub use schedule::{LrDecay, ScheduleConfig};
