@@ -303,163 +303,9 @@ fn run_stage(
 ) -> Result<bool> {
     let run_dir = &cfg.run_dir;
     match stage {
-        Stage::Synth => on_root(comm, || {
-            let d = &cfg.dataset;
-            let sc = crate::data::synth::SynthConfig {
-                studies: d.studies,
-                image_size: d.image_size,
-                seed: cfg.seed,
-                format: d.format,
-                ..crate::data::synth::SynthConfig::default()
-            };
-            // A complete world made with the same settings is kept (generation is deterministic).
-            if let Some(m) = crate::data::synth::read_manifest(&d.root)?
-                && m.config == sc
-            {
-                tracing::info!(
-                    "synthetic world in {} is complete and current",
-                    d.root.display()
-                );
-                return Ok(());
-            }
-            let s = crate::data::synth::generate(&d.root, &sc)?;
-            tracing::info!(
-                "synthetic world: {} studies, {} images in {}",
-                s.studies,
-                s.images,
-                d.root.display()
-            );
-            Ok(())
-        })?,
-        Stage::Label => {
-            if fresh {
-                on_root(comm, || {
-                    remove(&run_dir.join("labels"))?;
-                    remove(&run_dir.join("labelers"))?;
-                    remove(&run_dir.join("teacher"))
-                })?;
-            }
-            std::fs::create_dir_all(run_dir.join("labels")).map_err(|e| Error::io(run_dir, e))?;
-            let labelers: Vec<&SourceConfig> = cfg
-                .sources
-                .iter()
-                .filter(|s| s.kind == SourceKind::Labeler)
-                .collect();
-            // Rules and CheXbert first: VisualCheXbert starts from them.
-            let order = |s: &&SourceConfig| match s.labeler {
-                Some(LabelerKind::Chexpert) => 0,
-                Some(LabelerKind::Chexbert) => 1,
-                _ => 2,
-            };
-            let mut labelers = labelers;
-            labelers.sort_by_key(order);
-            let mut chexbert_dir = None;
-            for s in labelers {
-                match s.labeler {
-                    Some(LabelerKind::Chexpert) => {
-                        label_all(cfg, &s.name, comm, || Ok(Box::new(RuleLabeler::default())))?
-                    }
-                    Some(kind @ (LabelerKind::Chexbert | LabelerKind::Visualchexbert)) => {
-                        let head = if kind == LabelerKind::Chexbert {
-                            HeadKind::Chexbert
-                        } else {
-                            HeadKind::Visualchexbert
-                        };
-                        let dir = match &s.path {
-                            Some(p) => p.clone(),
-                            None => {
-                                let dir = run_dir.join("labelers").join(&s.name);
-                                let mut c = cfg.clone();
-                                if head == HeadKind::Visualchexbert {
-                                    if c.bert.init_from.is_none() {
-                                        c.bert.init_from = chexbert_dir.clone();
-                                    }
-                                    if c.bert.teacher.is_none() {
-                                        c.bert.teacher = Some(teacher(cfg, comm, stop.clone())?);
-                                    }
-                                }
-                                let r = train_labeler(&c.bert_job(), head, &dir, comm)?;
-                                if comm.rank() == 0 {
-                                    for sc in &r.scores {
-                                        tracing::info!(
-                                            "{}: test reports: report weighted F1 {:?}, image mean positive F1 {:?}",
-                                            sc.labeler,
-                                            sc.report_weighted_f1,
-                                            sc.image_mean_positive_f1
-                                        );
-                                    }
-                                }
-                                dir
-                            }
-                        };
-                        if head == HeadKind::Chexbert {
-                            // Absolute: `bert.init_from` is otherwise taken relative to the run directory.
-                            chexbert_dir =
-                                Some(std::path::absolute(&dir).map_err(|e| Error::io(&dir, e))?);
-                        }
-                        label_all(cfg, &s.name, comm, || {
-                            let mut l = BertReportLabeler::load(&dir, None)?.on_device(
-                                crate::comm::compute_device(
-                                    cfg.distributed.device,
-                                    comm.local_rank(),
-                                )?,
-                            );
-                            l.batch_size = cfg.bert.infer_batch;
-                            Ok(Box::new(l))
-                        })?;
-                    }
-                    None => {
-                        return Err(Error::Config(format!(
-                            "sources.{}: labeler missing",
-                            s.name
-                        )));
-                    }
-                }
-            }
-        }
-        Stage::EvalLabels => on_root(comm, || {
-            let mut table = std::collections::BTreeMap::new();
-            let report_truth = cfg.dataset.root.join("truth/report_labels.csv");
-            let image_truth = cfg.dataset.root.join("truth/image_labels.csv");
-            for s in &cfg.sources {
-                let file = match s.kind {
-                    SourceKind::Labeler => labels_path(cfg, &s.name),
-                    SourceKind::External | SourceKind::Dataset => match &s.path {
-                        Some(p) => p.clone(),
-                        None => continue,
-                    },
-                    SourceKind::Truth => continue,
-                };
-                let score = |truth: &Path, image: bool| -> Option<f64> {
-                    if !truth.is_file() {
-                        return None;
-                    }
-                    match crate::labelers::metrics::evaluate(&file, truth, UncertaintyPolicy::Ones)
-                    {
-                        Ok(m) => {
-                            if image {
-                                m.mean_positive_f1
-                            } else {
-                                m.weighted_f1
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!("{}: {e}", s.name);
-                            None
-                        }
-                    }
-                };
-                table.insert(
-                    s.name.clone(),
-                    LabelerAgreement {
-                        report_weighted_f1: score(&report_truth, false),
-                        image_mean_positive_f1: score(&image_truth, true),
-                    },
-                );
-            }
-            let json = serde_json::to_vec_pretty(&table).expect("label metrics");
-            crate::io::write_atomic(run_dir.join(LABEL_METRICS), &json)
-        })?,
+        Stage::Synth => on_root(comm, || synth_world(cfg))?,
+        Stage::Label => label_sources(cfg, fresh, comm, stop)?,
+        Stage::EvalLabels => on_root(comm, || label_agreement(cfg))?,
         Stage::Shard => on_root(comm, || {
             let dir = run_dir.join("shards");
             if fresh {
@@ -473,26 +319,7 @@ fn run_stage(
             );
             Ok(())
         })?,
-        Stage::Train => {
-            if fresh {
-                on_root(comm, || remove(&run_dir.join("train")))?;
-            }
-            let shards = crate::shard::ShardSet::open(&run_dir.join("shards"))?;
-            let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
-            let opts = TrainOptions {
-                resume: Resume::Auto,
-                threads: cfg.distributed.compute_threads,
-                stop,
-                device: cfg.distributed.device,
-            };
-            let jobs = cfg.train_jobs(&names, &shards)?;
-            let runs =
-                crate::train::train_sources(&jobs, cfg.distributed.schedule, &shards, &opts, comm)?;
-            // Every rank learns whether any group was preempted.
-            if crate::comm::any(comm, runs.iter().any(|r| r.summary.preempted))? {
-                return Ok(true);
-            }
-        }
+        Stage::Train => return train_classifiers(cfg, fresh, comm, stop),
         Stage::Evaluate => {
             let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
             evaluate(cfg, run_dir, Split::Test, &names, true, comm)?;
@@ -510,6 +337,198 @@ fn run_stage(
         }
     }
     Ok(false)
+}
+
+/// The synth stage (rank 0): generates the synthetic world, unless a complete one with the same settings is there.
+fn synth_world(cfg: &Config) -> Result<()> {
+    let d = &cfg.dataset;
+    let sc = crate::data::synth::SynthConfig {
+        studies: d.studies,
+        image_size: d.image_size,
+        seed: cfg.seed,
+        format: d.format,
+        ..crate::data::synth::SynthConfig::default()
+    };
+    // A complete world made with the same settings is kept (generation is deterministic).
+    if let Some(m) = crate::data::synth::read_manifest(&d.root)?
+        && m.config == sc
+    {
+        tracing::info!(
+            "synthetic world in {} is complete and current",
+            d.root.display()
+        );
+        return Ok(());
+    }
+    let s = crate::data::synth::generate(&d.root, &sc)?;
+    tracing::info!(
+        "synthetic world: {} studies, {} images in {}",
+        s.studies,
+        s.images,
+        d.root.display()
+    );
+    Ok(())
+}
+
+/// The label stage: every built-in labeler source's labels into `RUN_DIR/labels/<source>.csv`, training the BERT
+/// labelers first (data-parallel) unless their source names a trained one.
+fn label_sources(
+    cfg: &Config,
+    fresh: bool,
+    comm: &dyn Communicator,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<()> {
+    let run_dir = &cfg.run_dir;
+    if fresh {
+        on_root(comm, || {
+            remove(&run_dir.join("labels"))?;
+            remove(&run_dir.join("labelers"))?;
+            remove(&run_dir.join("teacher"))
+        })?;
+    }
+    std::fs::create_dir_all(run_dir.join("labels")).map_err(|e| Error::io(run_dir, e))?;
+    let labelers: Vec<&SourceConfig> = cfg
+        .sources
+        .iter()
+        .filter(|s| s.kind == SourceKind::Labeler)
+        .collect();
+    // Rules and CheXbert first: VisualCheXbert starts from them.
+    let order = |s: &&SourceConfig| match s.labeler {
+        Some(LabelerKind::Chexpert) => 0,
+        Some(LabelerKind::Chexbert) => 1,
+        _ => 2,
+    };
+    let mut labelers = labelers;
+    labelers.sort_by_key(order);
+    let mut chexbert_dir = None;
+    for s in labelers {
+        match s.labeler {
+            Some(LabelerKind::Chexpert) => {
+                label_all(cfg, &s.name, comm, || Ok(Box::new(RuleLabeler::default())))?
+            }
+            Some(kind @ (LabelerKind::Chexbert | LabelerKind::Visualchexbert)) => {
+                let head = if kind == LabelerKind::Chexbert {
+                    HeadKind::Chexbert
+                } else {
+                    HeadKind::Visualchexbert
+                };
+                let dir = match &s.path {
+                    Some(p) => p.clone(),
+                    None => {
+                        let dir = run_dir.join("labelers").join(&s.name);
+                        let mut c = cfg.clone();
+                        if head == HeadKind::Visualchexbert {
+                            if c.bert.init_from.is_none() {
+                                c.bert.init_from = chexbert_dir.clone();
+                            }
+                            if c.bert.teacher.is_none() {
+                                c.bert.teacher = Some(teacher(cfg, comm, stop.clone())?);
+                            }
+                        }
+                        let r = train_labeler(&c.bert_job(), head, &dir, comm)?;
+                        if comm.rank() == 0 {
+                            for sc in &r.scores {
+                                tracing::info!(
+                                    "{}: test reports: report weighted F1 {:?}, image mean positive F1 {:?}",
+                                    sc.labeler,
+                                    sc.report_weighted_f1,
+                                    sc.image_mean_positive_f1
+                                );
+                            }
+                        }
+                        dir
+                    }
+                };
+                if head == HeadKind::Chexbert {
+                    // Absolute: `bert.init_from` is otherwise taken relative to the run directory.
+                    chexbert_dir = Some(std::path::absolute(&dir).map_err(|e| Error::io(&dir, e))?);
+                }
+                label_all(cfg, &s.name, comm, || {
+                    let mut l = BertReportLabeler::load(&dir, None)?.on_device(
+                        crate::comm::compute_device(cfg.distributed.device, comm.local_rank())?,
+                    );
+                    l.batch_size = cfg.bert.infer_batch;
+                    Ok(Box::new(l))
+                })?;
+            }
+            None => {
+                return Err(Error::Config(format!(
+                    "sources.{}: labeler missing",
+                    s.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The eval-labels stage (rank 0): each source's labels against the dataset's report and image truth.
+fn label_agreement(cfg: &Config) -> Result<()> {
+    let run_dir = &cfg.run_dir;
+    let mut table = std::collections::BTreeMap::new();
+    let report_truth = cfg.dataset.root.join("truth/report_labels.csv");
+    let image_truth = cfg.dataset.root.join("truth/image_labels.csv");
+    for s in &cfg.sources {
+        let file = match s.kind {
+            SourceKind::Labeler => labels_path(cfg, &s.name),
+            SourceKind::External | SourceKind::Dataset => match &s.path {
+                Some(p) => p.clone(),
+                None => continue,
+            },
+            SourceKind::Truth => continue,
+        };
+        let score = |truth: &Path, image: bool| -> Option<f64> {
+            if !truth.is_file() {
+                return None;
+            }
+            match crate::labelers::metrics::evaluate(&file, truth, UncertaintyPolicy::Ones) {
+                Ok(m) => {
+                    if image {
+                        m.mean_positive_f1
+                    } else {
+                        m.weighted_f1
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{}: {e}", s.name);
+                    None
+                }
+            }
+        };
+        table.insert(
+            s.name.clone(),
+            LabelerAgreement {
+                report_weighted_f1: score(&report_truth, false),
+                image_mean_positive_f1: score(&image_truth, true),
+            },
+        );
+    }
+    let json = serde_json::to_vec_pretty(&table).expect("label metrics");
+    crate::io::write_atomic(run_dir.join(LABEL_METRICS), &json)
+}
+
+/// The train stage: one classifier per source; returns whether a group was preempted (every rank learns it).
+fn train_classifiers(
+    cfg: &Config,
+    fresh: bool,
+    comm: &dyn Communicator,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<bool> {
+    let run_dir = &cfg.run_dir;
+    if fresh {
+        on_root(comm, || remove(&run_dir.join("train")))?;
+    }
+    let shards = crate::shard::ShardSet::open(&run_dir.join("shards"))?;
+    let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
+    let opts = TrainOptions {
+        resume: Resume::Auto,
+        threads: cfg.distributed.compute_threads,
+        stop,
+        device: cfg.distributed.device,
+    };
+    let jobs = cfg.train_jobs(&names, &shards)?;
+    let runs = crate::train::train_sources(&jobs, cfg.distributed.schedule, &shards, &opts, comm)?;
+    // Every rank learns whether any group was preempted.
+    crate::comm::any(comm, runs.iter().any(|r| r.summary.preempted))
 }
 
 /// Trains VisualCheXbert's teacher (an image classifier on the first rule-labeler source, or the first source with

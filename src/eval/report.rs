@@ -139,24 +139,80 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
         ));
     }
     let results = Results::read(&results_path)?;
-    let obs = &study.observations;
     let sources: Vec<String> = results.sources.keys().cloned().collect();
-    // The label set every classifier was measured against, or each its own.
-    let reference = match &results.reference {
-        Some(r) => format!("`{r}`"),
-        None => "each source's own".to_string(),
-    };
     if sources.is_empty() {
         return Err(Error::format(&results_path, "no scored label source"));
     }
     let plots_dir = run_dir.join("plots");
     std::fs::create_dir_all(&plots_dir).map_err(|e| Error::io(&plots_dir, e))?;
-    let mut blocks = Vec::new();
-    let mut plots = Vec::new();
+    let mut p = Page {
+        run_dir,
+        split,
+        study,
+        results: &results,
+        sources,
+        // The label set every classifier was measured against, or each its own.
+        reference: match &results.reference {
+            Some(r) => format!("`{r}`"),
+            None => "each source's own".to_string(),
+        },
+        level: format!("{:.0}%", results.ci * 100.0),
+        plots_dir,
+        blocks: Vec::new(),
+        plots: Vec::new(),
+    };
+    configuration(&mut p);
+    labeler_agreement(&mut p)?;
+    let headline = auroc_per_source(&mut p);
+    paired_differences(&mut p);
+    training_section(&mut p)?;
+    roc_curves(&mut p)?;
+    p.blocks.push(Block::P(format!(
+        "Every number of this report is in `{}`.",
+        results_path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+    )));
 
-    // Configuration.
-    blocks.push(Block::H2("Configuration".into()));
-    blocks.push(Block::P(format!(
+    let title = format!("chexlab report — {}", run_dir.display());
+    let md = render_markdown(&title, &p.blocks, run_dir);
+    let html = render_html(&title, &p.blocks)?;
+    let markdown = run_dir.join("report.md");
+    let html_path = run_dir.join("report.html");
+    crate::io::write_atomic(&markdown, md.as_bytes())?;
+    crate::io::write_atomic(&html_path, html.as_bytes())?;
+    Ok(ReportFiles {
+        markdown,
+        html: html_path,
+        plots: p.plots,
+        headline,
+    })
+}
+
+/// A report being written: what it reads, and the blocks and plot files so far.
+struct Page<'a> {
+    run_dir: &'a Path,
+    split: Split,
+    study: &'a Study,
+    results: &'a Results,
+    /// The scored sources, in the results' order.
+    sources: Vec<String>,
+    /// What AUROC was measured against, as the text says it.
+    reference: String,
+    /// The intervals' confidence level, as text.
+    level: String,
+    plots_dir: PathBuf,
+    blocks: Vec<Block>,
+    plots: Vec<PathBuf>,
+}
+
+/// The study's configuration and evaluation settings.
+fn configuration(p: &mut Page) {
+    p.blocks.push(Block::H2("Configuration".into()));
+    let (study, results, reference) = (p.study, p.results, &p.reference);
+    let split = p.split;
+    let text = format!(
         "{} Evaluation on the {} split against {reference} labels, {} bootstrap resamples, {:.0}% intervals.\n\n\
          Label sources: {}.",
         study.configuration,
@@ -164,21 +220,25 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
         results.bootstrap,
         results.ci * 100.0,
         study.sources
-    )));
+    );
+    p.blocks.push(Block::P(text));
+}
 
-    // Labeler agreement.
-    let lm = run_dir.join(LABEL_METRICS);
+/// Each label source's agreement with report and image truth, when the pipeline measured it.
+fn labeler_agreement(p: &mut Page) -> Result<()> {
+    let lm = p.run_dir.join(LABEL_METRICS);
     if lm.is_file() {
         let agreement: BTreeMap<String, LabelerAgreement> =
             serde_json::from_value(read_json(&lm)?).map_err(|e| Error::json(&lm, e))?;
-        blocks.push(Block::H2("Labelers against the truth".into()));
-        blocks.push(Block::P(
+        p.blocks
+            .push(Block::H2("Labelers against the truth".into()));
+        p.blocks.push(Block::P(
             "How well each label source's labels agree with what the reports state (report truth: support-weighted \
              F1 over observations and non-blank classes) and with what the images show (image truth: mean \
              positive-class F1, uncertain counted positive)."
                 .into(),
         ));
-        blocks.push(Block::T(Table {
+        p.blocks.push(Block::T(Table {
             head: vec![
                 "label source".into(),
                 "report truth weighted F1".into(),
@@ -196,9 +256,14 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
                 .collect(),
         }));
     }
+    Ok(())
+}
 
-    // AUROC per source.
-    let level = format!("{:.0}%", results.ci * 100.0);
+/// The AUROC table (observations × sources, with intervals and the mean); returns it as Markdown, the headline.
+fn auroc_per_source(p: &mut Page) -> String {
+    let (_, split, results, obs) = (p.run_dir, p.split, p.results, &p.study.observations);
+    let sources = &p.sources;
+    let (level, reference) = (&p.level, &p.reference);
     let mut head = vec!["observation".to_string()];
     head.extend(sources.iter().cloned());
     let mut rows = Vec::new();
@@ -241,21 +306,25 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
     }));
     rows.push(mrow);
     let auroc_table = Table { head, rows };
-    blocks.push(Block::H2(format!(
+    p.blocks.push(Block::H2(format!(
         "Test AUROC per label source ({level} bootstrap intervals)"
     )));
-    blocks.push(Block::P(format!(
+    p.blocks.push(Block::P(format!(
         "One classifier per label source, each scored on the same {} images against {reference} image labels.",
         split.name(),
     )));
     let headline = auroc_table.markdown();
-    blocks.push(Block::T(auroc_table));
+    p.blocks.push(Block::T(auroc_table));
+    headline
+}
 
-    // Paired differences.
-    let comps = &results.comparisons;
+/// The paired differences between sources, per observation.
+fn paired_differences(p: &mut Page) {
+    let (comps, level) = (&p.results.comparisons, &p.level);
     if !comps.is_empty() {
-        blocks.push(Block::H2("Paired differences between label sources".into()));
-        blocks.push(Block::P(format!(
+        p.blocks
+            .push(Block::H2("Paired differences between label sources".into()));
+        p.blocks.push(Block::P(format!(
             "AUROC(a) − AUROC(b) on the images both scored, with a paired bootstrap {level} interval and p-value, and \
              DeLong's test. **Bold**: both tests give p < 0.05."
         )));
@@ -278,7 +347,7 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
                 p_value(p_d),
             ]);
         }
-        blocks.push(Block::T(Table {
+        p.blocks.push(Block::T(Table {
             head: [
                 "observation",
                 "a − b",
@@ -291,16 +360,20 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
             .to_vec(),
             rows,
         }));
-        blocks.push(Block::P(format!(
+        p.blocks.push(Block::P(format!(
             "{significant} of {} comparisons are significant at 0.05 by both tests.",
             comps.len()
         )));
     }
+}
 
-    // Training curves.
+/// Training loss and validation AUROC over the steps, per source.
+fn training_section(p: &mut Page) -> Result<()> {
+    let (run_dir, plots_dir) = (p.run_dir, &p.plots_dir);
+    let sources = &p.sources;
     let mut loss = Vec::new();
     let mut valid = Vec::new();
-    for s in &sources {
+    for s in sources {
         let path = run_dir.join("train").join(s).join("metrics.csv");
         if let Ok((l, v)) = training_curves(&path) {
             loss.push(Series {
@@ -314,7 +387,7 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
         }
     }
     if loss.iter().any(|s| !s.points.is_empty()) {
-        blocks.push(Block::H2("Training".into()));
+        p.blocks.push(Block::H2("Training".into()));
         let max_step = loss
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -354,15 +427,22 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
                 },
             )?;
             if files.len() == 2 {
-                blocks.push(Block::Fig(title.into(), files[0].clone(), files[1].clone()));
+                p.blocks
+                    .push(Block::Fig(title.into(), files[0].clone(), files[1].clone()));
             }
-            plots.extend(files);
+            p.plots.extend(files);
         }
     }
+    Ok(())
+}
 
-    // ROC curves.
+/// ROC curves per observation, every source in one chart.
+fn roc_curves(p: &mut Page) -> Result<()> {
+    let (run_dir, split, _, obs) = (p.run_dir, p.split, p.results, &p.study.observations);
+    let sources = &p.sources;
+    let plots_dir = &p.plots_dir;
     let mut scored = BTreeMap::new();
-    for s in &sources {
+    for s in sources {
         let p = run_dir
             .join("eval")
             .join(s)
@@ -372,7 +452,7 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
         }
     }
     if !scored.is_empty() {
-        blocks.push(Block::H2("ROC curves".into()));
+        p.blocks.push(Block::H2("ROC curves".into()));
         for (j, o) in obs.iter().enumerate() {
             let series: Vec<Series> = scored
                 .iter()
@@ -399,36 +479,16 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
                 },
             )?;
             if files.len() == 2 {
-                blocks.push(Block::Fig(
+                p.blocks.push(Block::Fig(
                     title.clone(),
                     files[0].clone(),
                     files[1].clone(),
                 ));
             }
-            plots.extend(files);
+            p.plots.extend(files);
         }
     }
-    blocks.push(Block::P(format!(
-        "Every number of this report is in `{}`.",
-        results_path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-    )));
-
-    let title = format!("chexlab report — {}", run_dir.display());
-    let md = render_markdown(&title, &blocks, run_dir);
-    let html = render_html(&title, &blocks)?;
-    let markdown = run_dir.join("report.md");
-    let html_path = run_dir.join("report.html");
-    crate::io::write_atomic(&markdown, md.as_bytes())?;
-    crate::io::write_atomic(&html_path, html.as_bytes())?;
-    Ok(ReportFiles {
-        markdown,
-        html: html_path,
-        plots,
-        headline,
-    })
+    Ok(())
 }
 
 /// Points of a curve: (x, y).

@@ -232,8 +232,8 @@ fn source_name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-/// Writes the shards of `spec` into `out` and returns the index.
-pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
+/// Refuses a spec the shards cannot be written for, before any work.
+fn check_spec(spec: &ShardSpec) -> Result<()> {
     for (name, _) in &spec.sources {
         if !source_name_ok(name) {
             return Err(Error::Config(format!(
@@ -254,12 +254,14 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
             plan.holdout_fraction
         )));
     }
-    let dataset = collect(spec)?;
-    // Config hash: the spec plus the content of every input table, so changed inputs redo the shards.
+    Ok(())
+}
+
+/// The shards' config hash: the spec plus the content of every input table, so changed inputs redo the shards.
+fn spec_hash(spec: &ShardSpec, tables: &[PathBuf]) -> Result<String> {
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(spec).expect("spec serialises"));
-    for p in dataset
-        .tables
+    for p in tables
         .iter()
         .chain(spec.sources.iter().filter_map(|(_, l)| match l {
             LabelInput::Csv(p) => Some(p),
@@ -268,13 +270,18 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
     {
         h.update(sha256_of(p)?.as_bytes());
     }
-    let config_hash = hex(&h.finalize());
+    Ok(hex(&h.finalize()))
+}
 
-    // Labels per source, by study id.
+/// Each source's labels by study id, in the spec's order (`own`: the dataset's own labels, when it has them).
+fn source_labels(
+    spec: &ShardSpec,
+    own: Option<&HashMap<String, LabelRow>>,
+) -> Result<Vec<HashMap<String, LabelRow>>> {
     let mut labels: Vec<HashMap<String, LabelRow>> = Vec::new();
     for (name, input) in &spec.sources {
         labels.push(match input {
-            LabelInput::Dataset => dataset.labels.clone().ok_or_else(|| {
+            LabelInput::Dataset => own.cloned().ok_or_else(|| {
                 Error::format(
                     &spec.dataset,
                     format!(
@@ -300,7 +307,93 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
             }
         });
     }
-    let rows = plan_splits(dataset.rows, plan, spec.seed, &spec.dataset)?;
+    Ok(labels)
+}
+
+/// Per source and observation, how many images have each label (positive, negative, uncertain, blank), and per
+/// source how many images' studies it has no row for.
+struct LabelStats {
+    counts: Vec<[[u64; 4]; 14]>,
+    missing: Vec<u64>,
+}
+
+impl LabelStats {
+    fn new(sources: usize) -> Self {
+        LabelStats {
+            counts: vec![[[0u64; 4]; 14]; sources],
+            missing: vec![0; sources],
+        }
+    }
+
+    /// Counts one image of `study` for every source.
+    fn count(&mut self, labels: &[HashMap<String, LabelRow>], study: &str) {
+        for (k, map) in labels.iter().enumerate() {
+            match map.get(study) {
+                Some(l) => {
+                    for o in OBSERVATIONS {
+                        let c = Label::ALL
+                            .iter()
+                            .position(|x| *x == l.get(o))
+                            .expect("listed");
+                        self.counts[k][o.index()][c] += 1;
+                    }
+                }
+                None => {
+                    self.missing[k] += 1;
+                    for o in OBSERVATIONS {
+                        self.counts[k][o.index()][3] += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The index's `label_stats` and `missing_labels`, keyed by source name.
+    #[allow(clippy::type_complexity)]
+    fn by_name(
+        &self,
+        names: &[String],
+    ) -> (
+        BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
+        BTreeMap<String, u64>,
+    ) {
+        let stats = names
+            .iter()
+            .enumerate()
+            .map(|(k, n)| {
+                let per: BTreeMap<String, BTreeMap<String, u64>> = OBSERVATIONS
+                    .iter()
+                    .map(|o| {
+                        let c: BTreeMap<String, u64> = Label::ALL
+                            .iter()
+                            .enumerate()
+                            .map(|(i, l)| (l.name().to_string(), self.counts[k][o.index()][i]))
+                            .collect();
+                        (o.name().to_string(), c)
+                    })
+                    .collect();
+                (n.clone(), per)
+            })
+            .collect();
+        (
+            stats,
+            names
+                .iter()
+                .cloned()
+                .zip(self.missing.iter().copied())
+                .collect(),
+        )
+    }
+}
+
+/// Writes the shards of `spec` into `out` and returns the index.
+pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
+    check_spec(spec)?;
+    let dataset = collect(spec)?;
+    let config_hash = spec_hash(spec, &dataset.tables)?;
+
+    let labels = source_labels(spec, dataset.labels.as_ref())?;
+    let rows = plan_splits(dataset.rows, &spec.splits, spec.seed, &spec.dataset)?;
 
     fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let index_path = out.join(INDEX);
@@ -322,8 +415,7 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
 
     let mut shards = Vec::new();
     let mut splits = BTreeMap::new();
-    let mut stats = vec![[[0u64; 4]; 14]; names.len()];
-    let mut missing = vec![0u64; names.len()];
+    let mut stats = LabelStats::new(names.len());
     for (split, mut list) in rows {
         // Deterministic shuffle so that every shard is a random sample of its split.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
@@ -332,25 +424,7 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
         list.shuffle(&mut rng);
         splits.insert(split.name().to_string(), list.len() as u64);
         for r in &list {
-            for (k, map) in labels.iter().enumerate() {
-                match map.get(&r.study) {
-                    Some(l) => {
-                        for o in OBSERVATIONS {
-                            let c = Label::ALL
-                                .iter()
-                                .position(|x| *x == l.get(o))
-                                .expect("listed");
-                            stats[k][o.index()][c] += 1;
-                        }
-                    }
-                    None => {
-                        missing[k] += 1;
-                        for o in OBSERVATIONS {
-                            stats[k][o.index()][3] += 1;
-                        }
-                    }
-                }
-            }
+            stats.count(&labels, &r.study);
         }
         for (n, chunk) in list.chunks(rows_per_shard as usize).enumerate() {
             let file = format!("{}-{n:05}.parquet", split.name());
@@ -377,24 +451,7 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
         }
     }
     bar.finish_and_clear();
-    let label_stats = names
-        .iter()
-        .enumerate()
-        .map(|(k, n)| {
-            let per: BTreeMap<String, BTreeMap<String, u64>> = OBSERVATIONS
-                .iter()
-                .map(|o| {
-                    let c: BTreeMap<String, u64> = Label::ALL
-                        .iter()
-                        .enumerate()
-                        .map(|(i, l)| (l.name().to_string(), stats[k][o.index()][i]))
-                        .collect();
-                    (o.name().to_string(), c)
-                })
-                .collect();
-            (n.clone(), per)
-        })
-        .collect();
+    let (label_stats, missing) = stats.by_name(&names);
     let index = ShardIndex {
         schema_version: SCHEMA_VERSION,
         config_hash,
@@ -405,7 +462,7 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
         shards,
         splits,
         label_stats,
-        missing_labels: names.iter().cloned().zip(missing).collect(),
+        missing_labels: missing,
     };
     write_atomic(
         &index_path,

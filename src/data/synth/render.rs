@@ -273,9 +273,20 @@ fn frontal(
     let (dx, dy) = at(0.5, 0.86);
     c.ellipse(dx, dy, 0.4 * k, 0.12 * k, 0.12, 0.3);
 
-    // Findings.
+    frontal_findings(c, f, &lungs, ptx.as_ref(), (k, &at), rng);
+}
+
+/// The findings drawn over a frontal view's anatomy, in a fixed order (the draws from `rng` follow it).
+fn frontal_findings(
+    c: &mut Canvas,
+    f: &Findings,
+    lungs: &[Lung; 2],
+    ptx: Option<&(f32, Vec<Lung>)>,
+    (k, at): (f32, &impl Fn(f32, f32) -> (f32, f32)),
+    rng: &mut impl Rng,
+) {
     if let Some(s) = sev(f, PleuralEffusion) {
-        for l in lungs_for(f, PleuralEffusion, &lungs) {
+        for l in lungs_for(f, PleuralEffusion, lungs) {
             let level = l.cy + l.ry * (0.85 - 1.0 * s);
             let amp = 0.22 + 0.18 * s;
             c.each(
@@ -296,7 +307,7 @@ fn frontal(
             );
         }
     }
-    if let Some((s, ls)) = &ptx {
+    if let Some((s, ls)) = ptx {
         for l in ls {
             // Apical-lateral crescent of air without markings, edged by the visceral pleural line.
             let w = 0.12 + 0.5 * s;
@@ -320,7 +331,7 @@ fn frontal(
     }
     if let Some(s) = sev(f, Edema) {
         // Bilateral perihilar haze, plus Kerley lines when marked.
-        for l in &lungs {
+        for l in lungs {
             let hx = l.cx - l.outward * 0.4 * l.rx;
             c.blob(
                 hx,
@@ -339,7 +350,7 @@ fn frontal(
         }
     }
     if let Some(s) = sev(f, Consolidation) {
-        for l in lungs_for(f, Consolidation, &lungs) {
+        for l in lungs_for(f, Consolidation, lungs) {
             let (x, y) = l.point(rng, 0.3);
             let r = (0.04 + 0.06 * s) * k;
             c.ellipse(x, y, r * 1.2, r, 0.15 + 0.25 * s, 0.35);
@@ -353,7 +364,7 @@ fn frontal(
         }
     }
     if let Some(s) = sev(f, Pneumonia) {
-        for l in lungs_for(f, Pneumonia, &lungs) {
+        for l in lungs_for(f, Pneumonia, lungs) {
             let (x, y) = l.point(rng, 0.2);
             for _ in 0..4 {
                 let (dx, dy) = (
@@ -365,7 +376,7 @@ fn frontal(
         }
     }
     if let Some(s) = sev(f, Atelectasis) {
-        for l in lungs_for(f, Atelectasis, &lungs) {
+        for l in lungs_for(f, Atelectasis, lungs) {
             let y = l.cy + l.ry * rng.random_range(0.45..0.7f32);
             let tilt = rng.random_range(-0.03..0.03f32);
             c.segment(
@@ -377,7 +388,7 @@ fn frontal(
         }
     }
     if let Some(s) = sev(f, LungLesion) {
-        for l in lungs_for(f, LungLesion, &lungs) {
+        for l in lungs_for(f, LungLesion, lungs) {
             let (x, y) = l.point(rng, 0.0);
             let r = (0.012 + 0.045 * s) * k;
             c.ellipse(x, y, r, r, 0.2 + 0.2 * s, 0.15);
@@ -385,7 +396,7 @@ fn frontal(
     }
     if f.has(LungOpacity) && !super::world::OPACITY_CHILDREN.iter().any(|o| f.has(*o)) {
         let s = f.severity(LungOpacity);
-        for l in lungs_for(f, LungOpacity, &lungs) {
+        for l in lungs_for(f, LungOpacity, lungs) {
             let (x, y) = l.point(rng, 0.0);
             c.blob(
                 x,
@@ -397,7 +408,7 @@ fn frontal(
         }
     }
     if let Some(s) = sev(f, PleuralOther) {
-        for l in lungs_for(f, PleuralOther, &lungs) {
+        for l in lungs_for(f, PleuralOther, lungs) {
             // Pleural thickening along the lateral wall and an apical cap.
             let t = 0.01 + 0.03 * s;
             c.each(
@@ -418,7 +429,7 @@ fn frontal(
         }
     }
     if let Some(s) = sev(f, SupportDevices) {
-        devices(c, s, &at, rng);
+        devices(c, s, at, rng);
     }
 }
 

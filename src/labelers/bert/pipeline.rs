@@ -211,6 +211,101 @@ fn fit_settings(b: &BertSection, cfg: &BertJob, epochs: usize, lr: f64, seed: u6
     }
 }
 
+/// The model training starts from, with its encoder sizes: a labeler directory's encoder (VisualCheXbert from
+/// CheXbert), a pretrained encoder checkpoint's, or a fresh seeded one of `[bert]`'s sizes.
+fn start_model(
+    cfg: &BertJob,
+    kind: HeadKind,
+    vocab_size: usize,
+    init: Option<(super::LabelerMeta, ReportTokenizer, Vec<u8>)>,
+    init_dir: Option<&Path>,
+    ad: &burn::tensor::Device,
+    root: bool,
+) -> Result<(BertConfig, BertLabeler)> {
+    let b = &cfg.bert;
+    let (bert_cfg, pretrained) = match (&init, &b.pretrained) {
+        (Some((meta, _, _)), _) => (meta.bert.clone(), None),
+        (None, Some(p)) => {
+            let checkpoint = super::import::Checkpoint::read(p)?;
+            (checkpoint.config(Some(b.heads))?, Some((p, checkpoint)))
+        }
+        (None, None) => {
+            let mut c = BertConfig::new(vocab_size, b.hidden, b.layers, b.heads, b.intermediate);
+            c.max_position_embeddings = b.max_len;
+            c.validate().map_err(Error::Config)?;
+            (c, None)
+        }
+    };
+    let model = seeded_labeler(&bert_cfg, kind, b.dropout, cfg.seed, ad);
+    let model = match (pretrained, init, init_dir) {
+        (Some((p, checkpoint)), _, _) => {
+            let (bert, n) = checkpoint.load_encoder(model.bert)?;
+            if root {
+                tracing::info!("encoder: {n} tensors from {}", p.display());
+            }
+            BertLabeler { bert, ..model }
+        }
+        (None, Some((meta, _, bytes)), Some(dir)) => {
+            let src = BertLabeler::new(meta.bert.init(ad), meta.kind, meta.dropout, ad);
+            let src = super::load_record(src, bytes, &dir.join(super::MODEL_FILE))?;
+            if root {
+                tracing::info!("encoder and tokenizer from {}", dir.display());
+            }
+            BertLabeler {
+                bert: src.bert,
+                ..model
+            }
+        }
+        _ => model,
+    };
+    Ok((bert_cfg, model))
+}
+
+/// Fits VisualCheXbert's per-observation logistic regressions on `dev` reports and their image `labels`.
+fn calibrate(
+    labeler: &mut BertReportLabeler,
+    dev: &[&StudyReport],
+    labels: &HashMap<u64, LabelRow>,
+) -> Result<()> {
+    let encoded: Vec<Encoded> = dev
+        .par_iter()
+        .map(|s| labeler.tokenizer.encode(&s.text))
+        .collect::<Result<_>>()?;
+    let probs = labeler.outputs(&encoded);
+    let truth: Vec<[Option<bool>; N_OBS]> = dev
+        .iter()
+        .map(|s| {
+            head_order(&labels[&s.study_id]).map(|l| match l {
+                Label::Positive => Some(true),
+                Label::Negative => Some(false),
+                _ => None,
+            })
+        })
+        .collect();
+    labeler.meta.calibration = Some(fit_calibration(&probs, &truth, 1e-2));
+    Ok(())
+}
+
+/// How `rows` (labels of the `test` reports) agree with `truth`: the mean positive F1 against image truth
+/// (uncertain counted positive), else the weighted F1 against report truth; none without truth for every study.
+fn agreement(
+    test: &[&StudyReport],
+    rows: &[LabelRow],
+    truth: Option<&HashMap<u64, LabelRow>>,
+    image: bool,
+) -> Option<f64> {
+    let truth = truth?;
+    let mut c = Confusion::default();
+    for (s, p) in test.iter().zip(rows.iter()) {
+        c.add(truth.get(&s.study_id)?, p);
+    }
+    if image {
+        c.binary_scores(UncertaintyPolicy::Ones).1.into()
+    } else {
+        c.report_scores().1.into()
+    }
+}
+
 /// Trains a BERT labeler of `kind` as configured in `cfg.bert`, writes it to `out` (a labeler directory plus
 /// `train_report.json`), and scores it and the rule labeler on the test split.
 pub fn train_labeler(
@@ -269,48 +364,16 @@ pub fn train_labeler(
 
     let device = crate::comm::compute_device(cfg.device, comm.local_rank())?;
     let ad = device.clone().autodiff();
-    let (bert_cfg, pretrained) = match (&init, &b.pretrained) {
-        (Some((meta, _, _)), _) => (meta.bert.clone(), None),
-        (None, Some(p)) => {
-            let checkpoint = super::import::Checkpoint::read(p)?;
-            (checkpoint.config(Some(b.heads))?, Some((p, checkpoint)))
-        }
-        (None, None) => {
-            let mut c = BertConfig::new(
-                tok.vocab_size(),
-                b.hidden,
-                b.layers,
-                b.heads,
-                b.intermediate,
-            );
-            c.max_position_embeddings = b.max_len;
-            c.validate().map_err(Error::Config)?;
-            (c, None)
-        }
-    };
+    let (bert_cfg, model) = start_model(
+        cfg,
+        kind,
+        tok.vocab_size(),
+        init,
+        init_dir.as_deref(),
+        &ad,
+        root,
+    )?;
     let tok = tok.with_max_len(b.max_len.min(bert_cfg.max_position_embeddings));
-    let model = seeded_labeler(&bert_cfg, kind, b.dropout, cfg.seed, &ad);
-    let model = match (pretrained, init, &init_dir) {
-        (Some((p, checkpoint)), _, _) => {
-            let (bert, n) = checkpoint.load_encoder(model.bert)?;
-            if root {
-                tracing::info!("encoder: {n} tensors from {}", p.display());
-            }
-            BertLabeler { bert, ..model }
-        }
-        (None, Some((meta, _, bytes)), Some(dir)) => {
-            let src = BertLabeler::new(meta.bert.init(&ad), meta.kind, meta.dropout, &ad);
-            let src = super::load_record(src, bytes, &dir.join(super::MODEL_FILE))?;
-            if root {
-                tracing::info!("encoder and tokenizer from {}", dir.display());
-            }
-            BertLabeler {
-                bert: src.bert,
-                ..model
-            }
-        }
-        _ => model,
-    };
 
     let train_enc: Vec<Encoded> = train
         .par_iter()
@@ -418,22 +481,7 @@ pub fn train_labeler(
         let dev: Vec<&StudyReport> = of(Split::Valid)
             .filter(|s| labels.contains_key(&s.study_id))
             .collect();
-        let encoded: Vec<Encoded> = dev
-            .par_iter()
-            .map(|s| labeler.tokenizer.encode(&s.text))
-            .collect::<Result<_>>()?;
-        let probs = labeler.outputs(&encoded);
-        let truth: Vec<[Option<bool>; N_OBS]> = dev
-            .iter()
-            .map(|s| {
-                head_order(&labels[&s.study_id]).map(|l| match l {
-                    Label::Positive => Some(true),
-                    Label::Negative => Some(false),
-                    _ => None,
-                })
-            })
-            .collect();
-        labeler.meta.calibration = Some(fit_calibration(&probs, &truth, 1e-2));
+        calibrate(&mut labeler, &dev, labels)?;
     }
     // Scores on the test split, with the rule labeler alongside.
     let test: Vec<&StudyReport> = of(Split::Test).collect();
@@ -450,22 +498,10 @@ pub fn train_labeler(
     let report_truth = report_truth.or_else(|| optional(&b.expert_labels));
     let image_truth = image_truth.or_else(|| optional(&b.dev_labels));
     for (name, rows) in [("chexpert (rules)", &rule_rows), (kind.name(), &bert_rows)] {
-        let score = |truth: &Option<HashMap<u64, LabelRow>>, image: bool| -> Option<f64> {
-            let truth = truth.as_ref()?;
-            let mut c = Confusion::default();
-            for (s, p) in test.iter().zip(rows.iter()) {
-                c.add(truth.get(&s.study_id)?, p);
-            }
-            if image {
-                c.binary_scores(UncertaintyPolicy::Ones).1.into()
-            } else {
-                c.report_scores().1.into()
-            }
-        };
         report.scores.push(LabelerScores {
             labeler: name.into(),
-            report_weighted_f1: score(&report_truth, false),
-            image_mean_positive_f1: score(&image_truth, true),
+            report_weighted_f1: agreement(&test, rows, report_truth.as_ref(), false),
+            image_mean_positive_f1: agreement(&test, rows, image_truth.as_ref(), true),
         });
     }
     report.seconds = t0.elapsed().as_secs_f64();
