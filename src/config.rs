@@ -20,6 +20,7 @@ pub use crate::learn::OptimizerConfig;
 pub use crate::model::{Arch, ModelConfig, Precision};
 use crate::observations::Observation;
 pub use crate::observations::UncertaintyPolicy;
+use crate::run_dir::RunDir;
 pub use crate::shard::ShardConfig;
 use crate::shard::{ShardSet, ShardSpec};
 pub use crate::train::{LrDecay, ScheduleConfig};
@@ -27,9 +28,6 @@ use crate::train::{TrainJob, TrainSettings};
 
 /// The embedded default config (`configs/demo.toml`), used by `chexlab demo`.
 pub const DEMO_TOML: &str = include_str!("../configs/demo.toml");
-
-/// File name of the resolved config in a run directory.
-pub const RESOLVED_NAME: &str = "config.resolved.toml";
 
 /// A whole experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -313,7 +311,7 @@ impl Config {
             .map(|n| {
                 Ok(TrainJob {
                     settings: self.train_settings(n, shards)?,
-                    out: self.run_dir.join("train").join(n),
+                    out: self.run().train(n),
                 })
             })
             .collect()
@@ -397,9 +395,7 @@ impl Config {
                         s.name
                     )));
                 }
-                (SourceKind::Labeler, _) => {
-                    cfg.run_dir.join("labels").join(format!("{}.csv", s.name))
-                }
+                (SourceKind::Labeler, _) => cfg.run().labels_of(&s.name),
             };
             if !path.is_file() {
                 return Err(Error::io(
@@ -427,6 +423,11 @@ impl Config {
         })
     }
 
+    /// The run directory.
+    pub fn run(&self) -> RunDir {
+        RunDir::new(&self.run_dir)
+    }
+
     /// The resolved config as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a Config always serialises")
@@ -439,7 +440,7 @@ impl Config {
 
     /// Writes `config.resolved.toml` into the run directory (atomically) and returns its path.
     pub fn write_resolved(&self) -> Result<PathBuf> {
-        let path = self.run_dir.join(RESOLVED_NAME);
+        let path = self.run().resolved_config();
         write_atomic(&path, self.to_toml().as_bytes())?;
         Ok(path)
     }

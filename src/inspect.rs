@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{Config, RESOLVED_NAME};
+use crate::config::Config;
 use crate::data::chexpert;
 use crate::data::mimic::{MimicLayout, read_study_labels};
 use crate::data::synth;
@@ -14,6 +14,7 @@ use crate::data::{BadRecords, OnBadRecord, Split};
 use crate::error::{Error, Result};
 use crate::labelers::format::{read_labeled, read_reports};
 use crate::observations::{Label, LabelRow, N_OBS, OBSERVATIONS};
+use crate::run_dir::RunDir;
 
 /// Label distribution: per observation, counts of positive / negative / uncertain / blank.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -174,7 +175,7 @@ pub fn inspect(path: &Path, policy: OnBadRecord) -> Result<Inspection> {
         ));
     }
     if path.is_dir() {
-        if path.join(RESOLVED_NAME).is_file() {
+        if RunDir::new(path).resolved_config().is_file() {
             return inspect_run_dir(path);
         }
         if MimicLayout::detect(path) {
@@ -357,7 +358,7 @@ fn inspect_csv(path: &Path, policy: OnBadRecord) -> Result<Inspection> {
 }
 
 fn inspect_run_dir(dir: &Path) -> Result<Inspection> {
-    let cfg = Config::load(&dir.join(RESOLVED_NAME), &[])?;
+    let cfg = Config::load(&RunDir::new(dir).resolved_config(), &[])?;
     let mut out = Inspection::new(dir, "run-dir");
     out.facts.insert("config hash".into(), cfg.hash());
     out.facts.insert("seed".into(), cfg.seed.to_string());

@@ -5,7 +5,7 @@
 /// Floors from the ground up; rooms on one floor do not import each other.
 const FLOORS: &[&[&str]] = &[
     &["error"],
-    &["io", "observations", "progress"],
+    &["io", "observations", "progress", "run_dir"],
     &["data"],
     &["comm"],
     &["model"],

@@ -15,6 +15,7 @@ pub mod model;
 pub mod observations;
 pub mod pipeline;
 pub mod progress;
+pub mod run_dir;
 pub mod shard;
 pub mod train;
 

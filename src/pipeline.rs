@@ -27,7 +27,7 @@ use crate::config::{
 };
 use crate::data::Split;
 use crate::error::{Error, Result};
-use crate::eval::report::{LABEL_METRICS, LabelerAgreement};
+use crate::eval::report::LabelerAgreement;
 use crate::eval::results::SplitScores;
 use crate::eval::score::{ScoreJob, evaluate_run};
 use crate::labelers::bert::BertReportLabeler;
@@ -35,6 +35,7 @@ use crate::labelers::bert::model::HeadKind;
 use crate::labelers::bert::pipeline::train_labeler;
 use crate::labelers::rules::RuleLabeler;
 use crate::labelers::{ReportLabeler, label_dataset};
+use crate::run_dir::RunDir;
 use crate::shard::ShardSet;
 use crate::train::{Resume, TrainOptions};
 
@@ -126,9 +127,7 @@ pub struct RunOutcome {
 }
 
 fn marker_path(cfg: &Config, stage: Stage) -> PathBuf {
-    cfg.run_dir
-        .join("stages")
-        .join(format!("{}.json", stage.name()))
+    cfg.run().stages().join(format!("{}.json", stage.name()))
 }
 
 fn read_marker(cfg: &Config, stage: Stage) -> Option<Marker> {
@@ -170,7 +169,7 @@ pub fn run(
             }
             out.stages.push((stage, None));
             if stage == Stage::Report {
-                let md = cfg.run_dir.join("report.md");
+                let md = cfg.run().report_md();
                 out.headline = std::fs::read_to_string(&md).ok().map(|t| auroc_table(&t));
                 out.report = Some(md);
             }
@@ -189,8 +188,8 @@ pub fn run(
                     "running"
                 }
             );
-            std::fs::create_dir_all(cfg.run_dir.join("stages"))
-                .map_err(|e| Error::io(&cfg.run_dir, e))?;
+            let stages = cfg.run().stages();
+            std::fs::create_dir_all(&stages).map_err(|e| Error::io(&stages, e))?;
             let _ = std::fs::remove_file(marker_path(cfg, stage));
         }
         let t = std::time::Instant::now();
@@ -232,7 +231,7 @@ fn auroc_table(md: &str) -> String {
 /// (a source without one is skipped, or an error when `strict`) and writes `results.json`; rank 0's scores.
 pub fn evaluate(
     cfg: &Config,
-    run: &Path,
+    run: &RunDir,
     split: Split,
     sources: &[String],
     strict: bool,
@@ -251,7 +250,7 @@ pub fn evaluate(
     };
     let load = |source: &str, shards: &ShardSet, device: &burn::tensor::Device| {
         let s = cfg.train_settings(source, shards)?;
-        crate::train::load_best(&run.join("train").join(source), &s, device)
+        crate::train::load_best(&run.train(source), &s, device)
     };
     evaluate_run(&job, &load, comm)
 }
@@ -268,7 +267,7 @@ fn on_root(comm: &dyn Communicator, body: impl FnOnce() -> Result<()>) -> Result
 }
 
 fn labels_path(cfg: &Config, name: &str) -> PathBuf {
-    cfg.run_dir.join("labels").join(format!("{name}.csv"))
+    cfg.run().labels_of(name)
 }
 
 /// Labels every study's report of the dataset into the source's label file, on rank 0 with the labeler `make`
@@ -301,13 +300,12 @@ fn run_stage(
     stop: Option<Arc<AtomicBool>>,
     out: &mut RunOutcome,
 ) -> Result<bool> {
-    let run_dir = &cfg.run_dir;
     match stage {
         Stage::Synth => on_root(comm, || synth_world(cfg))?,
         Stage::Label => label_sources(cfg, fresh, comm, stop)?,
         Stage::EvalLabels => on_root(comm, || label_agreement(cfg))?,
         Stage::Shard => on_root(comm, || {
-            let dir = run_dir.join("shards");
+            let dir = cfg.run().shards();
             if fresh {
                 remove(&dir)?;
             }
@@ -322,18 +320,21 @@ fn run_stage(
         Stage::Train => return train_classifiers(cfg, fresh, comm, stop),
         Stage::Evaluate => {
             let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
-            evaluate(cfg, run_dir, Split::Test, &names, true, comm)?;
+            evaluate(cfg, &cfg.run(), Split::Test, &names, true, comm)?;
         }
         Stage::Report => {
             let mut headline = None;
             on_root(comm, || {
-                let r =
-                    crate::eval::report::write_report(run_dir, Split::Test, &cfg.report_study())?;
+                let r = crate::eval::report::write_report(
+                    &cfg.run(),
+                    Split::Test,
+                    &cfg.report_study(),
+                )?;
                 headline = Some(r.headline);
                 Ok(())
             })?;
             out.headline = headline;
-            out.report = Some(run_dir.join("report.md"));
+            out.report = Some(cfg.run().report_md());
         }
     }
     Ok(false)
@@ -377,15 +378,15 @@ fn label_sources(
     comm: &dyn Communicator,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<()> {
-    let run_dir = &cfg.run_dir;
+    let run = cfg.run();
     if fresh {
         on_root(comm, || {
-            remove(&run_dir.join("labels"))?;
-            remove(&run_dir.join("labelers"))?;
-            remove(&run_dir.join("teacher"))
+            remove(&run.labels())?;
+            remove(&run.labelers())?;
+            remove(run.teacher().path())
         })?;
     }
-    std::fs::create_dir_all(run_dir.join("labels")).map_err(|e| Error::io(run_dir, e))?;
+    std::fs::create_dir_all(run.labels()).map_err(|e| Error::io(run.labels(), e))?;
     let labelers: Vec<&SourceConfig> = cfg
         .sources
         .iter()
@@ -414,7 +415,7 @@ fn label_sources(
                 let dir = match &s.path {
                     Some(p) => p.clone(),
                     None => {
-                        let dir = run_dir.join("labelers").join(&s.name);
+                        let dir = run.labeler(&s.name);
                         let mut c = cfg.clone();
                         if head == HeadKind::Visualchexbert {
                             if c.bert.init_from.is_none() {
@@ -463,7 +464,6 @@ fn label_sources(
 
 /// The eval-labels stage (rank 0): each source's labels against the dataset's report and image truth.
 fn label_agreement(cfg: &Config) -> Result<()> {
-    let run_dir = &cfg.run_dir;
     let mut table = std::collections::BTreeMap::new();
     let report_truth = cfg.dataset.root.join("truth/report_labels.csv");
     let image_truth = cfg.dataset.root.join("truth/image_labels.csv");
@@ -503,7 +503,7 @@ fn label_agreement(cfg: &Config) -> Result<()> {
         );
     }
     let json = serde_json::to_vec_pretty(&table).expect("label metrics");
-    crate::io::write_atomic(run_dir.join(LABEL_METRICS), &json)
+    crate::io::write_atomic(cfg.run().label_metrics(), &json)
 }
 
 /// The train stage: one classifier per source; returns whether a group was preempted (every rank learns it).
@@ -513,11 +513,10 @@ fn train_classifiers(
     comm: &dyn Communicator,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<bool> {
-    let run_dir = &cfg.run_dir;
     if fresh {
-        on_root(comm, || remove(&run_dir.join("train")))?;
+        on_root(comm, || remove(&cfg.run().train_root()))?;
     }
-    let shards = crate::shard::ShardSet::open(&run_dir.join("shards"))?;
+    let shards = crate::shard::ShardSet::open(&cfg.run().shards())?;
     let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
     let opts = TrainOptions {
         resume: Resume::Auto,
@@ -551,7 +550,7 @@ fn teacher(
             )
         })?;
     let mut t = cfg.clone();
-    t.run_dir = cfg.run_dir.join("teacher");
+    t.run_dir = cfg.run().teacher().path().to_path_buf();
     t.sources = vec![SourceConfig {
         name: src.name.clone(),
         kind: SourceKind::External,
@@ -561,11 +560,11 @@ fn teacher(
     }];
     on_root(comm, || {
         t.write_resolved()?;
-        let dir = t.run_dir.join("shards");
+        let dir = t.run().shards();
         crate::shard::write_shards(&t.shard_spec()?, &dir)?;
         Ok(())
     })?;
-    let shards = crate::shard::ShardSet::open(&t.run_dir.join("shards"))?;
+    let shards = crate::shard::ShardSet::open(&t.run().shards())?;
     let opts = TrainOptions {
         resume: Resume::Auto,
         threads: t.distributed.compute_threads,
@@ -576,17 +575,13 @@ fn teacher(
     crate::train::train_sources(&jobs, t.distributed.schedule, &shards, &opts, comm)?;
     evaluate(
         &t,
-        &t.run_dir,
+        &t.run(),
         Split::Train,
         std::slice::from_ref(&src.name),
         true,
         comm,
     )?;
     // Absolute: `bert.teacher` is otherwise taken relative to the dataset root.
-    let path = t
-        .run_dir
-        .join("eval")
-        .join(&src.name)
-        .join("predictions_train.csv");
+    let path = t.run().eval(&src.name).join("predictions_train.csv");
     std::path::absolute(&path).map_err(|e| Error::io(&path, e))
 }

@@ -34,10 +34,10 @@ impl EvaluateArgs {
                 comm,
             )?;
             for (source, sc) in &scores {
-                print_scores(source, sc, &run.join("eval").join(source));
+                print_scores(source, sc, &run.eval(source));
             }
             if comm.rank() == 0 {
-                println!("per-source AUROC: {}", run.join("results.json").display());
+                println!("per-source AUROC: {}", run.results().display());
             }
             Ok(0)
         })

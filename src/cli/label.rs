@@ -159,7 +159,7 @@ fn head_kind(kind: LabelerKind) -> Result<HeadKind> {
 fn train(labeler: LabelerKind, config: &super::ConfigArgs, out: Option<PathBuf>) -> Result<()> {
     let kind = head_kind(labeler)?;
     let cfg = config.load()?;
-    let out = out.unwrap_or_else(|| cfg.run_dir.join("labelers").join(kind.name()));
+    let out = out.unwrap_or_else(|| cfg.run().labeler(kind.name()));
     let comm = chexlab::comm::from_config(&cfg.distributed)?;
     super::on_comm(comm, |comm| {
         let r =

@@ -22,6 +22,7 @@ use clap::{Args, Parser, Subcommand};
 
 use chexlab::comm::Communicator;
 use chexlab::config::Config;
+use chexlab::run_dir::RunDir;
 
 /// chexlab — how much does report-labeler quality change the chest X-ray classifier trained on its labels?
 #[derive(Parser)]
@@ -166,7 +167,7 @@ pub struct RunDirArgs {
 
 impl RunDirArgs {
     /// The run's config (overrides applied) and its directory.
-    pub fn load(&self) -> Result<(Config, PathBuf)> {
+    pub fn load(&self) -> Result<(Config, RunDir)> {
         let config_file = match (&self.run, &self.config) {
             (_, Some(c)) => Some(c.clone()),
             (Some(r), None) if r.is_file() => Some(r.clone()),
@@ -175,12 +176,12 @@ impl RunDirArgs {
         Ok(match config_file {
             Some(file) => {
                 let cfg = Config::load(&file, &self.overrides)?;
-                let dir = cfg.run_dir.clone();
+                let dir = cfg.run();
                 (cfg, dir)
             }
             None => {
-                let dir = self.run.clone().expect("clap requires --run or --config");
-                let cfg = Config::load(&dir.join(chexlab::config::RESOLVED_NAME), &self.overrides)?;
+                let dir = RunDir::new(self.run.clone().expect("clap requires --run or --config"));
+                let cfg = Config::load(&dir.resolved_config(), &self.overrides)?;
                 (cfg, dir)
             }
         })

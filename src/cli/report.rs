@@ -26,7 +26,7 @@ impl ReportArgs {
             r.markdown.display(),
             r.html.display(),
             r.plots.len(),
-            run.join("plots").display()
+            run.plots().display()
         );
         Ok(())
     }

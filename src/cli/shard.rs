@@ -66,7 +66,7 @@ impl ShardArgs {
         let (spec, out) = match &self.config {
             Some(path) => {
                 let cfg = chexlab::config::Config::load(path, &self.overrides)?;
-                (cfg.shard_spec()?, cfg.run_dir.join("shards"))
+                (cfg.shard_spec()?, cfg.run().shards())
             }
             None => {
                 let spec = chexlab::shard::ShardSpec {

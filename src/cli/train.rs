@@ -38,7 +38,7 @@ impl TrainArgs {
             if comm.rank() == 0 {
                 super::prepare_run(&cfg)?;
             }
-            let shards = chexlab::shard::ShardSet::open(&cfg.run_dir.join("shards"))?;
+            let shards = chexlab::shard::ShardSet::open(&cfg.run().shards())?;
             let opts = TrainOptions {
                 resume: self.resume.unwrap_or(Resume::Fresh),
                 threads: cfg.distributed.compute_threads,

@@ -16,6 +16,7 @@ use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::eval::plots::{Chart, Series, line_chart, roc_points};
 use crate::observations::Observation;
+use crate::run_dir::RunDir;
 
 /// Agreement of one labeler's labels with the truth (written by the pipeline's label-evaluation stage).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -37,9 +38,6 @@ pub struct Study {
     /// The observations the classifiers predict, in the tables' order.
     pub observations: Vec<Observation>,
 }
-
-/// File (under the run directory) with the labeler agreement table: source name → [`LabelerAgreement`].
-pub const LABEL_METRICS: &str = "labels/metrics.json";
 
 /// What `report` wrote.
 #[derive(Clone, Debug)]
@@ -130,8 +128,9 @@ enum Block {
 }
 
 /// Writes the report of `run_dir` for `split`, describing `study`.
-pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<ReportFiles> {
-    let results_path = Results::path(run_dir);
+pub fn write_report(run: &RunDir, split: Split, study: &Study) -> Result<ReportFiles> {
+    let run_dir = run.path();
+    let results_path = run.results();
     if !results_path.is_file() {
         return Err(Error::format(
             &results_path,
@@ -143,10 +142,10 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
     if sources.is_empty() {
         return Err(Error::format(&results_path, "no scored label source"));
     }
-    let plots_dir = run_dir.join("plots");
+    let plots_dir = run.plots();
     std::fs::create_dir_all(&plots_dir).map_err(|e| Error::io(&plots_dir, e))?;
     let mut p = Page {
-        run_dir,
+        run,
         split,
         study,
         results: &results,
@@ -178,8 +177,8 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
     let title = format!("chexlab report — {}", run_dir.display());
     let md = render_markdown(&title, &p.blocks, run_dir);
     let html = render_html(&title, &p.blocks)?;
-    let markdown = run_dir.join("report.md");
-    let html_path = run_dir.join("report.html");
+    let markdown = run.report_md();
+    let html_path = run.report_html();
     crate::io::write_atomic(&markdown, md.as_bytes())?;
     crate::io::write_atomic(&html_path, html.as_bytes())?;
     Ok(ReportFiles {
@@ -192,7 +191,7 @@ pub fn write_report(run_dir: &Path, split: Split, study: &Study) -> Result<Repor
 
 /// A report being written: what it reads, and the blocks and plot files so far.
 struct Page<'a> {
-    run_dir: &'a Path,
+    run: &'a RunDir,
     split: Split,
     study: &'a Study,
     results: &'a Results,
@@ -226,7 +225,7 @@ fn configuration(p: &mut Page) {
 
 /// Each label source's agreement with report and image truth, when the pipeline measured it.
 fn labeler_agreement(p: &mut Page) -> Result<()> {
-    let lm = p.run_dir.join(LABEL_METRICS);
+    let lm = p.run.label_metrics();
     if lm.is_file() {
         let agreement: BTreeMap<String, LabelerAgreement> =
             serde_json::from_value(read_json(&lm)?).map_err(|e| Error::json(&lm, e))?;
@@ -261,7 +260,7 @@ fn labeler_agreement(p: &mut Page) -> Result<()> {
 
 /// The AUROC table (observations × sources, with intervals and the mean); returns it as Markdown, the headline.
 fn auroc_per_source(p: &mut Page) -> String {
-    let (_, split, results, obs) = (p.run_dir, p.split, p.results, &p.study.observations);
+    let (split, results, obs) = (p.split, p.results, &p.study.observations);
     let sources = &p.sources;
     let (level, reference) = (&p.level, &p.reference);
     let mut head = vec!["observation".to_string()];
@@ -369,12 +368,12 @@ fn paired_differences(p: &mut Page) {
 
 /// Training loss and validation AUROC over the steps, per source.
 fn training_section(p: &mut Page) -> Result<()> {
-    let (run_dir, plots_dir) = (p.run_dir, &p.plots_dir);
+    let (run, plots_dir) = (p.run, &p.plots_dir);
     let sources = &p.sources;
     let mut loss = Vec::new();
     let mut valid = Vec::new();
     for s in sources {
-        let path = run_dir.join("train").join(s).join("metrics.csv");
+        let path = run.train(s).join("metrics.csv");
         if let Ok((l, v)) = training_curves(&path) {
             loss.push(Series {
                 name: s.clone(),
@@ -438,14 +437,13 @@ fn training_section(p: &mut Page) -> Result<()> {
 
 /// ROC curves per observation, every source in one chart.
 fn roc_curves(p: &mut Page) -> Result<()> {
-    let (run_dir, split, _, obs) = (p.run_dir, p.split, p.results, &p.study.observations);
+    let (run, split, obs) = (p.run, p.split, &p.study.observations);
     let sources = &p.sources;
     let plots_dir = &p.plots_dir;
     let mut scored = BTreeMap::new();
     for s in sources {
-        let p = run_dir
-            .join("eval")
-            .join(s)
+        let p = run
+            .eval(s)
             .join(format!("predictions_{}.csv", split.name()));
         if p.is_file() {
             scored.insert(s.clone(), read_predictions(&p, obs)?);
@@ -615,9 +613,9 @@ mod tests {
             sources,
             comparisons: vec![],
         }
-        .write(&Results::path(dir.path()))
+        .write(&cfg.run().results())
         .unwrap();
-        let r = write_report(dir.path(), Split::Test, &cfg.report_study()).unwrap();
+        let r = write_report(&cfg.run(), Split::Test, &cfg.report_study()).unwrap();
         let md = std::fs::read_to_string(r.markdown).unwrap();
         (dir, md)
     }

@@ -2,7 +2,7 @@
 //! comparisons between sources — as types shared by the writer ([`super::score`]) and the report.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -93,11 +93,6 @@ pub struct Results {
 }
 
 impl Results {
-    /// The path of the results of `run_dir`.
-    pub fn path(run_dir: &Path) -> PathBuf {
-        run_dir.join(RESULTS)
-    }
-
     /// The reference all of `sources` share, if they share one.
     pub fn shared_reference<'a>(
         sources: impl IntoIterator<Item = &'a SplitScores>,
@@ -168,7 +163,7 @@ mod tests {
             sources: [("a".to_string(), scores("a", "truth"))].into(),
             comparisons: vec![],
         };
-        let path = Results::path(dir.path());
+        let path = dir.path().join(RESULTS);
         r.write(&path).unwrap();
         assert_eq!(Results::read(&path).unwrap(), r);
     }

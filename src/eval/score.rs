@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::DenseNet;
 use crate::model::ModelConfig;
 use crate::observations::{Label, LabelRow, Observation};
+use crate::run_dir::RunDir;
 use crate::shard::to_batch;
 use crate::shard::{RowRef, Sample, ShardSet};
 
@@ -210,7 +211,7 @@ pub type LoadClassifier<'a> = dyn Fn(&str, &ShardSet, &Device) -> Result<Option<
 /// What to score: a split of a run, for some of its sources, with the evaluation settings.
 pub struct ScoreJob<'a> {
     /// The run directory (`shards/` in, `eval/<source>/` and `results.json` out).
-    pub run: &'a Path,
+    pub run: &'a RunDir,
     /// The split to score.
     pub split: Split,
     /// The sources to score.
@@ -235,13 +236,13 @@ pub fn evaluate_run(
     load: &LoadClassifier,
     comm: &dyn Communicator,
 ) -> Result<Vec<(String, SplitScores)>> {
-    let shards = ShardSet::open(&job.run.join("shards"))?;
+    let shards = ShardSet::open(&job.run.shards())?;
     let device = crate::comm::compute_device(job.device, comm.local_rank())?;
     let mut evaluated = 0;
     let mut out = Vec::new();
     for source in job.sources {
         let Some(classifier) = load(source, &shards, &device)? else {
-            let train_dir = job.run.join("train").join(source);
+            let train_dir = job.run.train(source);
             if job.strict {
                 return Err(Error::Input(format!(
                     "{source}: no trained classifier (best.ckpt) in {}",
@@ -258,7 +259,7 @@ pub fn evaluate_run(
     if evaluated == 0 {
         return Err(Error::Input(format!(
             "nothing to evaluate: no source has a best.ckpt under {} (train first)",
-            job.run.join("train").display()
+            job.run.train_root().display()
         )));
     }
     if comm.rank() == 0 {
@@ -283,7 +284,7 @@ pub fn score(
     device: &Device,
     comm: &dyn Communicator,
 ) -> Result<Option<SplitScores>> {
-    let out = &job.run.join("eval").join(&c.source);
+    let out = &job.run.eval(&c.source);
     let rows = shards.rows(job.split);
     let Some(sc) = predict_distributed(
         &c.model,
@@ -388,13 +389,13 @@ fn aligned(a: &Scored, b: &Scored, n_obs: usize) -> (Scored, Scored) {
 /// per-source AUROC tables with intervals, and for every pair of sources and every observation the paired
 /// difference (bootstrap interval and p-value, DeLong's test) on the images both scored; returns its path.
 pub fn write_results(
-    run_dir: &Path,
+    run_dir: &RunDir,
     split: Split,
     obs: &[Observation],
     ev: &EvaluationConfig,
     seed: u64,
 ) -> Result<std::path::PathBuf> {
-    let eval = run_dir.join("eval");
+    let eval = run_dir.eval_root();
     let mut sources: std::collections::BTreeMap<String, SplitScores> =
         std::collections::BTreeMap::new();
     let mut preds = std::collections::BTreeMap::new();
@@ -430,7 +431,7 @@ pub fn write_results(
             }
         }
     }
-    let path = Results::path(run_dir);
+    let path = run_dir.results();
     let results = Results {
         split: split.name().to_string(),
         reference: Results::shared_reference(sources.values()),
