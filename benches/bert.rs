@@ -9,6 +9,9 @@
 //! Writes the reports, the tokenizer and the encoder config to `target/bench-bert/<case>/` so that the peer,
 //! `benches/compare_bert.py`, runs the same model on the same token ids in PyTorch and prints the ratio.
 
+// criterion_group! generates undocumented public functions.
+#![allow(missing_docs)]
+
 use std::path::PathBuf;
 
 use burn::tensor::Device;

@@ -2,6 +2,9 @@
 //! resamples) and a paired comparison (1,000 paired resamples + DeLong) for one observation over 100,000 images,
 //! on all cores. A full table is 14 observations × this.
 
+// criterion_group! generates undocumented public functions.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 

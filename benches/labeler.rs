@@ -1,5 +1,8 @@
 //! Rule-labeler throughput (reports/s) on realistic reports from the synthetic world: one core, and all cores.
 
+// criterion_group! generates undocumented public functions.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
 

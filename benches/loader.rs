@@ -9,6 +9,9 @@
 //! pyarrow, and prints the ratios. The shards are written once under `target/bench-shards/` (synthetic world,
 //! 2,000 studies, 256 px JPEG).
 
+// criterion_group! generates undocumented public functions.
+#![allow(missing_docs)]
+
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

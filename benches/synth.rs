@@ -1,6 +1,9 @@
 //! Synthetic-world generation throughput (studies/s), files included: findings, report, rendering, PNG encoding
 //! and writing, at 64 px (CPU runs) and 320 px (the study's protocol size).
 
+// criterion_group! generates undocumented public functions.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use chexlab::config::ImageFormat;

@@ -5,6 +5,9 @@
 //! Both with 14 outputs. Threads: the global pool (`RAYON_NUM_THREADS`). `benches/compare_torch.py` runs this
 //! bench and the same steps in PyTorch on the same number of threads, and prints the ratios.
 
+// criterion_group! generates undocumented public functions.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use burn::tensor::Device;

@@ -37,22 +37,30 @@ pub struct Config {
     pub seed: u64,
     /// Where every stage writes its outputs.
     pub run_dir: PathBuf,
+    /// The dataset and its layout.
     pub dataset: DatasetConfig,
     /// The label sources to compare; each trains one classifier.
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
+    /// How shards are written.
     pub shard: ShardConfig,
     #[serde(default)]
+    /// The classifier.
     pub model: ModelConfig,
     #[serde(default)]
+    /// Adam's settings.
     pub optimizer: OptimizerConfig,
     #[serde(default)]
+    /// Epochs, batches, learning-rate schedule, validation and checkpoints.
     pub schedule: ScheduleConfig,
     #[serde(default)]
+    /// Ranks, devices and collectives.
     pub distributed: DistributedConfig,
     #[serde(default)]
+    /// Bootstrap intervals and the reference labels.
     pub evaluation: EvaluationConfig,
     #[serde(default)]
+    /// The BERT labelers.
     pub bert: BertSection,
 }
 

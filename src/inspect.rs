@@ -19,7 +19,9 @@ use crate::run_dir::RunDir;
 /// Label distribution: per observation, counts of positive / negative / uncertain / blank.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabelCounts {
+    /// Rows counted.
     pub rows: u64,
+    /// Per observation: positive, negative, uncertain, blank.
     pub counts: [[u64; 4]; N_OBS],
 }
 
@@ -100,8 +102,11 @@ impl fmt::Display for LabelCounts {
 /// Per-split summary.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SplitSummary {
+    /// Images.
     pub images: u64,
+    /// Studies.
     pub studies: u64,
+    /// Patients.
     pub patients: u64,
     /// Label distribution per label table (e.g. `chexpert`, `negbio`, `labels`), over studies or images.
     pub labels: BTreeMap<String, LabelCounts>,
@@ -110,6 +115,7 @@ pub struct SplitSummary {
 /// What `inspect` found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Inspection {
+    /// The path inspected.
     pub path: PathBuf,
     /// `chexpert-dataset`, `mimic-dataset`, `labeled-csv`, `reports-csv`, `run-dir`.
     pub kind: String,
@@ -117,7 +123,9 @@ pub struct Inspection {
     pub facts: BTreeMap<String, String>,
     /// Per split (or `all` when a file has no split).
     pub splits: BTreeMap<String, SplitSummary>,
+    /// Malformed records skipped.
     pub skipped_records: u64,
+    /// A few of them, for the message.
     pub skipped_examples: Vec<String>,
 }
 

@@ -15,19 +15,33 @@ pub const N_OBS: usize = 14;
 /// One of the 14 observations, in the CheXpert labeler's column order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Observation {
+    /// No Finding.
     NoFinding,
+    /// Enlarged Cardiomediastinum.
     EnlargedCardiomediastinum,
+    /// Cardiomegaly.
     Cardiomegaly,
+    /// Lung Lesion.
     LungLesion,
+    /// Lung Opacity.
     LungOpacity,
+    /// Edema.
     Edema,
+    /// Consolidation.
     Consolidation,
+    /// Pneumonia.
     Pneumonia,
+    /// Atelectasis.
     Atelectasis,
+    /// Pneumothorax.
     Pneumothorax,
+    /// Pleural Effusion.
     PleuralEffusion,
+    /// Pleural Other.
     PleuralOther,
+    /// Fracture.
     Fracture,
+    /// Support Devices.
     SupportDevices,
 }
 

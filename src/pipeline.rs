@@ -61,6 +61,7 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in order.
     pub const ALL: [Stage; 7] = [
         Stage::Synth,
         Stage::Label,
@@ -71,6 +72,7 @@ impl Stage {
         Stage::Report,
     ];
 
+    /// The stage's name, as `--from` takes it.
     pub fn name(self) -> &'static str {
         match self {
             Stage::Synth => "synth",
@@ -83,6 +85,7 @@ impl Stage {
         }
     }
 
+    /// The stage named `s`.
     pub fn parse(s: &str) -> Option<Stage> {
         Stage::ALL.into_iter().find(|x| x.name() == s)
     }
@@ -110,17 +113,22 @@ impl Stage {
 /// `stages/<stage>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Marker {
+    /// The stage.
     pub stage: Stage,
+    /// Hash of its inputs.
     pub inputs_sha256: String,
+    /// How long it took.
     pub seconds: f64,
 }
 
 /// What a pipeline run did, per stage: `Some(seconds)` when it ran, `None` when it was up to date or not needed.
 #[derive(Clone, Debug, Default)]
 pub struct RunOutcome {
+    /// Each stage and its seconds (none: up to date or not applicable).
     pub stages: Vec<(Stage, Option<f64>)>,
     /// The report's headline table, when the report stage ran or was up to date.
     pub headline: Option<String>,
+    /// `report.md`, when there is one.
     pub report: Option<PathBuf>,
     /// Training stopped for preemption: exit for requeue.
     pub preempted: bool,

@@ -9,8 +9,11 @@ pub enum Backend {
     /// MPI when launched under mpirun/srun, NCCL on GPUs when available, else single process.
     #[default]
     Auto,
+    /// One process, no communication.
     Single,
+    /// MPI for everything (gradients on the host).
     Mpi,
+    /// NCCL for the gradient all-reduce on GPUs, MPI for the rest; refused where NCCL is unavailable.
     Nccl,
 }
 
@@ -32,7 +35,9 @@ pub enum SourceSchedule {
     /// Concurrent groups when the world size divides, else sequential.
     #[default]
     Auto,
+    /// Each source on its own group of ranks, at the same time.
     Concurrent,
+    /// One source after another, each on all ranks.
     Sequential,
 }
 
@@ -51,10 +56,13 @@ pub enum LrScaling {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistributedConfig {
+    /// How ranks talk.
     pub backend: Backend,
     /// `cpu` or `cuda` (one GPU per rank: the only visible one, else the local rank's).
     pub device: ComputeDevice,
+    /// How label sources share the ranks.
     pub schedule: SourceSchedule,
+    /// How the learning rate follows the global batch.
     pub lr_scaling: LrScaling,
     /// Loader threads per rank.
     pub loader_threads: usize,

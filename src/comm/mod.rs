@@ -3,8 +3,8 @@
 //! ([`mpi::Mpi`], feature `mpi`). Every collective is numbered; the sequence number, operation and rank are logged
 //! at debug level so that a hang or a mismatch can be traced to the collective where ranks parted ways.
 
-pub mod config;
-pub mod device;
+pub(crate) mod config;
+pub(crate) mod device;
 pub mod single;
 pub mod threads;
 pub mod watch;

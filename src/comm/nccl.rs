@@ -158,9 +158,13 @@ pub fn agree(ctrl: &dyn Communicator) -> Result<std::result::Result<Probe, Strin
 /// has `libnccl` (the id needs the library, not a GPU, so this part runs on CPU machines too).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ProbeReport {
+    /// This rank.
     pub rank: usize,
+    /// Ranks in the world.
     pub size: usize,
+    /// Rank on this node.
     pub local_rank: usize,
+    /// What this rank found of CUDA and NCCL.
     pub probe: Probe,
     /// Ranks without a usable NCCL (library, driver or GPU).
     pub ranks_lacking_nccl: Vec<usize>,

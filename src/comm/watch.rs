@@ -28,6 +28,7 @@ pub trait Arrivals {
 /// What the board heard from one rank.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Heard {
+    /// The rank heard from.
     pub rank: usize,
     /// The last collective it posted (`None`: nothing yet).
     pub last: Option<u64>,
@@ -44,6 +45,7 @@ const SILENT: Duration = Duration::from_millis(2500);
 /// One watched collective in progress.
 #[derive(Debug)]
 pub struct Ticket {
+    /// The collective's number in this communicator.
     pub seq: u64,
     op: &'static str,
     start: Instant,

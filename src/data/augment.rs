@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
+    /// Augment training images at all.
     pub enabled: bool,
     /// Largest shift, as a fraction of the image side.
     pub max_shift: f64,

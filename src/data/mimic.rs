@@ -17,8 +17,11 @@ use crate::observations::{ColumnMap, LabelRow};
 
 /// File names of the MIMIC-CXR-JPG tables (each may also be gzipped).
 pub const METADATA_CSV: &str = "mimic-cxr-2.0.0-metadata.csv";
+/// The split table.
 pub const SPLIT_CSV: &str = "mimic-cxr-2.0.0-split.csv";
+/// The CheXpert labeler's labels per study.
 pub const CHEXPERT_CSV: &str = "mimic-cxr-2.0.0-chexpert.csv";
+/// NegBio's labels per study.
 pub const NEGBIO_CSV: &str = "mimic-cxr-2.0.0-negbio.csv";
 
 fn parse_id(path: &Path, line: u64, what: &str, s: &str) -> Result<u64> {
@@ -56,14 +59,21 @@ fn parse_dicom_id(path: &Path, line: u64, s: &str) -> Result<String> {
 /// One row of the metadata table: one image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetadataRow {
+    /// Line in the metadata table.
     pub line: u64,
+    /// DICOM id (the image file's stem).
     pub dicom_id: String,
+    /// Patient.
     pub subject_id: u64,
+    /// Study.
     pub study_id: u64,
     /// `ViewPosition` as written (may be empty).
     pub view_position: String,
+    /// Radiograph view.
     pub view: View,
+    /// Image height in pixels, when recorded.
     pub rows: Option<u32>,
+    /// Image width in pixels, when recorded.
     pub columns: Option<u32>,
 }
 
@@ -127,10 +137,15 @@ pub fn read_metadata(path: &Path, policy: OnBadRecord) -> Result<CsvStream<Metad
 /// One row of the split table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SplitRow {
+    /// Line in the split table.
     pub line: u64,
+    /// DICOM id.
     pub dicom_id: String,
+    /// Patient.
     pub subject_id: u64,
+    /// Study.
     pub study_id: u64,
+    /// The split the image belongs to.
     pub split: Split,
 }
 
@@ -177,9 +192,13 @@ pub fn read_split(path: &Path, policy: OnBadRecord) -> Result<CsvStream<SplitPar
 /// One row of a per-study label table (`-chexpert`, `-negbio`, or chexlab's truth files).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StudyLabelRow {
+    /// Line in the label table.
     pub line: u64,
+    /// Patient, when the table has the column.
     pub subject_id: Option<u64>,
+    /// Study.
     pub study_id: u64,
+    /// The study's labels.
     pub labels: LabelRow,
 }
 
@@ -240,12 +259,17 @@ pub fn study_dir(subject_id: u64, study_id: u64) -> PathBuf {
 /// A MIMIC-CXR-JPG dataset on disk.
 #[derive(Clone, Debug)]
 pub struct MimicLayout {
+    /// The dataset root.
     pub root: PathBuf,
     /// Where `files/.../sSTUDY.txt` reports live (MIMIC-CXR ships them apart from the JPGs); default `root`.
     pub reports_root: PathBuf,
+    /// The metadata table (plain or gzipped).
     pub metadata: PathBuf,
+    /// The split table.
     pub split: PathBuf,
+    /// The CheXpert labeler's table, when present.
     pub chexpert: Option<PathBuf>,
+    /// NegBio's table, when present.
     pub negbio: Option<PathBuf>,
     /// Image file extension: `jpg` for MIMIC-CXR-JPG; a synthetic world records its own in `synth.json`.
     pub image_ext: String,
@@ -254,21 +278,30 @@ pub struct MimicLayout {
 /// One image joined with its study's split and labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MimicImage {
+    /// The image's metadata row.
     pub meta: MetadataRow,
+    /// Its split.
     pub split: Split,
     /// Path relative to the dataset root.
     pub image_path: PathBuf,
+    /// Its study's CheXpert-labeler labels, when the dataset has them.
     pub chexpert: Option<LabelRow>,
+    /// Its study's NegBio labels, when the dataset has them.
     pub negbio: Option<LabelRow>,
 }
 
 /// One study with its split and labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MimicStudy {
+    /// Patient.
     pub subject_id: u64,
+    /// Study.
     pub study_id: u64,
+    /// Its split.
     pub split: Split,
+    /// CheXpert-labeler labels, when present.
     pub chexpert: Option<LabelRow>,
+    /// NegBio labels, when present.
     pub negbio: Option<LabelRow>,
 }
 

@@ -2,8 +2,8 @@
 //! plumbing they share (streaming, bad-record policy, safe relative paths).
 
 pub mod augment;
-pub mod chexpert;
-pub mod csvstream;
+pub(crate) mod chexpert;
+pub(crate) mod csvstream;
 pub mod image;
 pub mod mimic;
 pub mod report;
@@ -145,6 +145,7 @@ pub enum DatasetKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
+    /// The layout.
     pub kind: DatasetKind,
     /// Dataset directory (relative paths are relative to the working directory).
     pub root: PathBuf,
@@ -155,6 +156,7 @@ pub struct DatasetConfig {
     #[serde(default)]
     pub sections: SectionChoice,
     #[serde(default)]
+    /// What readers do with a malformed record.
     pub on_bad_record: OnBadRecord,
     /// Synthetic only: number of studies.
     #[serde(default = "defaults::studies")]

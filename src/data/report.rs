@@ -44,7 +44,9 @@ const KNOWN_TITLES: &[&str] = &[
 /// One section of a report. `title` is upper case without the colon; text before the first header has none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Section {
+    /// The section title (`FINDINGS`, `IMPRESSION`, ...), none for text before the first one.
     pub title: Option<String>,
+    /// The section's text.
     pub text: String,
 }
 

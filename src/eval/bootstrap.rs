@@ -13,8 +13,9 @@ pub struct Ranked {
     /// Start of each tie group in `order` (plus `order.len()` at the end).
     groups: Vec<u32>,
     labels: Vec<bool>,
-    /// Indices of positives and negatives.
+    /// Indices of the positives.
     pub positives: Vec<u32>,
+    /// Indices of the negatives.
     pub negatives: Vec<u32>,
 }
 

@@ -84,13 +84,16 @@ pub fn erfc(x: f64) -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeLong {
     #[serde(deserialize_with = "f64_or_nan")]
+    /// AUROC of classifier A.
     pub auroc_a: f64,
     #[serde(deserialize_with = "f64_or_nan")]
+    /// AUROC of classifier B.
     pub auroc_b: f64,
     /// Variance of `auroc_a − auroc_b`.
     #[serde(deserialize_with = "f64_or_nan")]
     pub var_diff: f64,
     #[serde(deserialize_with = "f64_or_nan")]
+    /// The difference over its standard error.
     pub z: f64,
     /// Two-sided p-value.
     #[serde(deserialize_with = "f64_or_nan")]
@@ -135,8 +138,10 @@ pub fn delong(a: &[f64], b: &[f64], labels: &[bool]) -> Option<DeLong> {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Paired {
     #[serde(deserialize_with = "f64_or_nan")]
+    /// AUROC of classifier A.
     pub auroc_a: f64,
     #[serde(deserialize_with = "f64_or_nan")]
+    /// AUROC of classifier B.
     pub auroc_b: f64,
     /// `auroc_a − auroc_b`.
     #[serde(deserialize_with = "f64_or_nan")]
@@ -147,6 +152,7 @@ pub struct Paired {
     /// Two-sided bootstrap p-value: twice the smaller share of resampled differences on either side of 0.
     #[serde(deserialize_with = "f64_or_nan")]
     pub p_bootstrap: f64,
+    /// DeLong's test of the same difference.
     pub delong: DeLong,
 }
 

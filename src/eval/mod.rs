@@ -2,7 +2,7 @@
 //! AUROC, stratified bootstrap intervals and paired comparisons (bootstrap and DeLong) between label sources on the
 //! same images, the typed `results.json` ([`results`]), and the report with its plots.
 
-pub mod auroc;
+pub(crate) mod auroc;
 pub mod bootstrap;
 pub mod compare;
 pub mod plots;

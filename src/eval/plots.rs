@@ -16,20 +16,28 @@ use crate::error::{Error, Result};
 /// One line of a chart.
 #[derive(Clone, Debug)]
 pub struct Series {
+    /// Legend entry.
     pub name: String,
+    /// Points, in drawing order.
     pub points: Vec<(f64, f64)>,
 }
 
 /// What a chart shows.
 #[derive(Clone, Debug)]
 pub struct Chart<'a> {
+    /// Chart title.
     pub title: &'a str,
+    /// X axis label.
     pub x_label: &'a str,
+    /// Y axis label.
     pub y_label: &'a str,
+    /// X axis range.
     pub x: Range<f64>,
+    /// Y axis range.
     pub y: Range<f64>,
     /// Draw the y = x chance line (ROC curves).
     pub diagonal: bool,
+    /// The curves.
     pub series: &'a [Series],
 }
 

@@ -42,8 +42,11 @@ pub struct Study {
 /// What `report` wrote.
 #[derive(Clone, Debug)]
 pub struct ReportFiles {
+    /// `report.md`.
     pub markdown: PathBuf,
+    /// `report.html` (plots inline).
     pub html: PathBuf,
+    /// Plot files written (PNG and SVG).
     pub plots: Vec<PathBuf>,
     /// The headline table (Markdown), to print.
     pub headline: String,

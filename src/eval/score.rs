@@ -25,8 +25,11 @@ use crate::shard::{RowRef, Sample, ShardSet};
 /// Scored images: ids, labels of the reference source and probabilities `[images × observations]`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
+    /// Image ids, in scoring order.
     pub image_ids: Vec<String>,
+    /// Each image's reference labels.
     pub labels: Vec<LabelRow>,
+    /// Probabilities, `[images × observations]` row-major.
     pub probs: Vec<f32>,
 }
 

@@ -22,8 +22,11 @@ pub const ID_COLUMNS: &[&str] = &["study_id", "Study", "id", "Path"];
 /// One input report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportRow {
+    /// Line of the record.
     pub line: u64,
+    /// Its id column, when the input has one.
     pub id: Option<String>,
+    /// The report.
     pub text: String,
 }
 
@@ -85,9 +88,13 @@ pub fn read_reports(path: &Path, policy: OnBadRecord) -> Result<CsvStream<Report
 /// One row of a labeled CSV.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabeledRow {
+    /// Line of the record.
     pub line: u64,
+    /// Its id, when the file has an id column.
     pub id: Option<String>,
+    /// The report, when the file has a `Reports` column.
     pub report: Option<String>,
+    /// The labels.
     pub labels: LabelRow,
 }
 

@@ -16,8 +16,11 @@ use crate::observations::{Label, LabelRow, N_OBS, OBSERVATIONS, Observation};
 /// Precision, recall, F1 and support of one class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct ClassScore {
+    /// Share of predicted members that are.
     pub precision: f64,
+    /// Share of members predicted.
     pub recall: f64,
+    /// Harmonic mean of the two.
     pub f1: f64,
     /// Truth count of the class.
     pub support: u64,
@@ -46,10 +49,15 @@ impl ClassScore {
 /// Scores of one observation against report-style truth (four classes).
 #[derive(Clone, Debug, Serialize)]
 pub struct ObservationScores {
+    /// The observation.
     pub observation: String,
+    /// Positive class.
     pub positive: ClassScore,
+    /// Negative class.
     pub negative: ClassScore,
+    /// Uncertain class.
     pub uncertain: ClassScore,
+    /// Blank (not mentioned).
     pub blank: ClassScore,
     /// F1 of positive, negative and uncertain weighted by their support.
     pub weighted_f1: f64,
@@ -60,16 +68,20 @@ pub struct ObservationScores {
 /// Scores of one observation against binary image truth.
 #[derive(Clone, Debug, Serialize)]
 pub struct BinaryScores {
+    /// The observation.
     pub observation: String,
+    /// Positive class against binary truth.
     pub positive: ClassScore,
 }
 
 /// What `eval-labels` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct LabelMetrics {
+    /// Rows compared.
     pub rows: u64,
     /// `report` (1/0/-1/blank truth) or `image` (binary truth).
     pub truth_kind: String,
+    /// How rows were matched (id column, or position).
     pub matched_by: String,
     /// Report truth: per observation.
     pub observations: Vec<ObservationScores>,
@@ -77,6 +89,7 @@ pub struct LabelMetrics {
     pub weighted_f1: Option<f64>,
     /// Image truth: how uncertain predictions were mapped.
     pub uncertain_policy: Option<String>,
+    /// Against binary truth, per observation.
     pub binary: Vec<BinaryScores>,
     /// Image truth: mean positive-class F1 over observations with positives.
     pub mean_positive_f1: Option<f64>,
@@ -92,7 +105,9 @@ fn class_index(l: Label) -> usize {
 /// Confusion counts per observation: `[truth][pred]` over the four classes.
 #[derive(Clone, Debug, Default)]
 pub struct Confusion {
+    /// Per observation, truth class × predicted class.
     pub counts: [[[u64; 4]; 4]; N_OBS],
+    /// Rows counted.
     pub rows: u64,
 }
 

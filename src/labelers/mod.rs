@@ -20,6 +20,7 @@ use format::{LabeledWriter, read_reports};
 /// Anything that turns reports into the 14 labels. Labelers get reports in batches (a BERT labeler runs a batch
 /// as length-sorted forward passes); the output has one row per report, in order.
 pub trait ReportLabeler: Sync {
+    /// Labels `reports`, one row per report, in order.
     fn label_batch(&self, reports: &[&str]) -> Result<Vec<LabelRow>>;
 
     /// Reports cut to the labeler's maximum length so far (only BERT labelers have one).
@@ -37,7 +38,9 @@ impl ReportLabeler for rules::RuleLabeler {
 /// What a labeling run did.
 #[derive(Clone, Debug, Default)]
 pub struct LabelRun {
+    /// Reports labelled.
     pub reports: u64,
+    /// Malformed input rows skipped.
     pub bad: BadRecords,
 }
 
@@ -169,12 +172,15 @@ pub enum LabelerKind {
 pub struct SourceConfig {
     /// Identifier used in column names, directories and reports (`[a-z0-9_]+`).
     pub name: String,
+    /// What produces the labels.
     pub kind: SourceKind,
     #[serde(default)]
+    /// The built-in labeler (`kind = "labeler"`).
     pub labeler: Option<LabelerKind>,
     /// CSV for `external`/`dataset` sources, or a trained model directory for BERT labelers.
     #[serde(default)]
     pub path: Option<PathBuf>,
     #[serde(default)]
+    /// How its uncertain labels enter the loss.
     pub uncertainty: UncertaintyPolicy,
 }

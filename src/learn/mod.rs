@@ -14,10 +14,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
+    /// Learning rate (before warm-up, decay and scaling).
     pub lr: f64,
+    /// First-moment decay.
     pub beta1: f64,
+    /// Second-moment decay.
     pub beta2: f64,
+    /// Denominator epsilon.
     pub eps: f64,
+    /// Decoupled weight decay (0: none).
     pub weight_decay: f64,
     /// Clip the global gradient norm to this value (none when absent).
     pub grad_clip: Option<f64>,

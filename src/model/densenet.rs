@@ -175,9 +175,13 @@ impl DenseNetConfig {
 /// One BN-ReLU-conv1×1-BN-ReLU-conv3×3 layer of a dense block.
 #[derive(Module, Debug)]
 pub struct DenseLayer {
+    /// Bottleneck normalisation.
     pub norm1: BatchNorm,
+    /// Bottleneck 1×1 convolution.
     pub conv1: Conv2d,
+    /// Normalisation before the 3×3 convolution.
     pub norm2: BatchNorm,
+    /// The 3×3 convolution adding `growth` channels.
     pub conv2: Conv2d,
 }
 
@@ -220,6 +224,7 @@ impl ModuleMapper for CastParams {
 /// A dense block: each layer sees the concatenation of the block input and every earlier layer's output.
 #[derive(Module, Debug)]
 pub struct DenseBlock {
+    /// The block's layers.
     pub layers: Vec<DenseLayer>,
 }
 
@@ -237,8 +242,11 @@ impl DenseBlock {
 /// BN-ReLU-conv1×1-avgpool between blocks.
 #[derive(Module, Debug)]
 pub struct Transition {
+    /// Normalisation.
     pub norm: BatchNorm,
+    /// 1×1 convolution halving the channels.
     pub conv: Conv2d,
+    /// 2×2 average pool.
     pub pool: AvgPool2d,
 }
 
@@ -252,13 +260,21 @@ impl Transition {
 /// A DenseNet classifier; `forward` returns logits `[batch, num_classes]`.
 #[derive(Module, Debug)]
 pub struct DenseNet {
+    /// Stem convolution (7×7, stride 2).
     pub conv0: Conv2d,
+    /// Stem normalisation.
     pub norm0: BatchNorm,
+    /// Stem max pool.
     pub pool0: MaxPool2d,
+    /// Dense blocks.
     pub blocks: Vec<DenseBlock>,
+    /// Transitions between them.
     pub transitions: Vec<Transition>,
+    /// Final normalisation.
     pub norm5: BatchNorm,
+    /// Global average pool.
     pub gap: AdaptiveAvgPool2d,
+    /// The linear head.
     pub classifier: Linear,
 }
 

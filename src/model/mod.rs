@@ -1,7 +1,7 @@
 //! Image classifiers: DenseNet and torchvision weight import.
 
-pub mod config;
-pub mod densenet;
+pub(crate) mod config;
+pub(crate) mod densenet;
 pub mod import;
 
 pub use config::{Arch, ModelConfig, Precision};

@@ -1,7 +1,7 @@
 //! Parquet shards: the coordinator that writes them ([`writer`]) and the rank-local loader that reads them
 //! ([`reader`]). Layout and column types: [`schema`].
 
-pub mod batch;
+pub(crate) mod batch;
 pub mod reader;
 pub mod schema;
 pub mod writer;

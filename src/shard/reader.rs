@@ -28,24 +28,33 @@ use crate::shard::schema::{SCHEMA_VERSION, label_column};
 /// A row of a split: shard number (in the index) and row within the shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RowRef {
+    /// Shard (index in the shard list).
     pub shard: usize,
+    /// Row within it.
     pub row: u64,
 }
 
 /// An image with one source's labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sample {
+    /// Image id.
     pub image_id: String,
+    /// Grey pixels (or encoded bytes, as the shard stores them).
     pub pixels: Vec<u8>,
+    /// Width.
     pub width: u16,
+    /// Height.
     pub height: u16,
+    /// The source's labels.
     pub labels: LabelRow,
 }
 
 /// An opened, checked shard directory.
 #[derive(Clone, Debug)]
 pub struct ShardSet {
+    /// The shard directory.
     pub dir: PathBuf,
+    /// Its index.
     pub index: ShardIndex,
 }
 

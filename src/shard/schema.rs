@@ -79,24 +79,36 @@ pub const INDEX: &str = "index.json";
 /// One shard in the index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEntry {
+    /// File name.
     pub file: String,
+    /// Its split.
     pub split: Split,
+    /// Rows.
     pub rows: u64,
+    /// Size in bytes.
     pub bytes: u64,
+    /// SHA-256 of the file.
     pub sha256: String,
 }
 
 /// `index.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShardIndex {
+    /// Layout version ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
+    /// Hash of the spec and every input table.
     pub config_hash: String,
     /// `pixels` or `encoded`.
     pub encoding: String,
+    /// Side of pre-resized images.
     pub image_size: u32,
+    /// Shuffle seed.
     pub seed: u64,
+    /// Label sources, in column order.
     pub sources: Vec<String>,
+    /// The shards.
     pub shards: Vec<ShardEntry>,
+    /// Images per split.
     pub splits: BTreeMap<String, u64>,
     /// Per source and observation: counts of positive / negative / uncertain / blank over all images.
     pub label_stats: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,

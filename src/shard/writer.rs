@@ -73,8 +73,11 @@ pub struct ShardSpec {
     pub pre_resize: bool,
     /// Side of the pre-resized images.
     pub image_size: u32,
+    /// Shuffle seed.
     pub seed: u64,
+    /// What to do with malformed records.
     pub on_bad_record: OnBadRecord,
+    /// How the splits are made.
     pub splits: SplitPlan,
 }
 

@@ -21,12 +21,17 @@ use crate::model::{Arch, DenseNet, DenseNetConfig, ModelConfig};
 pub struct StepBench {
     /// The DenseNet (`small`: the demo's, growth 12, blocks 2-2-2, stem 16).
     pub arch: Arch,
+    /// Image side.
     pub size: usize,
+    /// Images per step.
     pub batch: usize,
     /// Timed steps, after `warmup` untimed ones.
     pub steps: usize,
+    /// Untimed steps first.
     pub warmup: usize,
+    /// Seed of the weights and the batch.
     pub seed: u64,
+    /// Where the step runs.
     pub device: ComputeDevice,
     /// As training's `model.precision` (bf16: mixed precision with fp32 master weights).
     pub precision: Precision,
@@ -35,12 +40,15 @@ pub struct StepBench {
 /// What was measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepBenchResult {
+    /// What was measured.
     pub spec: StepBench,
     /// Loss of the first step (before any update).
     pub first_loss: f32,
     /// L2 norm of the first step's gradient.
     pub first_grad_norm: f64,
+    /// Wall time of the timed steps.
     pub seconds: f64,
+    /// Training throughput.
     pub images_per_s: f64,
 }
 

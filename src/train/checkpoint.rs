@@ -33,9 +33,13 @@ pub struct CheckpointMeta {
     pub config_hash: String,
     /// The training configuration itself, to name the keys that differ on a refused resume.
     pub config: serde_json::Value,
+    /// Length of the model record.
     pub model_len: u64,
+    /// Its SHA-256.
     pub model_sha256: String,
+    /// Length of the optimizer record.
     pub optim_len: u64,
+    /// Its SHA-256.
     pub optim_sha256: String,
 }
 

@@ -6,8 +6,8 @@
 pub mod bench;
 pub mod checkpoint;
 mod log;
-pub mod run;
-pub mod schedule;
+pub(crate) mod run;
+pub(crate) mod schedule;
 mod trainer;
 
 pub use crate::learn::{apply, grads, loss, optimizer, with_seed};
@@ -39,13 +39,17 @@ use checkpoint::CheckpointMeta;
 pub struct TrainSettings {
     /// Label source trained on.
     pub source: String,
+    /// How uncertain labels enter the loss.
     pub uncertainty: UncertaintyPolicy,
     /// Label source validation AUROC is measured against.
     pub reference: String,
     /// The classifier; its `observations` are the outputs trained and evaluated.
     pub model: ModelConfig,
+    /// Adam's settings.
     pub optimizer: OptimizerConfig,
+    /// Epochs, batches, schedule, validation and checkpoints.
     pub schedule: ScheduleConfig,
+    /// Seed of initialisation, order and augmentation.
     pub seed: u64,
     /// How the learning rate follows the global batch.
     #[serde(default)]
@@ -104,22 +108,28 @@ impl std::str::FromStr for Resume {
 
 /// Paths of a training run's outputs.
 pub struct RunFiles {
+    /// The source's training directory.
     pub dir: PathBuf,
 }
 
 impl RunFiles {
+    /// `checkpoints/`.
     pub fn checkpoints(&self) -> PathBuf {
         self.dir.join("checkpoints")
     }
+    /// `best.ckpt`.
     pub fn best(&self) -> PathBuf {
         self.dir.join("best.ckpt")
     }
+    /// `metrics.csv`.
     pub fn metrics_csv(&self) -> PathBuf {
         self.dir.join("metrics.csv")
     }
+    /// `metrics.jsonl`.
     pub fn metrics_jsonl(&self) -> PathBuf {
         self.dir.join("metrics.jsonl")
     }
+    /// `summary.json`.
     pub fn summary(&self) -> PathBuf {
         self.dir.join("summary.json")
     }

@@ -31,6 +31,7 @@ pub const EXIT_PREEMPTED: i32 = 75;
 /// How a training run is executed (none of it changes the result).
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
+    /// Fresh, the newest valid checkpoint, or a given one.
     pub resume: Resume,
     /// Tensor compute threads per rank. With one thread training is bit-for-bit reproducible; with more the
     /// backend's parallel reductions may split work differently from run to run.
@@ -55,23 +56,33 @@ impl Default for TrainOptions {
 /// What a run reports (rank 0 also writes it to `summary.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSummary {
+    /// The label source trained on.
     pub source: String,
+    /// Ranks that trained it.
     pub ranks: usize,
+    /// Optimizer steps taken in all.
     pub steps: u64,
+    /// Epochs begun.
     pub epochs_started: u64,
     /// Images seen by all ranks together in this process's lifetime (not counting a resumed part).
     pub images_seen: u64,
+    /// Best validation mean AUROC and its step.
     pub best: Option<(f64, u64)>,
+    /// Stopped by early stopping.
     pub stopped_early: bool,
     /// Stopped by a signal after checkpointing; rerun with `--resume auto`.
     pub preempted: bool,
+    /// Wall time of this process's part.
     pub seconds: f64,
+    /// Training throughput, all ranks together.
     pub images_per_s: f64,
     /// Images/s over the time spent in training steps only (no start-up, validation or checkpoints).
     pub step_images_per_s: f64,
     /// Seconds spent in the per-step gradient all-reduce, and its share of the time in training steps.
     pub allreduce_seconds: f64,
+    /// The all-reduce's share of the step time.
     pub allreduce_share: f64,
+    /// AUROC per observation at the last validation.
     pub last_valid_auroc: Vec<(String, Option<f64>)>,
     /// SHA-256 of each rank's final parameters and statistics: all equal when the ranks stayed in step.
     pub rank_state_sha256: Vec<String>,
@@ -210,9 +221,11 @@ pub fn source_groups(
 
 /// One label source's training run, as seen by the rank that took part in it.
 pub struct SourceRun {
+    /// The label source.
     pub source: String,
     /// This rank's rank within the ranks that trained the source (0 reports).
     pub group_rank: usize,
+    /// Its summary (complete on the source's rank 0).
     pub summary: TrainSummary,
 }
 

@@ -5,11 +5,17 @@ use serde::{Deserialize, Serialize};
 /// The learning rate of a run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LrSchedule {
+    /// Rate after warm-up.
     pub base: f64,
+    /// Decay after warm-up.
     pub decay: LrDecay,
+    /// Warm-up steps.
     pub warmup: u64,
+    /// Steps in all.
     pub total: u64,
+    /// Step decay: steps between decays.
     pub step_every: u64,
+    /// Step decay: factor per decay.
     pub step_gamma: f64,
 }
 
@@ -53,8 +59,11 @@ impl LrSchedule {
 #[serde(rename_all = "lowercase")]
 pub enum LrDecay {
     #[default]
+    /// No decay.
     Constant,
+    /// Cosine to zero over the run.
     Cosine,
+    /// Multiplied by `step_gamma` every `step_every` steps.
     Step,
 }
 
@@ -62,16 +71,21 @@ pub enum LrDecay {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleConfig {
+    /// Passes over the training split.
     pub epochs: u32,
     /// Stop after this many optimizer steps, if set (overrides `epochs`).
     pub max_steps: Option<u64>,
     /// Per-rank batch size.
     pub batch_size: usize,
+    /// Batches per optimizer step.
     pub grad_accum: usize,
+    /// Learning-rate decay.
     pub decay: LrDecay,
+    /// Linear warm-up steps.
     pub warmup_steps: u64,
     /// Step decay only: multiply by `step_gamma` every `step_every` steps.
     pub step_every: u64,
+    /// Step decay: factor per decay.
     pub step_gamma: f64,
     /// Validate every N steps (0: once per epoch).
     pub valid_every: u64,

@@ -38,15 +38,21 @@ pub const MANIFEST: &str = crate::data::mimic::LAYOUT_HINT;
 /// Generator settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SynthConfig {
+    /// Studies to generate.
     pub studies: u64,
+    /// Image side in pixels.
     pub image_size: u32,
+    /// Seed of every draw.
     pub seed: u64,
+    /// Image encoding.
     pub format: ImageFormat,
     /// Marginal prevalence per observation (canonical order; No Finding ignored).
     pub priors: [f64; 14],
+    /// How the simulated radiologist writes.
     pub rates: RadiologistRates,
     /// Share of patients in the validate and test splits (the rest is train).
     pub valid_share: f64,
+    /// Share of patients in the test split.
     pub test_share: f64,
 }
 
@@ -102,10 +108,15 @@ pub fn image_ext(format: ImageFormat) -> &'static str {
 /// What `synth.json` records.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The generator and its version.
     pub generator: String,
+    /// The settings the world was made with.
     pub config: SynthConfig,
+    /// Image file extension.
     pub image_ext: String,
+    /// Patients generated.
     pub patients: u64,
+    /// Images generated.
     pub images: u64,
 }
 
@@ -134,22 +145,32 @@ fn mix(a: u64, b: u64) -> u64 {
 /// One image of a study.
 #[derive(Clone, Debug)]
 pub struct SynthImage {
+    /// DICOM-style image id.
     pub dicom_id: String,
+    /// Radiograph view.
     pub view: View,
+    /// Encoded image bytes.
     pub pixels: Vec<u8>,
 }
 
 /// One generated study, in memory.
 #[derive(Clone, Debug)]
 pub struct SynthStudy {
+    /// Index of the study in generation order.
     pub index: u64,
+    /// Patient.
     pub subject_id: u64,
+    /// Study.
     pub study_id: u64,
+    /// `train`, `validate` or `test`.
     pub split: &'static str,
     /// Examination description, e.g. `CHEST (PA AND LAT)`.
     pub view_desc: &'static str,
+    /// What the images show.
     pub findings: Findings,
+    /// What the radiologist wrote.
     pub report: radiologist::Report,
+    /// The study's images.
     pub images: Vec<SynthImage>,
 }
 
@@ -412,11 +433,17 @@ fn write_study_files(out: &Path, s: &SynthStudy, cfg: &SynthConfig) -> Result<()
 /// Summary of a generated world.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SynthSummary {
+    /// Studies written.
     pub studies: u64,
+    /// Patients written.
     pub patients: u64,
+    /// Images written.
     pub images: u64,
+    /// Studies in the train split.
     pub train: u64,
+    /// Studies in the validate split.
     pub validate: u64,
+    /// Studies in the test split.
     pub test: u64,
 }
 

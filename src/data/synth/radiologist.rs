@@ -21,6 +21,7 @@ pub struct RadiologistRates {
     pub omit: f64,
     /// P(hedge a reported finding) = `hedge_base + hedge_faint × (1 − severity)`.
     pub hedge_base: f64,
+    /// Probability of hedging a faint finding instead of stating it.
     pub hedge_faint: f64,
     /// P(mention an absent finding), per observation and study.
     pub overcall: f64,

@@ -8,8 +8,11 @@ use crate::observations::{N_OBS, Observation, Observation::*};
 /// Side of a lateralised finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
+    /// The patient's left.
     Left,
+    /// The patient's right.
     Right,
+    /// Both sides.
     Both,
 }
 
@@ -24,7 +27,9 @@ pub struct Findings {
     pub side: [Side; N_OBS],
     /// Intensive-care setting (portable AP films, more devices and fluid).
     pub icu: bool,
+    /// Age in years.
     pub age: u32,
+    /// Sex.
     pub female: bool,
 }
 
@@ -125,6 +130,7 @@ fn lateral(o: Observation) -> bool {
 /// target: P(o) = 1 − (1 − b_o) · Π_k (1 − c_ok q_k), solved for b_o with q_k the ICU-mixed latent rate.
 #[derive(Clone, Debug)]
 pub struct Prior {
+    /// Target marginal prevalence per observation (canonical order).
     pub targets: [f64; N_OBS],
     residual: [f64; N_OBS],
 }

@@ -11,24 +11,31 @@ pub struct BertSection {
     /// A tokenizer (`tokenizer.json` or `vocab.txt`); none: a WordPiece vocabulary of `vocab_size` is trained on
     /// the training reports.
     pub tokenizer: Option<PathBuf>,
+    /// Size of a trained vocabulary.
     pub vocab_size: usize,
     /// Encoder weights to start from (Hugging Face BERT checkpoint); its `config.json` beside it sets the sizes.
     pub pretrained: Option<PathBuf>,
     /// Encoder sizes when training from scratch.
     pub hidden: usize,
+    /// Encoder layers.
     pub layers: usize,
+    /// Attention heads.
     pub heads: usize,
+    /// Feed-forward width.
     pub intermediate: usize,
     /// Maximum tokens per report, with `[CLS]` and `[SEP]` (longer reports are cut and counted).
     pub max_len: usize,
+    /// Dropout in the encoder and before the heads.
     pub dropout: f64,
     /// Adam learning rate (CheXbert used 2e-5 from a pretrained encoder; a small encoder from scratch needs more).
     pub lr: f64,
+    /// Reports per training batch, per rank.
     pub batch_size: usize,
     /// Epochs on the rule labeler's labels (CheXbert) or the teacher's probabilities (VisualCheXbert).
     pub epochs: usize,
     /// CheXbert: epochs of fine-tuning on the expert labels, at `finetune_lr`.
     pub finetune_epochs: usize,
+    /// CheXbert: learning rate of the expert fine-tuning.
     pub finetune_lr: f64,
     /// CheXbert: how many training studies have expert report labels (drawn by seed).
     pub expert_studies: usize,

@@ -6,7 +6,7 @@
 //! VisualCheXbert's calibration), `tokenizer.json` and `model.bin` (the Burn record). A published CheXbert /
 //! VisualCheXbert `.pth` loads too ([`BertReportLabeler::load`] with a tokenizer).
 
-pub mod config;
+pub(crate) mod config;
 pub mod import;
 pub mod model;
 pub mod pipeline;
@@ -32,7 +32,9 @@ use tokenizer::{Encoded, ReportTokenizer};
 /// `σ(weights[i] · p + bias[i]) ≥ 0.5`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
+    /// Per observation, the weights over the 14 probabilities.
     pub weights: Vec<[f64; N_OBS]>,
+    /// Per observation, the intercept.
     pub bias: Vec<f64>,
 }
 
@@ -66,7 +68,9 @@ impl Calibration {
 /// `labeler.json`: what a labeler directory holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LabelerMeta {
+    /// Head set.
     pub kind: HeadKind,
+    /// Encoder sizes.
     pub bert: BertConfig,
     /// Maximum tokens per report (with `[CLS]` and `[SEP]`).
     pub max_len: usize,
@@ -79,8 +83,11 @@ pub struct LabelerMeta {
 
 /// A BERT labeler ready to label reports.
 pub struct BertReportLabeler {
+    /// What the labeler is.
     pub meta: LabelerMeta,
+    /// Its vocabulary.
     pub tokenizer: ReportTokenizer,
+    /// Its network.
     pub model: BertLabeler,
     device: Device,
     /// Reports per forward pass.
@@ -90,7 +97,9 @@ pub struct BertReportLabeler {
 
 /// File names inside a labeler directory.
 pub const META_FILE: &str = "labeler.json";
+/// File of a labeler directory's tokenizer.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// File of a labeler directory's model record.
 pub const MODEL_FILE: &str = "model.bin";
 
 impl BertReportLabeler {

@@ -20,20 +20,30 @@ use super::tokenizer::Padded;
 /// Sizes of a BERT encoder; reads (and writes) a Hugging Face `config.json` (other keys there are ignored).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
+    /// Tokens in the vocabulary.
     pub vocab_size: usize,
+    /// Width of the hidden states.
     pub hidden_size: usize,
+    /// Encoder layers.
     pub num_hidden_layers: usize,
+    /// Attention heads.
     pub num_attention_heads: usize,
+    /// Feed-forward width.
     pub intermediate_size: usize,
     #[serde(default = "default_positions")]
+    /// Longest sequence (positions).
     pub max_position_embeddings: usize,
     #[serde(default = "default_type_vocab")]
+    /// Token types (segments).
     pub type_vocab_size: usize,
     #[serde(default = "default_eps")]
+    /// LayerNorm epsilon.
     pub layer_norm_eps: f64,
     #[serde(default = "default_dropout")]
+    /// Dropout on hidden states.
     pub hidden_dropout_prob: f64,
     #[serde(default = "default_dropout")]
+    /// Dropout on attention probabilities.
     pub attention_probs_dropout_prob: f64,
     /// Hugging Face writes `"gelu"`; only the exact (erf) GELU is implemented.
     #[serde(default = "default_act")]
@@ -169,40 +179,60 @@ impl BertConfig {
 /// Word + position + token-type embeddings, LayerNorm, dropout.
 #[derive(Module, Debug)]
 pub struct Embeddings {
+    /// Token embeddings.
     pub word_embeddings: Embedding,
+    /// Position embeddings.
     pub position_embeddings: Embedding,
+    /// Segment embeddings.
     pub token_type_embeddings: Embedding,
+    /// Normalisation of their sum.
     pub layer_norm: LayerNorm,
+    /// Dropout after it.
     pub dropout: Dropout,
 }
 
 /// Multi-head self-attention with its output projection, residual and LayerNorm.
 #[derive(Module, Debug)]
 pub struct Attention {
+    /// Query projection.
     pub query: Linear,
+    /// Key projection.
     pub key: Linear,
+    /// Value projection.
     pub value: Linear,
+    /// Projection of the heads' concatenation.
     pub output: Linear,
+    /// Normalisation after the residual.
     pub output_norm: LayerNorm,
+    /// Dropout on attention probabilities.
     pub probs_dropout: Dropout,
+    /// Dropout on the output.
     pub dropout: Dropout,
+    /// Attention heads.
     pub heads: usize,
 }
 
 /// One encoder layer: attention, then the GELU feed-forward block with residual and LayerNorm.
 #[derive(Module, Debug)]
 pub struct Layer {
+    /// Self-attention.
     pub attention: Attention,
+    /// Feed-forward up-projection.
     pub intermediate: Linear,
+    /// Feed-forward down-projection.
     pub output: Linear,
+    /// Normalisation after the residual.
     pub output_norm: LayerNorm,
+    /// Dropout on the output.
     pub dropout: Dropout,
 }
 
 /// The BERT encoder.
 #[derive(Module, Debug)]
 pub struct Bert {
+    /// Embeddings.
     pub embeddings: Embeddings,
+    /// Encoder layers.
     pub layers: Vec<Layer>,
 }
 
@@ -305,8 +335,11 @@ impl HeadKind {
 /// A BERT report labeler: encoder, dropout on the `[CLS]` vector, one linear head per observation.
 #[derive(Module, Debug)]
 pub struct BertLabeler {
+    /// The encoder.
     pub bert: Bert,
+    /// Dropout on `[CLS]`.
     pub dropout: Dropout,
+    /// One head per observation.
     pub heads: Vec<Linear>,
 }
 

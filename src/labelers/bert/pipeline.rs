@@ -35,8 +35,11 @@ use super::{BertReportLabeler, LabelerMeta};
 /// One study's report.
 #[derive(Clone, Debug)]
 pub struct StudyReport {
+    /// Study.
     pub study_id: u64,
+    /// Its split.
     pub split: Split,
+    /// The report part the labelers read.
     pub text: String,
 }
 
@@ -84,6 +87,7 @@ fn head_order(row: &LabelRow) -> [Label; N_OBS] {
 /// Scores of one labeler on the test split.
 #[derive(Clone, Debug, Serialize)]
 pub struct LabelerScores {
+    /// Which labeler.
     pub labeler: String,
     /// Support-weighted F1 against report truth (every observation and non-blank class).
     pub report_weighted_f1: Option<f64>,
@@ -94,13 +98,21 @@ pub struct LabelerScores {
 /// What `label train` did.
 #[derive(Clone, Debug, Serialize)]
 pub struct LabelTrainReport {
+    /// Head set trained.
     pub kind: HeadKind,
+    /// Training-split reports.
     pub train_reports: usize,
+    /// Of them, with expert labels (CheXbert's fine-tuning).
     pub expert_reports: usize,
+    /// Reports cut to the maximum length.
     pub truncated: usize,
+    /// Per phase, the mean loss of each epoch.
     pub epoch_loss: Vec<Vec<f64>>,
+    /// Wall time.
     pub seconds: f64,
+    /// Test-split reports scored.
     pub test_reports: usize,
+    /// Scores of the rule labeler and the trained one on them.
     pub scores: Vec<LabelerScores>,
 }
 

@@ -38,9 +38,13 @@ pub struct Encoded {
 /// A padded batch: ids and mask, row-major `[rows, len]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Padded {
+    /// Token ids, `[rows × len]` row-major.
     pub ids: Vec<i64>,
+    /// 1 for tokens, 0 for padding.
     pub mask: Vec<f32>,
+    /// Sequences.
     pub rows: usize,
+    /// Padded length.
     pub len: usize,
 }
 

@@ -5,7 +5,7 @@
 //! model's probabilities (the "teacher"), then per-observation logistic regressions over the 14 output
 //! probabilities fitted on a labelled dev set ([`fit_calibration`]).
 //!
-//! Every rank takes its slice of each epoch's permutation ([`crate::comm::deal`]); the flat gradient and the loss
+//! Every rank takes its slice of each epoch's permutation ([`crate::learn::deal`]); the flat gradient and the loss
 //! are all-reduced once per step, so every rank takes the same Adam step and the replicas stay identical.
 
 use burn::optim::GradientsParams;
@@ -45,26 +45,33 @@ impl Target {
 /// One training example.
 #[derive(Clone, Debug)]
 pub struct Example {
+    /// The report's tokens.
     pub encoded: Encoded,
+    /// What the heads should say.
     pub target: Target,
 }
 
 /// One training phase.
 #[derive(Clone, Debug)]
 pub struct FitSettings {
+    /// Passes over the examples.
     pub epochs: usize,
     /// Reports per rank and step.
     pub batch_size: usize,
+    /// Adam's learning rate.
     pub lr: f64,
     /// Fraction of the steps with a linear warm-up.
     pub warmup: f64,
+    /// Adam's other settings.
     pub optimizer: OptimizerConfig,
+    /// Seed of the order and dropout.
     pub seed: u64,
 }
 
 /// What a phase did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FitLog {
+    /// Optimizer steps taken.
     pub steps: u64,
     /// Mean loss (over ranks) of each epoch.
     pub epoch_loss: Vec<f64>,

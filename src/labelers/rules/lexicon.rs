@@ -13,6 +13,7 @@ pub const BUILTIN: &str = include_str!("lexicon.txt");
 /// One lexicon entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Phrase {
+    /// The observation the phrase names.
     pub observation: Observation,
     /// Lower case, `_` already turned into spaces.
     pub text: String,
@@ -72,8 +73,11 @@ pub fn parse(text: &str, origin: &Path) -> Result<Vec<Phrase>> {
 /// A mention found in a text: byte span in the (lower-cased) text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mention {
+    /// The observation.
     pub observation: Observation,
+    /// Byte offset of the match.
     pub start: usize,
+    /// Byte offset after it.
     pub end: usize,
 }
 

@@ -2,9 +2,9 @@
 //! unmentions), classification of each mention (pre-negation uncertainty, negation, post-negation uncertainty,
 //! behind [`MentionClassifier`]), and aggregation per report with the original's rules.
 
-pub mod classify;
-pub mod lexicon;
-pub mod text;
+pub(crate) mod classify;
+pub(crate) mod lexicon;
+pub(crate) mod text;
 
 use std::path::Path;
 
@@ -16,8 +16,11 @@ pub use lexicon::{Lexicon, Mention};
 /// A mention with its classification, for explanations and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Classified {
+    /// The observation mentioned.
     pub observation: Observation,
+    /// The matched text.
     pub text: String,
+    /// What the mention says.
     pub label: Label,
 }
 

@@ -4,6 +4,7 @@
 /// What a token is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenKind {
+    /// Letters and digits.
     Word,
     /// `,` `;` `:` `(` `)` `/`
     Punct,
@@ -12,16 +13,22 @@ pub enum TokenKind {
 /// A token: byte span in the text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Token {
+    /// Byte offset.
     pub start: usize,
+    /// Byte offset after it.
     pub end: usize,
+    /// Word or punctuation.
     pub kind: TokenKind,
 }
 
 /// A sentence: byte span and its tokens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sentence {
+    /// Byte offset.
     pub start: usize,
+    /// Byte offset after it.
     pub end: usize,
+    /// Its tokens.
     pub tokens: Vec<Token>,
 }
 
