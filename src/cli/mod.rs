@@ -213,8 +213,26 @@ pub fn on_comm(
     }
 }
 
+/// Runs `body` on the training communicator of `cfg` (NCCL for the gradients where configured, see
+/// [`on_comm`]), after rank 0 has written the resolved config into the run directory.
+pub fn on_training_comm(
+    cfg: &Config,
+    body: impl FnOnce(&dyn Communicator) -> Result<i32>,
+) -> Result<()> {
+    let comm = chexlab::comm::for_training(
+        chexlab::comm::from_config(&cfg.distributed)?,
+        &cfg.distributed,
+    )?;
+    on_comm(comm, |comm| {
+        if comm.rank() == 0 {
+            prepare_run(cfg)?;
+        }
+        body(comm)
+    })
+}
+
 /// Writes the resolved config into its run directory (rank 0), and says where.
-pub fn prepare_run(cfg: &Config) -> Result<()> {
+fn prepare_run(cfg: &Config) -> Result<()> {
     let path = cfg.write_resolved()?;
     tracing::info!(
         "resolved config written to {} (hash {})",

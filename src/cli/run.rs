@@ -53,14 +53,7 @@ impl DemoArgs {
 
 /// The staged pipeline on every rank; rank 0 prints the stages' times and the headline.
 fn pipeline(cfg: Config, from: Option<Stage>) -> Result<()> {
-    let comm = chexlab::comm::for_training(
-        chexlab::comm::from_config(&cfg.distributed)?,
-        &cfg.distributed,
-    )?;
-    super::on_comm(comm, |comm| {
-        if comm.rank() == 0 {
-            super::prepare_run(&cfg)?;
-        }
+    super::on_training_comm(&cfg, |comm| {
         let t = std::time::Instant::now();
         let out = chexlab::pipeline::run(&cfg, from, comm, Some(super::stop_flag()?))?;
         if out.preempted {

@@ -30,14 +30,7 @@ impl TrainArgs {
         if let Some(s) = self.schedule {
             cfg.distributed.schedule = s;
         }
-        let comm = chexlab::comm::for_training(
-            chexlab::comm::from_config(&cfg.distributed)?,
-            &cfg.distributed,
-        )?;
-        super::on_comm(comm, |comm| {
-            if comm.rank() == 0 {
-                super::prepare_run(&cfg)?;
-            }
+        super::on_training_comm(&cfg, |comm| {
             let shards = chexlab::shard::ShardSet::open(&cfg.run().shards())?;
             let opts = TrainOptions {
                 resume: self.resume.unwrap_or(Resume::Fresh),

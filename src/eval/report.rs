@@ -575,21 +575,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::eval::results::SplitScores;
-
-    fn scores(source: &str, reference: &str) -> SplitScores {
-        SplitScores {
-            source: source.into(),
-            reference: reference.into(),
-            split: "test".into(),
-            checkpoint_step: 3,
-            images: 10,
-            positives: vec![("Edema".into(), 4)],
-            auroc: vec![("Edema".into(), Some(0.8))],
-            auprc: vec![],
-            auroc_ci: vec![("Edema".into(), Some((0.6, 0.9)))],
-            mean_auroc: Some(0.8),
-        }
-    }
+    use crate::eval::results::tests::scores;
 
     /// A run directory with a resolved config and `results.json` only (no plots to draw).
     fn run_with(reference: &str, sources: &[(&str, &str)]) -> (tempfile::TempDir, String) {
