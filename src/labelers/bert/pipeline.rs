@@ -298,6 +298,99 @@ fn calibrate(
     Ok(())
 }
 
+/// CheXbert's fine-tuning examples: up to `expert_studies` training studies with expert labels, drawn by seed.
+fn expert_examples(
+    cfg: &BertJob,
+    train: &[&StudyReport],
+    train_enc: &[Encoded],
+    expert: &HashMap<u64, LabelRow>,
+) -> Vec<Example> {
+    let mut with_expert: Vec<usize> = (0..train.len())
+        .filter(|&i| expert.contains_key(&train[i].study_id))
+        .collect();
+    with_expert.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+        cfg.seed ^ 0xE4BE,
+    ));
+    with_expert.truncate(cfg.bert.expert_studies);
+    with_expert.sort_unstable();
+    with_expert
+        .iter()
+        .map(|&i| Example {
+            encoded: train_enc[i].clone(),
+            target: Target::from_labels(head_order(&expert[&train[i].study_id])),
+        })
+        .collect()
+}
+
+/// VisualCheXbert's examples: the training studies the teacher has probabilities for (`bert.teacher`).
+fn teacher_examples(
+    cfg: &BertJob,
+    train: &[&StudyReport],
+    train_enc: &[Encoded],
+) -> Result<Vec<Example>> {
+    let teacher_path = cfg.bert.teacher.as_ref().ok_or_else(|| {
+        Error::Config(
+            "VisualCheXbert regresses an image model's probabilities: set bert.teacher to a CSV of them \
+             (e.g. `chexlab evaluate --split train` predictions of a classifier)"
+                .into(),
+        )
+    })?;
+    let teacher = read_teacher(cfg, &resolve(cfg, teacher_path))?;
+    let examples: Vec<Example> = train
+        .iter()
+        .zip(train_enc)
+        .filter_map(|(s, e)| {
+            teacher.get(&s.study_id).map(|p| Example {
+                encoded: e.clone(),
+                target: Target::Probs(*p),
+            })
+        })
+        .collect();
+    if examples.is_empty() {
+        return Err(Error::format(
+            teacher_path,
+            "no training study has teacher probabilities",
+        ));
+    }
+    Ok(examples)
+}
+
+/// The trained labeler's and the rule labeler's agreement with report and image truth on the `test` reports.
+/// `truth` holds the tables training already read; the others are optional here: without one, its column stays
+/// empty.
+fn test_scores(
+    cfg: &BertJob,
+    labeler: &BertReportLabeler,
+    rules: &RuleLabeler,
+    test: &[&StudyReport],
+    (report_truth, image_truth): (
+        Option<HashMap<u64, LabelRow>>,
+        Option<HashMap<u64, LabelRow>>,
+    ),
+) -> Result<Vec<LabelerScores>> {
+    let texts: Vec<&str> = test.iter().map(|s| s.text.as_str()).collect();
+    let bert_rows = labeler.label_texts(&texts)?;
+    let rule_rows: Vec<LabelRow> = texts.par_iter().map(|t| rules.label(t)).collect();
+    let optional = |p: &Path| {
+        study_label_map(&resolve(cfg, p), cfg.dataset.on_bad_record)
+            .ok()
+            .map(|m| m.0)
+    };
+    let report_truth = report_truth.or_else(|| optional(&cfg.bert.expert_labels));
+    let image_truth = image_truth.or_else(|| optional(&cfg.bert.dev_labels));
+    Ok([
+        ("chexpert (rules)", &rule_rows),
+        (labeler.meta.kind.name(), &bert_rows),
+    ]
+    .into_iter()
+    .map(|(name, rows)| LabelerScores {
+        labeler: name.into(),
+        report_weighted_f1: agreement(test, rows, report_truth.as_ref(), false),
+        image_mean_positive_f1: agreement(test, rows, image_truth.as_ref(), true),
+    })
+    .collect())
+}
+
 /// How `rows` (labels of the `test` reports) agree with `truth`: the mean positive F1 against image truth
 /// (uncertain counted positive), else the weighted F1 against report truth; none without truth for every study.
 fn agreement(
@@ -432,53 +525,16 @@ pub fn train_labeler(
             let expert_path = resolve(cfg, &b.expert_labels);
             let expert =
                 report_truth.insert(study_label_map(&expert_path, cfg.dataset.on_bad_record)?.0);
-            let mut with_expert: Vec<usize> = (0..train.len())
-                .filter(|&i| expert.contains_key(&train[i].study_id))
-                .collect();
-            with_expert.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-                cfg.seed ^ 0xE4BE,
-            ));
-            with_expert.truncate(b.expert_studies);
-            with_expert.sort_unstable();
-            report.expert_reports = with_expert.len();
-            if b.finetune_epochs > 0 && !with_expert.is_empty() {
-                let examples: Vec<Example> = with_expert
-                    .iter()
-                    .map(|&i| Example {
-                        encoded: train_enc[i].clone(),
-                        target: Target::from_labels(head_order(&expert[&train[i].study_id])),
-                    })
-                    .collect();
+            let examples = expert_examples(cfg, &train, &train_enc, expert);
+            report.expert_reports = examples.len();
+            if b.finetune_epochs > 0 && !examples.is_empty() {
                 let mut s = fit_settings(b, cfg, b.finetune_epochs, b.finetune_lr, cfg.seed ^ 1);
                 s.batch_size = s.batch_size.min((examples.len() / comm.size()).max(1));
                 model = phase(model, &examples, &s, "chexbert (expert labels)")?;
             }
         }
         HeadKind::Visualchexbert => {
-            let teacher_path = b.teacher.as_ref().ok_or_else(|| {
-                Error::Config(
-                    "VisualCheXbert regresses an image model's probabilities: set bert.teacher to a CSV of them \
-                     (e.g. `chexlab evaluate --split train` predictions of a classifier)"
-                        .into(),
-                )
-            })?;
-            let teacher = read_teacher(cfg, &resolve(cfg, teacher_path))?;
-            let examples: Vec<Example> = train
-                .iter()
-                .zip(&train_enc)
-                .filter_map(|(s, e)| {
-                    teacher.get(&s.study_id).map(|p| Example {
-                        encoded: e.clone(),
-                        target: Target::Probs(*p),
-                    })
-                })
-                .collect();
-            if examples.is_empty() {
-                return Err(Error::format(
-                    teacher_path,
-                    "no training study has teacher probabilities",
-                ));
-            }
+            let examples = teacher_examples(cfg, &train, &train_enc)?;
             let s = fit_settings(b, cfg, b.epochs, b.lr, cfg.seed);
             model = phase(model, &examples, &s, "visualchexbert (teacher)")?;
         }
@@ -498,24 +554,7 @@ pub fn train_labeler(
     // Scores on the test split, with the rule labeler alongside.
     let test: Vec<&StudyReport> = of(Split::Test).collect();
     report.test_reports = test.len();
-    let texts: Vec<&str> = test.iter().map(|s| s.text.as_str()).collect();
-    let bert_rows = labeler.label_texts(&texts)?;
-    let rule_rows: Vec<LabelRow> = texts.par_iter().map(|t| rules.label(t)).collect();
-    // Truth the training did not already read is optional here: without it, its column stays empty.
-    let optional = |p: &Path| {
-        study_label_map(&resolve(cfg, p), cfg.dataset.on_bad_record)
-            .ok()
-            .map(|m| m.0)
-    };
-    let report_truth = report_truth.or_else(|| optional(&b.expert_labels));
-    let image_truth = image_truth.or_else(|| optional(&b.dev_labels));
-    for (name, rows) in [("chexpert (rules)", &rule_rows), (kind.name(), &bert_rows)] {
-        report.scores.push(LabelerScores {
-            labeler: name.into(),
-            report_weighted_f1: agreement(&test, rows, report_truth.as_ref(), false),
-            image_mean_positive_f1: agreement(&test, rows, image_truth.as_ref(), true),
-        });
-    }
+    report.scores = test_scores(cfg, &labeler, &rules, &test, (report_truth, image_truth))?;
     report.seconds = t0.elapsed().as_secs_f64();
     if root {
         labeler.save(out)?;
