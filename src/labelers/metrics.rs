@@ -189,9 +189,18 @@ impl Confusion {
 
     /// Image-truth metrics: truth positive = Positive; prediction positive = Positive, or Uncertain under `ones`.
     pub fn binary_scores(&self, policy: UncertaintyPolicy) -> (Vec<BinaryScores>, f64) {
+        self.binary_scores_over(policy, &OBSERVATIONS)
+    }
+
+    /// [`Confusion::binary_scores`] over `observations` only; the mean is over those with positives.
+    pub fn binary_scores_over(
+        &self,
+        policy: UncertaintyPolicy,
+        observations: &[Observation],
+    ) -> (Vec<BinaryScores>, f64) {
         let (p, u) = (class_index(Label::Positive), class_index(Label::Uncertain));
         let mut f1s = Vec::new();
-        let per = OBSERVATIONS
+        let per = observations
             .iter()
             .map(|&o| {
                 let m = &self.counts[o.index()];
@@ -233,6 +242,9 @@ fn read_all(path: &Path) -> Result<(Vec<LabeledRow>, bool)> {
 /// position (then the row counts must agree). Truth made only of 0/1 values is scored as image truth with
 /// `policy` for uncertain predictions; any other truth as report truth.
 pub fn evaluate(pred: &Path, truth: &Path, policy: UncertaintyPolicy) -> Result<LabelMetrics> {
+    if is_gold_file(truth)? {
+        return evaluate_against_gold(pred, truth, policy);
+    }
     let (pred_rows, pred_id) = read_all(pred)?;
     let (truth_rows, truth_id) = read_all(truth)?;
     let mut confusion = Confusion::default();
@@ -314,6 +326,72 @@ pub fn evaluate(pred: &Path, truth: &Path, policy: UncertaintyPolicy) -> Result<
     Ok(m)
 }
 
+/// Whether `path` is a ChestX-ray14-category gold file (see [`super::gold`]).
+fn is_gold_file(path: &Path) -> Result<bool> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(crate::io::open_read(path)?);
+    let Some(first) = r.records().next() else {
+        return Ok(false);
+    };
+    let first = first.map_err(|e| Error::csv(path, e))?;
+    Ok(super::gold::is_gold_header(
+        &first.iter().collect::<Vec<_>>(),
+    ))
+}
+
+/// Predictions against ChestX-ray14-category gold (NIH ChestX-ray14, OpenI): positive-class precision, recall and
+/// F1 of the ten mapped observations and their mean (the macro F1). Predictions are matched to gold rows by id; a
+/// prediction whose id the gold lacks is an error naming it; gold rows without a prediction are left out.
+fn evaluate_against_gold(
+    pred: &Path,
+    truth: &Path,
+    policy: UncertaintyPolicy,
+) -> Result<LabelMetrics> {
+    let gold = super::gold::read(truth)?;
+    let (pred_rows, pred_id) = read_all(pred)?;
+    if !pred_id {
+        return Err(Error::format(
+            pred,
+            format!(
+                "{} is gold by id: the predictions need an id column (label a two-column id,text input)",
+                truth.display()
+            ),
+        ));
+    }
+    let mut confusion = Confusion::default();
+    for p in &pred_rows {
+        let id = p.id.as_deref().unwrap_or("");
+        let g = super::gold::find(&gold, id).ok_or_else(|| {
+            Error::record(
+                pred,
+                p.line,
+                format!("id '{id}' matches no row of {}", truth.display()),
+            )
+        })?;
+        confusion.add(&g.labels, &p.labels);
+    }
+    if confusion.rows == 0 {
+        return Err(Error::format(pred, "no predictions"));
+    }
+    let observations = super::gold::observations();
+    let (binary, mean) = confusion.binary_scores_over(policy, &observations);
+    Ok(LabelMetrics {
+        rows: confusion.rows,
+        truth_kind: format!(
+            "ChestX-ray14-category ({} mapped observations; {} gold rows without a prediction left out)",
+            observations.len(),
+            (gold.len() as u64).saturating_sub(confusion.rows)
+        ),
+        matched_by: "id".into(),
+        observations: Vec::new(),
+        weighted_f1: None,
+        uncertain_policy: Some(format!("{policy:?}").to_lowercase()),
+        binary,
+        mean_positive_f1: Some(mean),
+    })
+}
+
 impl fmt::Display for LabelMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -364,8 +442,12 @@ impl fmt::Display for LabelMetrics {
             }
             writeln!(
                 f,
-                "mean positive-class F1 (uncertain → {}): {mean:.4}",
-                self.uncertain_policy.as_deref().unwrap_or("")
+                "mean positive-class F1 (uncertain → {}): {mean:.4} (macro F1 over {} observations with positives)",
+                self.uncertain_policy.as_deref().unwrap_or(""),
+                self.binary
+                    .iter()
+                    .filter(|b| b.positive.support > 0)
+                    .count()
             )?;
         }
         Ok(())

@@ -2,6 +2,7 @@
 
 pub mod bert;
 pub mod format;
+pub mod gold;
 pub mod metrics;
 pub mod rules;
 

@@ -48,6 +48,8 @@ pub struct CueScopeClassifier {
     /// Per unique phrase: every (kind, direction) it is listed under.
     roles: Vec<Vec<(Kind, Dir)>>,
     automaton: AhoCorasick,
+    /// The one-word verbs and copulas.
+    verbs: std::collections::HashSet<String>,
 }
 
 /// A cue found in a sentence: its token range and roles.
@@ -123,7 +125,17 @@ impl CueScopeClassifier {
             .match_kind(MatchKind::LeftmostLongest)
             .build(&phrases)
             .map_err(|e| Error::Input(format!("cue lexicon: {e}")))?;
-        Ok(CueScopeClassifier { roles, automaton })
+        let verbs = phrases
+            .iter()
+            .zip(&roles)
+            .filter(|(p, r)| !p.contains(' ') && r.iter().any(|(k, _)| *k == Kind::Verb))
+            .map(|(p, _)| p.clone())
+            .collect();
+        Ok(CueScopeClassifier {
+            roles,
+            automaton,
+            verbs,
+        })
     }
 
     /// The built-in cues.
@@ -232,6 +244,36 @@ impl CueScopeClassifier {
     }
 }
 
+/// Words that say something of an organ's size.
+const ENLARGED: &[&str] = &[
+    "enlarg",
+    "large",
+    "big",
+    "increas",
+    "promin",
+    "cardiomegal",
+    "widen",
+    "globular",
+    "magnif",
+    "size",
+    "upper limit",
+    "normal",
+    "unremarkable",
+    "abnormal",
+    "stable",
+    "unchanged",
+];
+
+/// A Cardiomegaly or Enlarged Cardiomediastinum mention that only names the organ ("the heart", "mediastinum").
+fn bare_organ(obs: Observation, mention: &str) -> bool {
+    matches!(
+        obs,
+        Observation::Cardiomegaly | Observation::EnlargedCardiomediastinum
+    ) && !["enlarg", "cardiomegal", "widen", "size"]
+        .iter()
+        .any(|w| mention.contains(w))
+}
+
 /// Oedema-like phrases the original labeler always reads as uncertain.
 const ALWAYS_UNCERTAIN: &[&str] = &[
     "vascular congestion",
@@ -252,6 +294,14 @@ impl MentionClassifier for CueScopeClassifier {
             .unwrap_or(first)
             .max(first);
         let found = self.find(text, s);
+        // A mention's trailing copula ("heart is") belongs to the clause: a cue that starts there ("is not
+        // enlarged") still speaks of the mention.
+        let t = &s.tokens[last];
+        let last = if last > first && self.verbs.contains(&text[t.start..t.end]) {
+            last - 1
+        } else {
+            last
+        };
         // Per token: terminator or verb (used to bound scopes).
         let mut stops: Vec<Option<Kind>> = vec![None; s.tokens.len()];
         for f in &found {
@@ -284,13 +334,19 @@ impl MentionClassifier for CueScopeClassifier {
             }
         }
         let mtext = &text[mention.start..mention.end];
+        let sentence = &text[s.start..s.end];
+        // The heart or mediastinum named without anything said of its size ("the heart and lungs have [stayed the
+        // same] in the interval", "the mediastinum is stable") is no mention of enlargement.
+        if bare_organ(mention.observation, mtext) && !ENLARGED.iter().any(|w| sentence.contains(w))
+        {
+            return Label::Blank;
+        }
         if mention.observation == Observation::Edema
             && ALWAYS_UNCERTAIN.iter().any(|p| mtext.starts_with(p))
         {
             return Label::Uncertain;
         }
         // "Stable cardiomediastinal silhouette" says nothing about enlargement.
-        let sentence = &text[s.start..s.end];
         if (mtext.contains("silhouette")
             || mtext.contains("contour")
             || mtext.contains("cardiomediastin"))
