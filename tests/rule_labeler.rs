@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+mod common;
+
 use chexlab::data::OnBadRecord;
 use chexlab::labelers::format::{read_labeled, read_reports};
 use chexlab::labelers::rules::RuleLabeler;
@@ -199,4 +201,119 @@ fn no_finding_and_bad_text_never_panic() {
     assert_eq!(row.get(PleuralEffusion), Positive);
     assert_eq!(row.get(Pneumothorax), Negative);
     label("\u{0}\u{fffd}é,,,;;::(()) … …. . .");
+}
+
+/// Real reports: the OpenI development set (findings and impression joined, as the scores in the rule labeler's
+/// issue were computed) against its radiologists' ChestX-ray14-category labels, through `label` and `eval-labels`
+/// as a user runs them. The floors are the scores reached (0.8011 and 0.7555 macro F1), so they cannot regress.
+#[test]
+fn openi_development_set_scores_do_not_regress() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
+    let (reports, gold) = (
+        shared.join("openi/dev_reports.csv"),
+        shared.join("negbio/openi_gld_std14.csv"),
+    );
+    if !reports.is_file() || !gold.is_file() {
+        eprintln!(
+            "skipping: OpenI reference data not found under {}",
+            shared.display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("openi.csv");
+    let mut w = csv::Writer::from_path(&input).unwrap();
+    let mut r = csv::Reader::from_path(&reports).unwrap();
+    let header = r.headers().unwrap().clone();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let (id, findings, impression) = (col("id"), col("findings"), col("impression"));
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let text = format!("{} {}", &rec[findings], &rec[impression]);
+        w.write_record([&rec[id], text.trim()]).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let out = tmp.path().join("rules.csv");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    common::chexlab_ok(
+        &["--quiet", "label", "--reports", i, "--out", o],
+        tmp.path(),
+    );
+    let g = gold.to_str().unwrap();
+    for (policy, floor, per_observation_floor) in [("zeros", 0.80, 0.58), ("ones", 0.755, 0.47)] {
+        let json = tmp.path().join(format!("{policy}.json"));
+        let args = [
+            "eval-labels",
+            "--pred",
+            o,
+            "--truth",
+            g,
+            "--uncertain",
+            policy,
+            "--out",
+            json.to_str().unwrap(),
+        ];
+        let printed = common::chexlab_ok(&args, tmp.path());
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let macro_f1 = m["mean_positive_f1"].as_f64().unwrap();
+        assert!(
+            macro_f1 >= floor,
+            "{policy}: macro F1 {macro_f1:.4} < {floor}\n{printed}"
+        );
+        let scored = m["binary"].as_array().unwrap();
+        assert_eq!(scored.len(), 10, "the ten mapped observations");
+        for b in scored {
+            let f1 = b["positive"]["f1"].as_f64().unwrap();
+            assert!(
+                f1 >= per_observation_floor,
+                "{policy}: {} F1 {f1:.3}\n{printed}",
+                b["observation"]
+            );
+        }
+    }
+}
+
+/// Constructions of real reports (OpenI), written for this test: copula + negation after the organ, "upper limits
+/// of normal", an organ named with nothing said of its size, healed granulomatous disease, cystic fibrosis.
+#[test]
+fn real_report_constructions() {
+    use Label::*;
+    use Observation::*;
+    assert_labels(&[
+        ("Heart is not enlarged.", Cardiomegaly, Negative),
+        (
+            "The heart is not significantly enlarged.",
+            Cardiomegaly,
+            Negative,
+        ),
+        (
+            "Heart size is upper limits of normal.",
+            Cardiomegaly,
+            Negative,
+        ),
+        ("The heart is top normal in size.", Cardiomegaly, Negative),
+        (
+            "Heart size appears within limits of normal.",
+            Cardiomegaly,
+            Negative,
+        ),
+        ("The heart is enlarged.", Cardiomegaly, Positive),
+        ("Heart is enlarged.", Cardiomegaly, Positive),
+        (
+            "The heart and lungs have XXXX XXXX in the interval.",
+            Cardiomegaly,
+            Blank,
+        ),
+        (
+            "Residuals of prior granulomatous infection.",
+            Pneumonia,
+            Blank,
+        ),
+        ("Right lower lobe infection.", Pneumonia, Positive),
+        ("Changes of cystic fibrosis.", PleuralOther, Blank),
+        ("Apical pleural fibrosis.", PleuralOther, Positive),
+        ("Mild fissural thickening.", PleuralOther, Positive),
+    ]);
 }
