@@ -127,6 +127,34 @@ pub fn write_atomic(dest: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     f.commit()
 }
 
+/// Refuses to write `output` when it is one of `inputs`, however spelled (`./a.csv`, a symlink): the write would
+/// replace what the command reads. Checked before anything is written.
+pub fn refuse_overwrite(output: &Path, inputs: &[&Path]) -> Result<()> {
+    // The output may not exist yet: resolve its directory and keep its name.
+    let resolve = |p: &Path| -> Option<PathBuf> {
+        std::fs::canonicalize(p).ok().or_else(|| {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+        })
+    };
+    let Some(out) = resolve(output) else {
+        return Ok(());
+    };
+    for input in inputs {
+        if resolve(input).is_some_and(|i| i == out) {
+            return Err(Error::Input(format!(
+                "{}: the output is also an input ({}); write it elsewhere",
+                output.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// SHA-256 of a file, hex.
 pub fn sha256_of(path: &Path) -> Result<String> {
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;

@@ -450,3 +450,59 @@ fn shard_train_evaluate_from_a_config() {
     let p = c["delong"]["p"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&p), "{c}");
 }
+
+#[test]
+fn labeler_input_header_crlf_lines_empty_input_and_output_over_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    let fails = |args: &[&str]| {
+        let o = chexlab(args, dir);
+        assert!(
+            !o.status.success(),
+            "chexlab {args:?} succeeded:\n{}",
+            text(&o)
+        );
+        text(&o)
+    };
+    // A `Reports` header row is a header, not a report.
+    write("header.csv", "Reports\n\"Heart is not enlarged.\"\n");
+    let o = chexlab(&["label", "--reports", "header.csv", "--out", "h.csv"], dir);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("labelled 1 reports"), "{}", text(&o));
+    // CRLF line ends: the bad row is on line 5.
+    write("crlf.csv", "1,a\r\n2,\"b\r\nb\"\r\n3,c\r\n4,d,e\r\n");
+    let err = fails(&["label", "--reports", "crlf.csv", "--out", "c.csv"]);
+    assert!(err.contains("crlf.csv: line 5:"), "{err}");
+    // Empty input and a header only: nothing to label is an error, not an empty success.
+    write("empty.csv", "");
+    write("only.csv", "Reports\n");
+    for f in ["empty.csv", "only.csv"] {
+        let err = fails(&["label", "--reports", f, "--out", "e.csv"]);
+        assert!(err.contains("no reports"), "{err}");
+    }
+    // An output that is one of the inputs is refused before anything is written.
+    let err = fails(&["label", "--reports", "header.csv", "--out", "./header.csv"]);
+    assert!(err.contains("the output is also an input"), "{err}");
+    let err = fails(&[
+        "eval-labels",
+        "--pred",
+        "h.csv",
+        "--truth",
+        "h.csv",
+        "--out",
+        "h.csv",
+    ]);
+    assert!(err.contains("the output is also an input"), "{err}");
+    assert!(
+        std::fs::read_to_string(dir.join("header.csv"))
+            .unwrap()
+            .starts_with("Reports\n"),
+        "the input is untouched"
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("h.csv"))
+            .unwrap()
+            .starts_with("Reports,")
+    );
+}

@@ -30,6 +30,9 @@ pub struct EvalLabelsArgs {
 impl EvalLabelsArgs {
     /// Prints the metrics, and writes them as JSON when asked.
     pub fn run(self) -> Result<()> {
+        if let Some(out) = &self.out {
+            chexlab::io::refuse_overwrite(out, &[&self.pred, &self.truth])?;
+        }
         let m = chexlab::labelers::metrics::evaluate(&self.pred, &self.truth, self.uncertain)?;
         print!("{m}");
         if let Some(out) = self.out {

@@ -43,6 +43,7 @@ impl TokenizerArgs {
             vocab_size,
             min_frequency,
         } = self.action;
+        chexlab::io::refuse_overwrite(&out, &[&reports])?;
         let mut texts = Vec::new();
         for row in chexlab::labelers::format::read_reports(&reports, OnBadRecord::Fail)? {
             texts.push(row?.text);

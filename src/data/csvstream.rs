@@ -68,6 +68,10 @@ pub struct CsvStream<P> {
     policy: OnBadRecord,
     bad: BadRecords,
     done: bool,
+    /// Lines end in CRLF: the csv crate then counts a record's line before the `\n` that ends the previous one.
+    crlf: bool,
+    /// Records read so far, the header included.
+    records: u64,
 }
 
 impl<P: RowParser> CsvStream<P> {
@@ -80,6 +84,7 @@ impl<P: RowParser> CsvStream<P> {
         policy: OnBadRecord,
         make_parser: impl FnOnce(&Path, &csv::StringRecord) -> Result<P>,
     ) -> Result<Self> {
+        let (crlf, _) = sniff(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(has_headers)
             .flexible(flexible)
@@ -102,6 +107,8 @@ impl<P: RowParser> CsvStream<P> {
             policy,
             bad: BadRecords::default(),
             done: false,
+            crlf,
+            records: u64::from(has_headers),
         })
     }
 
@@ -131,6 +138,27 @@ impl<P: RowParser> CsvStream<P> {
     }
 }
 
+impl<P> CsvStream<P> {
+    /// The true line of a record the csv crate places at `line`.
+    fn line(&self, line: u64) -> u64 {
+        line + u64::from(self.crlf && self.records > 0)
+    }
+}
+
+/// The start of a file: whether its lines end in CRLF, and its first line (up to 64 kB, without a BOM).
+pub fn sniff(path: &Path) -> Result<(bool, String)> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::with_capacity(1 << 16, open_read(path)?);
+    let buf = r.fill_buf().map_err(|e| Error::io(path, e))?;
+    let nl = buf.iter().position(|&b| b == b'\n');
+    let crlf = nl.is_some_and(|i| i > 0 && buf[i - 1] == b'\r');
+    let first = String::from_utf8_lossy(&buf[..nl.unwrap_or(buf.len())])
+        .trim_end_matches('\r')
+        .trim_start_matches('\u{feff}')
+        .to_string();
+    Ok((crlf, first))
+}
+
 impl<P: RowParser> Iterator for CsvStream<P> {
     type Item = Result<P::Item>;
 
@@ -139,7 +167,8 @@ impl<P: RowParser> Iterator for CsvStream<P> {
             match self.reader.read_record(&mut self.record) {
                 Ok(false) => self.done = true,
                 Ok(true) => {
-                    let line = self.record.position().map_or(0, |p| p.line());
+                    let line = self.line(self.record.position().map_or(0, |p| p.line()));
+                    self.records += 1;
                     match self.parser.parse(&self.path, line, &self.record) {
                         Ok(item) => return Some(Ok(item)),
                         Err(e) => {
@@ -150,7 +179,11 @@ impl<P: RowParser> Iterator for CsvStream<P> {
                     }
                 }
                 Err(e) => {
-                    let err = Error::csv(&self.path, e);
+                    let mut err = Error::csv(&self.path, e);
+                    if let Error::Csv { line, .. } = &mut err {
+                        *line = self.line(*line);
+                    }
+                    self.records += 1;
                     if let Some(r) = self.fail_or_skip(err) {
                         return Some(r);
                     }

@@ -1,7 +1,8 @@
 //! The CheXpert labeler's file format, read and written byte-compatibly with the original tool.
 //!
 //! * Input: a headerless CSV, one report per row (quoted when it holds commas, quotes or newlines). With two
-//!   columns, the first is an id (e.g. a study id) and the last is the text.
+//!   columns, the first is an id (e.g. a study id) and the last is the text. A first row whose last field is
+//!   `Reports` is a header.
 //! * Output: header `Reports` + the 14 observations, values `1.0` / `0.0` / `-1.0` / empty, `\n` line ends,
 //!   minimal quoting. chexlab may add a leading id column (e.g. `study_id`) when the input had ids.
 
@@ -76,13 +77,16 @@ impl RowParser for ReportParser {
 
 /// Streams the reports of a labeler input CSV.
 pub fn read_reports(path: &Path, policy: OnBadRecord) -> Result<CsvStream<ReportParser>> {
-    CsvStream::open(
-        path,
-        false,
-        true,
-        policy,
-        |_, _| Ok(ReportParser::default()),
-    )
+    // The input is headerless, but a `Reports` (or `id,Reports`) header row, as the labeler's own output and
+    // many exports have, is a header and not a report.
+    let (_, first) = crate::data::csvstream::sniff(path)?;
+    let header = first
+        .rsplit(',')
+        .next()
+        .is_some_and(|last| last.trim().trim_matches('"') == REPORTS_COLUMN);
+    CsvStream::open(path, header, true, policy, |_, _| {
+        Ok(ReportParser::default())
+    })
 }
 
 /// One row of a labeled CSV.

@@ -56,10 +56,22 @@ pub fn label_csv(
     output: &Path,
     policy: OnBadRecord,
 ) -> Result<LabelRun> {
+    crate::io::refuse_overwrite(output, &[input])?;
     let mut stream = read_reports(input, policy)?;
     let mut first: Vec<format::ReportRow> = Vec::with_capacity(BATCH);
     for row in stream.by_ref().take(BATCH) {
         first.push(row?);
+    }
+    if first.is_empty() {
+        let skipped = stream.bad_records().skipped;
+        return Err(Error::format(
+            input,
+            if skipped > 0 {
+                format!("no reports: all {skipped} row(s) were malformed and skipped")
+            } else {
+                "no reports (an empty file, or a header only)".to_string()
+            },
+        ));
     }
     let with_id = first.first().is_some_and(|r| r.id.is_some());
     let mut writer = LabeledWriter::create(output, with_id.then_some("study_id"), true)?;
