@@ -355,18 +355,19 @@ fn teacher_examples(
     Ok(examples)
 }
 
+/// Labels per study id.
+type StudyLabels = HashMap<u64, LabelRow>;
+
 /// The trained labeler's and the rule labeler's agreement with report and image truth on the `test` reports.
-/// `truth` holds the tables training already read; the others are optional here: without one, its column stays
+/// The truth tables are those training already read; the others are optional here: without one, its column stays
 /// empty.
 fn test_scores(
     cfg: &BertJob,
     labeler: &BertReportLabeler,
     rules: &RuleLabeler,
     test: &[&StudyReport],
-    (report_truth, image_truth): (
-        Option<HashMap<u64, LabelRow>>,
-        Option<HashMap<u64, LabelRow>>,
-    ),
+    report_truth: Option<StudyLabels>,
+    image_truth: Option<StudyLabels>,
 ) -> Result<Vec<LabelerScores>> {
     let texts: Vec<&str> = test.iter().map(|s| s.text.as_str()).collect();
     let bert_rows = labeler.label_texts(&texts)?;
@@ -554,7 +555,7 @@ pub fn train_labeler(
     // Scores on the test split, with the rule labeler alongside.
     let test: Vec<&StudyReport> = of(Split::Test).collect();
     report.test_reports = test.len();
-    report.scores = test_scores(cfg, &labeler, &rules, &test, (report_truth, image_truth))?;
+    report.scores = test_scores(cfg, &labeler, &rules, &test, report_truth, image_truth)?;
     report.seconds = t0.elapsed().as_secs_f64();
     if root {
         labeler.save(out)?;
