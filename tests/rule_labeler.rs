@@ -317,3 +317,38 @@ fn real_report_constructions() {
         ("Mild fissural thickening.", PleuralOther, Positive),
     ]);
 }
+
+/// A cue reaches at most the scope window's words (12) however long the sentence, and a report without sentence
+/// breaks is labelled like its pieces: what keeps the labeler linear in report length.
+#[test]
+fn scopes_are_bounded_in_an_unpunctuated_report() {
+    use Label::*;
+    use Observation::*;
+    let filler = |n: usize| vec!["xxxx"; n].join(" ");
+    assert_labels(&[
+        (
+            &format!("no {} effusion", filler(10)),
+            PleuralEffusion,
+            Negative,
+        ),
+        (
+            &format!("no {} effusion", filler(13)),
+            PleuralEffusion,
+            Positive,
+        ),
+    ]);
+    // Thousands of cues and mentions in one sentence: every mention still sees only its neighbours.
+    let long: String = (0..5000)
+        .map(|i| {
+            if i % 2 == 0 {
+                "no effusion"
+            } else {
+                "pneumothorax"
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let row = label(&long);
+    assert_eq!(row.get(PleuralEffusion), Negative);
+    assert_eq!(row.get(Pneumothorax), Negative, "'no' two words before it");
+}

@@ -16,6 +16,15 @@ use crate::observations::{Label, Observation};
 pub trait MentionClassifier: Send + Sync {
     /// `text` is the cleaned (lower-cased) report; `sentence` holds the mention.
     fn classify(&self, text: &str, sentence: &Sentence, mention: &Mention) -> Label;
+
+    /// Every mention of one sentence, in order; a classifier that prepares per sentence overrides it so a long
+    /// sentence with many mentions costs linear time, not quadratic.
+    fn classify_all(&self, text: &str, sentence: &Sentence, mentions: &[Mention]) -> Vec<Label> {
+        mentions
+            .iter()
+            .map(|m| self.classify(text, sentence, m))
+            .collect()
+    }
 }
 
 /// The built-in cue lexicon.
@@ -156,9 +165,11 @@ impl CueScopeClassifier {
             {
                 continue;
             }
-            let first = s.tokens.iter().position(|t| t.end > ms);
-            let last = s.tokens.iter().rposition(|t| t.start < me);
-            if let (Some(first), Some(last)) = (first, last) {
+            // Tokens are ordered and disjoint: the first ending after the cue's start, the last starting before
+            // its end.
+            let first = s.tokens.partition_point(|t| t.end <= ms);
+            let last = s.tokens.partition_point(|t| t.start < me).checked_sub(1);
+            if let (true, Some(last)) = (first < s.tokens.len(), last) {
                 out.push(Found {
                     first,
                     last,
@@ -174,73 +185,131 @@ fn is_word(t: &Token) -> bool {
     t.kind == TokenKind::Word
 }
 
-/// Whether tokens strictly between `from` and `to` (exclusive, in either order) let a scope through: no
-/// terminator, no verb except those directly next to the cue at `cue_side`, and at most `window` words.
-fn passes(
-    tokens: &[Token],
-    stops: &[Option<Kind>],
-    from: usize,
-    to: usize,
-    cue_side: usize,
-    window: usize,
-) -> bool {
-    let (lo, hi) = if from < to {
-        (from + 1, to)
-    } else {
-        (to + 1, from)
-    };
-    if lo >= hi {
-        return true;
-    }
-    // Verbs adjacent to the cue belong to it ("heart size IS normal", "no effusion IS seen").
-    let mut adjacent = vec![false; hi - lo];
-    if cue_side == from {
-        let range: Box<dyn Iterator<Item = usize>> = if from < to {
-            Box::new(lo..hi)
-        } else {
-            Box::new((lo..hi).rev())
-        };
-        for i in range {
-            if stops[i] == Some(Kind::Verb) {
-                adjacent[i - lo] = true;
-            } else {
-                break;
-            }
-        }
-    }
-    let mut words = 0;
-    for i in lo..hi {
-        match stops[i] {
-            Some(Kind::Terminator) => return false,
-            Some(Kind::Verb) if !adjacent[i - lo] => return false,
-            _ => {}
-        }
-        words += is_word(&tokens[i]) as usize;
-    }
-    words <= window
+/// A sentence's cues and what bounds their scopes, computed once for all the mentions in it. Counts are prefix
+/// sums over the tokens, so a scope check costs the same whatever the sentence's length.
+struct Scene<'a> {
+    /// Cues in the sentence, in order, not overlapping.
+    found: Vec<Found<'a>>,
+    /// `words[i]`: word tokens among the first `i` tokens; likewise terminators and verbs.
+    words: Vec<usize>,
+    terminators: Vec<usize>,
+    verbs: Vec<usize>,
+    /// Per token: the run of verbs starting there going forward, and ending there going backward.
+    verbs_after: Vec<usize>,
+    verbs_before: Vec<usize>,
+    /// The sentence says something of an organ's size ([`ENLARGED`]); of a change ("stable"); of enlargement.
+    sizes: bool,
+    stable: bool,
+    enlarged: bool,
 }
 
-impl CueScopeClassifier {
-    fn in_scope(
-        &self,
-        s: &Sentence,
-        stops: &[Option<Kind>],
-        cue: &Found,
-        dir: Dir,
-        first: usize,
-        last: usize,
-    ) -> bool {
-        let t = &s.tokens;
-        let forward =
-            |window| first > cue.last && passes(t, stops, cue.last, first, cue.last, window);
-        let backward =
-            |window| last < cue.first && passes(t, stops, cue.first, last, cue.first, window);
+impl<'a> Scene<'a> {
+    fn new(c: &'a CueScopeClassifier, text: &str, s: &Sentence) -> Self {
+        let found = c.find(text, s);
+        let n = s.tokens.len();
+        let mut stops: Vec<Option<Kind>> = vec![None; n];
+        for f in &found {
+            let kind = if f.has(Kind::Terminator) {
+                Some(Kind::Terminator)
+            } else if f.has(Kind::Verb) {
+                Some(Kind::Verb)
+            } else {
+                None
+            };
+            if kind.is_some() {
+                for st in &mut stops[f.first..=f.last] {
+                    *st = kind;
+                }
+            }
+        }
+        let prefix = |hit: &dyn Fn(usize) -> bool| {
+            let mut v = vec![0; n + 1];
+            for i in 0..n {
+                v[i + 1] = v[i] + usize::from(hit(i));
+            }
+            v
+        };
+        let verb = |i: usize| stops[i] == Some(Kind::Verb);
+        let mut verbs_after = vec![0; n + 1];
+        for i in (0..n).rev() {
+            verbs_after[i] = if verb(i) { verbs_after[i + 1] + 1 } else { 0 };
+        }
+        let mut verbs_before = vec![0; n];
+        for i in 0..n {
+            verbs_before[i] = if verb(i) {
+                1 + if i > 0 { verbs_before[i - 1] } else { 0 }
+            } else {
+                0
+            };
+        }
+        let sentence = &text[s.start..s.end];
+        Scene {
+            words: prefix(&|i| is_word(&s.tokens[i])),
+            terminators: prefix(&|i| stops[i] == Some(Kind::Terminator)),
+            verbs: prefix(&verb),
+            verbs_after,
+            verbs_before,
+            sizes: ENLARGED.iter().any(|w| sentence.contains(w)),
+            stable: ["stable", "unchanged", "not changed", "similar"]
+                .iter()
+                .any(|w| sentence.contains(w)),
+            enlarged: sentence.contains("enlarg") || sentence.contains("widen"),
+            found,
+        }
+    }
+
+    /// Whether tokens strictly between `from` and `to` (either order) let a scope through: no terminator, no
+    /// verb except those directly next to the cue at `from`, and at most `window` words.
+    fn passes(&self, from: usize, to: usize, window: usize) -> bool {
+        let (lo, hi) = if from < to {
+            (from + 1, to)
+        } else {
+            (to + 1, from)
+        };
+        if lo >= hi {
+            return true;
+        }
+        if self.words[hi] - self.words[lo] > window || self.terminators[hi] > self.terminators[lo] {
+            return false;
+        }
+        // Verbs adjacent to the cue belong to it ("heart size IS normal", "no effusion IS seen").
+        let adjacent = if from < to {
+            self.verbs_after[lo]
+        } else {
+            self.verbs_before[hi - 1]
+        };
+        self.verbs[hi] - self.verbs[lo] <= adjacent.min(hi - lo)
+    }
+
+    fn in_scope(&self, cue: &Found, dir: Dir, first: usize, last: usize) -> bool {
+        let forward = |window| first > cue.last && self.passes(cue.last, first, window);
+        let backward = |window| last < cue.first && self.passes(cue.first, last, window);
         match dir {
             Dir::Forward => forward(SCOPE_WINDOW),
             Dir::Backward => backward(SCOPE_WINDOW),
             Dir::Both => forward(BOTH_WINDOW) || backward(BOTH_WINDOW),
             Dir::None => false,
         }
+    }
+
+    /// The cues that can reach tokens `first..=last`: within the scope window's words on either side, and not
+    /// past a terminator. At most a window's worth, however long the sentence.
+    fn near(&self, first: usize, last: usize) -> impl Iterator<Item = &Found<'a>> {
+        let before = self.found.partition_point(|f| f.last < first);
+        let after = self.found.partition_point(|f| f.first <= last);
+        let reach = move |f: &&Found| {
+            // Tokens strictly between the cue and the mention.
+            let (lo, hi) = if f.last < first {
+                (f.last + 1, first)
+            } else {
+                (last + 1, f.first)
+            };
+            self.words[hi] - self.words[lo] <= SCOPE_WINDOW
+                && self.terminators[hi] == self.terminators[lo]
+        };
+        let back = self.found[..before].iter().rev().take_while(reach);
+        let ahead = self.found[after..].iter().take_while(reach);
+        back.chain(ahead)
     }
 }
 
@@ -282,18 +351,18 @@ const ALWAYS_UNCERTAIN: &[&str] = &[
     "vascular prominence",
 ];
 
-impl MentionClassifier for CueScopeClassifier {
-    fn classify(&self, text: &str, s: &Sentence, mention: &Mention) -> Label {
-        let Some(first) = s.tokens.iter().position(|t| t.end > mention.start) else {
+impl CueScopeClassifier {
+    /// The label of `mention` in the sentence `scene` describes.
+    fn label(&self, text: &str, s: &Sentence, scene: &Scene, mention: &Mention) -> Label {
+        let first = s.tokens.partition_point(|t| t.end <= mention.start);
+        if first == s.tokens.len() {
             return Label::Positive;
-        };
+        }
         let last = s
             .tokens
-            .iter()
-            .rposition(|t| t.start < mention.end)
-            .unwrap_or(first)
+            .partition_point(|t| t.start < mention.end)
+            .saturating_sub(1)
             .max(first);
-        let found = self.find(text, s);
         // A mention's trailing copula ("heart is") belongs to the clause: a cue that starts there ("is not
         // enlarged") still speaks of the mention.
         let t = &s.tokens[last];
@@ -302,43 +371,28 @@ impl MentionClassifier for CueScopeClassifier {
         } else {
             last
         };
-        // Per token: terminator or verb (used to bound scopes).
-        let mut stops: Vec<Option<Kind>> = vec![None; s.tokens.len()];
-        for f in &found {
-            let kind = if f.has(Kind::Terminator) {
-                Some(Kind::Terminator)
-            } else if f.has(Kind::Verb) {
-                Some(Kind::Verb)
-            } else {
-                None
-            };
-            if kind.is_some() {
-                for st in &mut stops[f.first..=f.last] {
-                    *st = kind;
-                }
-            }
-        }
         // Cues overlapping the mention are part of its own words, not modifiers of it.
-        let outside = |f: &Found| f.last < first || f.first > last;
+        let candidates: Vec<&Found> = scene
+            .near(first, last)
+            .filter(|f| !f.has(Kind::Pseudo))
+            .collect();
         for (kind, label) in [
             (Kind::PreUncertainty, Label::Uncertain),
             (Kind::Negation, Label::Negative),
             (Kind::Uncertainty, Label::Uncertain),
         ] {
-            for f in found.iter().filter(|f| outside(f) && !f.has(Kind::Pseudo)) {
+            for f in &candidates {
                 for &(k, dir) in f.roles {
-                    if k == kind && self.in_scope(s, &stops, f, dir, first, last) {
+                    if k == kind && scene.in_scope(f, dir, first, last) {
                         return label;
                     }
                 }
             }
         }
         let mtext = &text[mention.start..mention.end];
-        let sentence = &text[s.start..s.end];
         // The heart or mediastinum named without anything said of its size ("the heart and lungs have [stayed the
         // same] in the interval", "the mediastinum is stable") is no mention of enlargement.
-        if bare_organ(mention.observation, mtext) && !ENLARGED.iter().any(|w| sentence.contains(w))
-        {
+        if bare_organ(mention.observation, mtext) && !scene.sizes {
             return Label::Blank;
         }
         if mention.observation == Observation::Edema
@@ -350,14 +404,25 @@ impl MentionClassifier for CueScopeClassifier {
         if (mtext.contains("silhouette")
             || mtext.contains("contour")
             || mtext.contains("cardiomediastin"))
-            && ["stable", "unchanged", "not changed", "similar"]
-                .iter()
-                .any(|w| sentence.contains(w))
-            && !sentence.contains("enlarg")
-            && !sentence.contains("widen")
+            && scene.stable
+            && !scene.enlarged
         {
             return Label::Uncertain;
         }
         Label::Positive
+    }
+}
+
+impl MentionClassifier for CueScopeClassifier {
+    fn classify(&self, text: &str, s: &Sentence, mention: &Mention) -> Label {
+        self.label(text, s, &Scene::new(self, text, s), mention)
+    }
+
+    fn classify_all(&self, text: &str, s: &Sentence, mentions: &[Mention]) -> Vec<Label> {
+        let scene = Scene::new(self, text, s);
+        mentions
+            .iter()
+            .map(|m| self.label(text, s, &scene, m))
+            .collect()
     }
 }

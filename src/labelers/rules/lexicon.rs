@@ -149,20 +149,26 @@ impl Lexicon {
                 found.push((m.pattern().as_usize(), s, e));
             }
         }
-        let unmentions: Vec<(Observation, usize, usize)> = found
+        // Unmentions by start: one that contains a mention starts at most the longest phrase before it, so each
+        // mention looks at a bounded number of them (linear in the report, whatever its length).
+        let mut unmentions: Vec<(usize, usize, Observation)> = found
             .iter()
             .filter(|(i, _, _)| self.phrases[*i].unmention)
-            .map(|&(i, s, e)| (self.phrases[i].observation, s, e))
+            .map(|&(i, s, e)| (s, e, self.phrases[i].observation))
             .collect();
+        unmentions.sort_unstable_by_key(|u| (u.0, u.1));
+        let longest = self.phrases.iter().map(|p| p.text.len()).max().unwrap_or(0);
+        let unmentioned = |o: Observation, s: usize, e: usize| {
+            let from = unmentions.partition_point(|u| u.0 + longest < s);
+            unmentions[from..]
+                .iter()
+                .take_while(|u| u.0 <= s)
+                .any(|&(us, ue, uo)| uo == o && us <= s && e <= ue)
+        };
         let mut out: Vec<Mention> = found
             .iter()
             .filter(|(i, _, _)| !self.phrases[*i].unmention)
-            .filter(|&&(i, s, e)| {
-                let o = self.phrases[i].observation;
-                !unmentions
-                    .iter()
-                    .any(|&(uo, us, ue)| uo == o && us <= s && e <= ue)
-            })
+            .filter(|&&(i, s, e)| !unmentioned(self.phrases[i].observation, s, e))
             .map(|&(i, s, e)| {
                 // Edge spaces belong to the phrase's boundary, not to the mention.
                 let t = &self.phrases[i].text;

@@ -60,22 +60,27 @@ impl RuleLabeler {
     pub fn mentions(&self, report: &str) -> Vec<Classified> {
         let cleaned = text::clean(report);
         let sentences = text::sentences(report, &cleaned);
-        let mut out = Vec::new();
+        // Mentions come in order of start: group each sentence's, so the classifier prepares a sentence once.
+        let mut groups: Vec<(usize, Vec<Mention>)> = Vec::new();
         for m in self.lexicon.mentions(&cleaned) {
             // Sentences are ordered and disjoint: the last one starting at or before the mention holds it.
             let k = sentences.partition_point(|s| s.start <= m.start);
-            let Some(s) = k
-                .checked_sub(1)
-                .map(|k| &sentences[k])
-                .filter(|s| m.start < s.end)
-            else {
+            let Some(k) = k.checked_sub(1).filter(|&k| m.start < sentences[k].end) else {
                 continue;
             };
-            out.push(Classified {
+            match groups.last_mut() {
+                Some((g, ms)) if *g == k => ms.push(m),
+                _ => groups.push((k, vec![m])),
+            }
+        }
+        let mut out = Vec::new();
+        for (k, ms) in groups {
+            let labels = self.classifier.classify_all(&cleaned, &sentences[k], &ms);
+            out.extend(ms.iter().zip(labels).map(|(m, label)| Classified {
                 observation: m.observation,
                 text: cleaned[m.start..m.end].to_string(),
-                label: self.classifier.classify(&cleaned, s, &m),
-            });
+                label,
+            }));
         }
         out
     }
