@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use std::cell::OnceCell;
+
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use crate::error::{Error, Result};
@@ -190,21 +192,27 @@ fn is_word(t: &Token) -> bool {
 struct Scene<'a> {
     /// Cues in the sentence, in order, not overlapping.
     found: Vec<Found<'a>>,
-    /// `words[i]`: word tokens among the first `i` tokens; likewise terminators and verbs.
-    words: Vec<usize>,
-    terminators: Vec<usize>,
-    verbs: Vec<usize>,
-    /// Per token: the run of verbs starting there going forward, and ending there going backward.
-    verbs_after: Vec<usize>,
-    verbs_before: Vec<usize>,
-    /// The sentence says something of an organ's size ([`ENLARGED`]); of a change ("stable"); of enlargement.
-    sizes: bool,
-    stable: bool,
-    enlarged: bool,
+    /// `at[i]`: counts over the first `i` tokens, and the verb runs at token `i`.
+    at: Vec<Counts>,
+    /// The sentence's text, for the checks a few mentions need.
+    sentence: &'a str,
+    /// It says something of an organ's size ([`ENLARGED`]), computed when first asked.
+    sizes: OnceCell<bool>,
+}
+
+/// Prefix counts at one token position.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    words: usize,
+    terminators: usize,
+    verbs: usize,
+    /// The run of verbs starting at this token going forward, and ending at it going backward.
+    verbs_after: usize,
+    verbs_before: usize,
 }
 
 impl<'a> Scene<'a> {
-    fn new(c: &'a CueScopeClassifier, text: &str, s: &Sentence) -> Self {
+    fn new(c: &'a CueScopeClassifier, text: &'a str, s: &Sentence) -> Self {
         let found = c.find(text, s);
         let n = s.tokens.len();
         let mut stops: Vec<Option<Kind>> = vec![None; n];
@@ -222,40 +230,38 @@ impl<'a> Scene<'a> {
                 }
             }
         }
-        let prefix = |hit: &dyn Fn(usize) -> bool| {
-            let mut v = vec![0; n + 1];
-            for i in 0..n {
-                v[i + 1] = v[i] + usize::from(hit(i));
-            }
-            v
-        };
-        let verb = |i: usize| stops[i] == Some(Kind::Verb);
-        let mut verbs_after = vec![0; n + 1];
-        for i in (0..n).rev() {
-            verbs_after[i] = if verb(i) { verbs_after[i + 1] + 1 } else { 0 };
-        }
-        let mut verbs_before = vec![0; n];
+        let mut at = vec![Counts::default(); n + 1];
         for i in 0..n {
-            verbs_before[i] = if verb(i) {
-                1 + if i > 0 { verbs_before[i - 1] } else { 0 }
+            let verb = stops[i] == Some(Kind::Verb);
+            at[i + 1].words = at[i].words + usize::from(is_word(&s.tokens[i]));
+            at[i + 1].terminators =
+                at[i].terminators + usize::from(stops[i] == Some(Kind::Terminator));
+            at[i + 1].verbs = at[i].verbs + usize::from(verb);
+            at[i].verbs_before = if verb {
+                1 + if i > 0 { at[i - 1].verbs_before } else { 0 }
             } else {
                 0
             };
         }
-        let sentence = &text[s.start..s.end];
-        Scene {
-            words: prefix(&|i| is_word(&s.tokens[i])),
-            terminators: prefix(&|i| stops[i] == Some(Kind::Terminator)),
-            verbs: prefix(&verb),
-            verbs_after,
-            verbs_before,
-            sizes: ENLARGED.iter().any(|w| sentence.contains(w)),
-            stable: ["stable", "unchanged", "not changed", "similar"]
-                .iter()
-                .any(|w| sentence.contains(w)),
-            enlarged: sentence.contains("enlarg") || sentence.contains("widen"),
-            found,
+        for i in (0..n).rev() {
+            at[i].verbs_after = if stops[i] == Some(Kind::Verb) {
+                at[i + 1].verbs_after + 1
+            } else {
+                0
+            };
         }
+        Scene {
+            found,
+            at,
+            sentence: &text[s.start..s.end],
+            sizes: OnceCell::new(),
+        }
+    }
+
+    fn sizes(&self) -> bool {
+        *self
+            .sizes
+            .get_or_init(|| ENLARGED.iter().any(|w| self.sentence.contains(w)))
     }
 
     /// Whether tokens strictly between `from` and `to` (either order) let a scope through: no terminator, no
@@ -269,16 +275,17 @@ impl<'a> Scene<'a> {
         if lo >= hi {
             return true;
         }
-        if self.words[hi] - self.words[lo] > window || self.terminators[hi] > self.terminators[lo] {
+        let (l, h) = (&self.at[lo], &self.at[hi]);
+        if h.words - l.words > window || h.terminators > l.terminators {
             return false;
         }
         // Verbs adjacent to the cue belong to it ("heart size IS normal", "no effusion IS seen").
         let adjacent = if from < to {
-            self.verbs_after[lo]
+            l.verbs_after
         } else {
-            self.verbs_before[hi - 1]
+            self.at[hi - 1].verbs_before
         };
-        self.verbs[hi] - self.verbs[lo] <= adjacent.min(hi - lo)
+        h.verbs - l.verbs <= adjacent.min(hi - lo)
     }
 
     fn in_scope(&self, cue: &Found, dir: Dir, first: usize, last: usize) -> bool {
@@ -304,8 +311,8 @@ impl<'a> Scene<'a> {
             } else {
                 (last + 1, f.first)
             };
-            self.words[hi] - self.words[lo] <= SCOPE_WINDOW
-                && self.terminators[hi] == self.terminators[lo]
+            let (l, h) = (&self.at[lo], &self.at[hi]);
+            h.words - l.words <= SCOPE_WINDOW && h.terminators == l.terminators
         };
         let back = self.found[..before].iter().rev().take_while(reach);
         let ahead = self.found[after..].iter().take_while(reach);
@@ -372,16 +379,12 @@ impl CueScopeClassifier {
             last
         };
         // Cues overlapping the mention are part of its own words, not modifiers of it.
-        let candidates: Vec<&Found> = scene
-            .near(first, last)
-            .filter(|f| !f.has(Kind::Pseudo))
-            .collect();
         for (kind, label) in [
             (Kind::PreUncertainty, Label::Uncertain),
             (Kind::Negation, Label::Negative),
             (Kind::Uncertainty, Label::Uncertain),
         ] {
-            for f in &candidates {
+            for f in scene.near(first, last).filter(|f| !f.has(Kind::Pseudo)) {
                 for &(k, dir) in f.roles {
                     if k == kind && scene.in_scope(f, dir, first, last) {
                         return label;
@@ -392,7 +395,7 @@ impl CueScopeClassifier {
         let mtext = &text[mention.start..mention.end];
         // The heart or mediastinum named without anything said of its size ("the heart and lungs have [stayed the
         // same] in the interval", "the mediastinum is stable") is no mention of enlargement.
-        if bare_organ(mention.observation, mtext) && !scene.sizes {
+        if bare_organ(mention.observation, mtext) && !scene.sizes() {
             return Label::Blank;
         }
         if mention.observation == Observation::Edema
@@ -404,8 +407,11 @@ impl CueScopeClassifier {
         if (mtext.contains("silhouette")
             || mtext.contains("contour")
             || mtext.contains("cardiomediastin"))
-            && scene.stable
-            && !scene.enlarged
+            && ["stable", "unchanged", "not changed", "similar"]
+                .iter()
+                .any(|w| scene.sentence.contains(w))
+            && !scene.sentence.contains("enlarg")
+            && !scene.sentence.contains("widen")
         {
             return Label::Uncertain;
         }
