@@ -505,4 +505,23 @@ fn labeler_input_header_crlf_lines_empty_input_and_output_over_input() {
             .unwrap()
             .starts_with("Reports,")
     );
+    // A stray quote that opens a field and never closes swallows the rest of the file: an error naming the line
+    // where the field starts, and no output; a quoted multi-line report is fine.
+    write(
+        "stray.csv",
+        "no effusion\n\"heart normal\nno edema\nlungs clear\n",
+    );
+    let err = fails(&["label", "--reports", "stray.csv", "--out", "s.csv"]);
+    assert!(
+        err.contains("stray.csv: line 2: a quoted field starts on this line and never ends"),
+        "{err}"
+    );
+    assert!(!dir.join("s.csv").exists());
+    write("multi.csv", "1,\"multi\nline report\"\n2,\"no effusion\"\n");
+    let o = chexlab(&["label", "--reports", "multi.csv", "--out", "m.csv"], dir);
+    assert!(
+        o.status.success() && text(&o).contains("labelled 2 reports"),
+        "{}",
+        text(&o)
+    );
 }

@@ -72,6 +72,8 @@ pub struct CsvStream<P> {
     crlf: bool,
     /// Records read so far, the header included.
     records: u64,
+    /// The line of the last record, when its last field spans lines (a quoted field).
+    last_multiline: Option<u64>,
 }
 
 impl<P: RowParser> CsvStream<P> {
@@ -109,6 +111,7 @@ impl<P: RowParser> CsvStream<P> {
             done: false,
             crlf,
             records: u64::from(has_headers),
+            last_multiline: None,
         })
     }
 
@@ -139,6 +142,31 @@ impl<P: RowParser> CsvStream<P> {
 }
 
 impl<P> CsvStream<P> {
+    /// A last record whose last field spans lines, in a file that does not end with the quote closing it: a
+    /// quote opened there never closed and swallowed the rest of the file. (The csv crate ends such a field at the
+    /// end of the file without complaint.) Compressed files are not checked.
+    fn unterminated_quote(&self) -> Option<Error> {
+        use std::io::{Read, Seek, SeekFrom};
+        let line = self.last_multiline?;
+        if self.path.extension().is_some_and(|e| e == "gz") {
+            return None;
+        }
+        let mut f = std::fs::File::open(&self.path).ok()?;
+        let len = f.metadata().ok()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(64))).ok()?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail).ok()?;
+        let last = tail.iter().rev().find(|b| !b.is_ascii_whitespace())?;
+        (*last != b'"').then(|| {
+            Error::record(
+                &self.path,
+                line,
+                "a quoted field starts on this line and never ends (an unterminated quote?): it runs to the end of \
+                 the file",
+            )
+        })
+    }
+
     /// The true line of a record the csv crate places at `line`.
     fn line(&self, line: u64) -> u64 {
         line + u64::from(self.crlf && self.records > 0)
@@ -165,10 +193,22 @@ impl<P: RowParser> Iterator for CsvStream<P> {
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
             match self.reader.read_record(&mut self.record) {
-                Ok(false) => self.done = true,
+                Ok(false) => {
+                    self.done = true;
+                    if let Some(err) = self.unterminated_quote() {
+                        return Some(Err(err));
+                    }
+                }
                 Ok(true) => {
                     let line = self.line(self.record.position().map_or(0, |p| p.line()));
                     self.records += 1;
+                    // A field that swallows the rest of the file is the record's last one.
+                    self.last_multiline = self
+                        .record
+                        .iter()
+                        .next_back()
+                        .is_some_and(|f| f.contains('\n'))
+                        .then_some(line);
                     match self.parser.parse(&self.path, line, &self.record) {
                         Ok(item) => return Some(Ok(item)),
                         Err(e) => {
@@ -227,6 +267,37 @@ mod tests {
         let p = dir.join("t.csv");
         std::fs::write(&p, body).unwrap();
         p
+    }
+
+    #[test]
+    fn a_quote_that_never_closes_is_an_error_but_quoted_lines_are_not() {
+        struct Text;
+        impl RowParser for Text {
+            type Item = String;
+            fn parse(&mut self, _: &Path, _: u64, r: &csv::StringRecord) -> Result<String> {
+                Ok(r.iter().collect::<Vec<_>>().join("|"))
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let read = |body: &str| {
+            CsvStream::open(
+                &write(dir.path(), body),
+                false,
+                true,
+                OnBadRecord::Fail,
+                |_, _| Ok(Text),
+            )
+            .unwrap()
+            .collect::<Result<Vec<_>>>()
+        };
+        // A multi-line field followed by more fields, and a quoted multi-line last field, are well formed.
+        assert_eq!(read("\"a\nb\",1\n").unwrap(), ["a\nb|1"]);
+        assert_eq!(read("x,1\ny,\"c\nd\"\r\n").unwrap().len(), 2);
+        let err = read("x,1\ny,\"c\nd\ne\n").unwrap_err().to_string();
+        assert!(
+            err.contains("t.csv: line 2: a quoted field starts"),
+            "{err}"
+        );
     }
 
     #[test]
