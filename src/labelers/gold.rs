@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::data::{CsvStream, OnBadRecord, RowParser};
 use crate::error::{Error, Result};
 use crate::observations::{Label, LabelRow, Observation};
 
@@ -83,40 +84,50 @@ pub struct GoldRow {
     pub labels: LabelRow,
 }
 
-/// Reads a gold file into rows by id.
-pub fn read(path: &Path) -> Result<HashMap<String, GoldRow>> {
-    let mut r = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_reader(crate::io::open_read(path)?);
-    let header: Vec<String> = r
-        .headers()
-        .map_err(|e| Error::csv(path, e))?
-        .iter()
-        .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
-        .collect();
-    let id = ID_COLUMNS
-        .iter()
-        .find_map(|c| header.iter().position(|h| h == c))
-        .ok_or_else(|| Error::MissingColumns {
-            path: path.to_path_buf(),
-            missing: vec![ID_COLUMNS.join(" or ")],
-            found: header.clone(),
-        })?;
-    let pipe = header.iter().position(|h| h == "Finding Labels");
-    let columns: Vec<(usize, Observation)> = header
-        .iter()
-        .enumerate()
-        .filter_map(|(k, h)| category(h).flatten().map(|o| (k, o)))
-        .collect();
-    let mut out = HashMap::new();
-    for (n, rec) in r.records().enumerate() {
-        let rec = rec.map_err(|e| Error::csv(path, e))?;
-        let line = rec.position().map_or(n as u64 + 2, |p| p.line());
+/// Parses gold records once the header has said where the id, the pipe list and the category columns are.
+struct GoldParser {
+    header: Vec<String>,
+    id: usize,
+    pipe: Option<usize>,
+    columns: Vec<(usize, Observation)>,
+}
+
+impl GoldParser {
+    fn new(path: &Path, header: &csv::StringRecord) -> Result<Self> {
+        let header: Vec<String> = header
+            .iter()
+            .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
+            .collect();
+        let id = ID_COLUMNS
+            .iter()
+            .find_map(|c| header.iter().position(|h| h == c))
+            .ok_or_else(|| Error::MissingColumns {
+                path: path.to_path_buf(),
+                missing: vec![ID_COLUMNS.join(" or ")],
+                found: header.clone(),
+            })?;
+        Ok(GoldParser {
+            id,
+            pipe: header.iter().position(|h| h == "Finding Labels"),
+            columns: header
+                .iter()
+                .enumerate()
+                .filter_map(|(k, h)| category(h).flatten().map(|o| (k, o)))
+                .collect(),
+            header,
+        })
+    }
+}
+
+impl RowParser for GoldParser {
+    type Item = (String, GoldRow);
+
+    fn parse(&mut self, path: &Path, line: u64, rec: &csv::StringRecord) -> Result<Self::Item> {
         let mut labels = LabelRow::default();
         for o in observations() {
             labels.set(o, Label::Negative);
         }
-        if let Some(k) = pipe {
+        if let Some(k) = self.pipe {
             for name in rec[k].split('|').filter(|s| !s.trim().is_empty()) {
                 match category(name) {
                     Some(Some(o)) => labels.set(o, Label::Positive),
@@ -131,7 +142,7 @@ pub fn read(path: &Path) -> Result<HashMap<String, GoldRow>> {
                 }
             }
         }
-        for &(k, o) in &columns {
+        for &(k, o) in &self.columns {
             match rec[k].trim() {
                 "1" | "1.0" => labels.set(o, Label::Positive),
                 "0" | "0.0" | "" => {}
@@ -139,14 +150,24 @@ pub fn read(path: &Path) -> Result<HashMap<String, GoldRow>> {
                     return Err(Error::LabelValue {
                         path: path.to_path_buf(),
                         line,
-                        column: header[k].clone(),
+                        column: self.header[k].clone(),
                         value: v.to_string(),
                     });
                 }
             }
         }
-        let key = rec[id].trim().to_string();
-        if out.insert(key.clone(), GoldRow { line, labels }).is_some() {
+        Ok((rec[self.id].trim().to_string(), GoldRow { line, labels }))
+    }
+}
+
+/// Reads a gold file into rows by id (through the shared CSV stream, so line numbers are true in CRLF files too).
+pub fn read(path: &Path) -> Result<HashMap<String, GoldRow>> {
+    let rows = CsvStream::open(path, true, false, OnBadRecord::Fail, GoldParser::new)?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (key, row) = row?;
+        let line = row.line;
+        if out.insert(key.clone(), row).is_some() {
             return Err(Error::record(
                 path,
                 line,
@@ -232,6 +253,18 @@ mod tests {
         )
         .unwrap();
         let err = read(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("Cardiomegaly"),
+            "{err}"
+        );
+        // The same file with CRLF line ends names the same line.
+        let crlf = dir.path().join("crlf.csv");
+        std::fs::write(
+            &crlf,
+            std::fs::read_to_string(&p).unwrap().replace('\n', "\r\n"),
+        )
+        .unwrap();
+        let err = read(&crlf).unwrap_err().to_string();
         assert!(
             err.contains("line 3") && err.contains("Cardiomegaly"),
             "{err}"
