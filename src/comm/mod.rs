@@ -157,14 +157,13 @@ pub fn share_outcome<T: serde::Serialize + serde::de::DeserializeOwned>(
             Ok(v) => Ok(serde_json::to_value(v).expect("serialisable")),
             Err(e) => Err(SharedError::of(e)),
         };
+        // The root gets its own value back; it keeps the outcome with its error's source.
         let _own = broadcast_json(comm, &shared, root)?;
         return outcome;
     }
-    let shared: std::result::Result<serde_json::Value, SharedError> = broadcast_json(
-        comm,
-        &Err(SharedError::of(&Error::Input(String::new()))),
-        root,
-    )?;
+    // Only the root's value is sent; the others pass a placeholder.
+    let shared: std::result::Result<serde_json::Value, SharedError> =
+        broadcast_json(comm, &Ok(serde_json::Value::Null), root)?;
     match shared {
         Ok(v) => serde_json::from_value(v).map_err(|e| {
             Error::distributed(

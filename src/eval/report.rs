@@ -8,7 +8,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::results::Results;
 use super::score::{observation_pairs, read_predictions};
@@ -52,7 +51,7 @@ pub struct ReportFiles {
     pub headline: String,
 }
 
-fn read_json(path: &Path) -> Result<Value> {
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::json(path, e))
 }
@@ -230,8 +229,7 @@ fn configuration(p: &mut Page) {
 fn labeler_agreement(p: &mut Page) -> Result<()> {
     let lm = p.run.label_metrics();
     if lm.is_file() {
-        let agreement: BTreeMap<String, LabelerAgreement> =
-            serde_json::from_value(read_json(&lm)?).map_err(|e| Error::json(&lm, e))?;
+        let agreement: BTreeMap<String, LabelerAgreement> = read_json(&lm)?;
         p.blocks
             .push(Block::H2("Labelers against the truth".into()));
         p.blocks.push(Block::P(
