@@ -85,6 +85,8 @@ pub struct Mention {
 pub struct Lexicon {
     phrases: Vec<Phrase>,
     automaton: AhoCorasick,
+    /// Bytes of the longest phrase: how far before a mention an unmention containing it can start.
+    longest: usize,
 }
 
 fn is_word(b: u8) -> bool {
@@ -98,7 +100,12 @@ impl Lexicon {
             .match_kind(MatchKind::Standard)
             .build(phrases.iter().map(|p| p.text.as_bytes()))
             .map_err(|e| Error::Input(format!("lexicon: {e}")))?;
-        Ok(Lexicon { phrases, automaton })
+        let longest = phrases.iter().map(|p| p.text.len()).max().unwrap_or(0);
+        Ok(Lexicon {
+            phrases,
+            automaton,
+            longest,
+        })
     }
 
     /// The built-in lexicon.
@@ -157,7 +164,7 @@ impl Lexicon {
             .map(|&(i, s, e)| (s, e, self.phrases[i].observation))
             .collect();
         unmentions.sort_unstable_by_key(|u| (u.0, u.1));
-        let longest = self.phrases.iter().map(|p| p.text.len()).max().unwrap_or(0);
+        let longest = self.longest;
         let unmentioned = |o: Observation, s: usize, e: usize| {
             let from = unmentions.partition_point(|u| u.0 + longest < s);
             unmentions[from..]
