@@ -149,10 +149,11 @@ fn remove(path: &Path) -> Result<()> {
     }
 }
 
-/// Runs the study of `cfg`; `from` forces that stage and the later ones.
+/// Runs the study of `cfg`; `from` forces that stage and the later ones; `to` stops after that stage.
 pub fn run(
     cfg: &Config,
     from: Option<Stage>,
+    to: Option<Stage>,
     comm: &dyn Communicator,
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<RunOutcome> {
@@ -161,6 +162,9 @@ pub fn run(
     let mut upstream = String::new();
     let mut forced = false;
     for stage in Stage::ALL {
+        if to.is_some_and(|t| stage > t) {
+            break;
+        }
         forced |= from == Some(stage);
         let inputs = serde_json::json!({"stage": stage.name(), "config": stage.inputs(cfg), "upstream": upstream});
         let hash = crate::io::hex(&Sha256::digest(inputs.to_string().as_bytes()));
@@ -263,9 +267,16 @@ pub fn evaluate(
     evaluate_run(&job, &load, comm)
 }
 
-/// Runs `body` on rank 0 only; the others wait, and learn whether it failed.
-fn on_root(comm: &dyn Communicator, body: impl FnOnce() -> Result<()>) -> Result<()> {
-    let r = if comm.rank() == 0 { body() } else { Ok(()) };
+/// Runs `body` (the work called `what`) on rank 0 only; the others wait for it however long it takes, as long as
+/// rank 0 is alive ([`Communicator::alone`]), and learn whether it failed.
+fn on_root(comm: &dyn Communicator, what: &str, body: impl FnOnce() -> Result<()>) -> Result<()> {
+    let mut body = Some(body);
+    let mut r = Ok(());
+    comm.alone(0, what, &mut || {
+        if let Some(b) = body.take() {
+            r = b();
+        }
+    })?;
     if comm.rank() == 0
         && let Err(e) = &r
     {
@@ -286,7 +297,7 @@ fn label_all(
     comm: &dyn Communicator,
     make: impl FnOnce() -> Result<Box<dyn ReportLabeler>>,
 ) -> Result<()> {
-    on_root(comm, || {
+    on_root(comm, &format!("labelling the reports for '{name}'"), || {
         let run = label_dataset(
             make()?.as_ref(),
             &cfg.dataset.root,
@@ -309,10 +320,10 @@ fn run_stage(
     out: &mut RunOutcome,
 ) -> Result<bool> {
     match stage {
-        Stage::Synth => on_root(comm, || synth_world(cfg))?,
-        Stage::Label => label_sources(cfg, fresh, comm, stop)?,
-        Stage::EvalLabels => on_root(comm, || label_agreement(cfg))?,
-        Stage::Shard => on_root(comm, || {
+        Stage::Synth => on_root(comm, "the synthetic world", || synth_world(cfg))?,
+        Stage::Label => return label_sources(cfg, fresh, comm, stop),
+        Stage::EvalLabels => on_root(comm, "scoring the labelers", || label_agreement(cfg))?,
+        Stage::Shard => on_root(comm, "writing the shards", || {
             let dir = cfg.run().shards();
             if fresh {
                 remove(&dir)?;
@@ -332,7 +343,7 @@ fn run_stage(
         }
         Stage::Report => {
             let mut headline = None;
-            on_root(comm, || {
+            on_root(comm, "the report", || {
                 let r = crate::eval::report::write_report(
                     &cfg.run(),
                     Split::Test,
@@ -379,16 +390,17 @@ fn synth_world(cfg: &Config) -> Result<()> {
 }
 
 /// The label stage: every built-in labeler source's labels into `RUN_DIR/labels/<source>.csv`, training the BERT
-/// labelers first (data-parallel) unless their source names a trained one.
+/// labelers first (data-parallel) unless their source names a trained one. Returns whether it stopped for
+/// preemption (while training VisualCheXbert's teacher).
 fn label_sources(
     cfg: &Config,
     fresh: bool,
     comm: &dyn Communicator,
     stop: Option<Arc<AtomicBool>>,
-) -> Result<()> {
+) -> Result<bool> {
     let run = cfg.run();
     if fresh {
-        on_root(comm, || {
+        on_root(comm, "removing earlier labels", || {
             remove(&run.labels())?;
             remove(&run.labelers())?;
             remove(run.teacher().path())
@@ -430,7 +442,11 @@ fn label_sources(
                                 c.bert.init_from = chexbert_dir.clone();
                             }
                             if c.bert.teacher.is_none() {
-                                c.bert.teacher = Some(teacher(cfg, comm, stop.clone())?);
+                                match teacher(cfg, comm, stop.clone())? {
+                                    Some(p) => c.bert.teacher = Some(p),
+                                    // Preempted: the teacher resumes from its checkpoint next time.
+                                    None => return Ok(true),
+                                }
                             }
                         }
                         let r = train_labeler(&c.bert_job(), head, &dir, comm)?;
@@ -467,7 +483,7 @@ fn label_sources(
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The eval-labels stage (rank 0): each source's labels against the dataset's report and image truth.
@@ -522,7 +538,9 @@ fn train_classifiers(
     stop: Option<Arc<AtomicBool>>,
 ) -> Result<bool> {
     if fresh {
-        on_root(comm, || remove(&cfg.run().train_root()))?;
+        on_root(comm, "removing earlier training", || {
+            remove(&cfg.run().train_root())
+        })?;
     }
     let shards = crate::shard::ShardSet::open(&cfg.run().shards())?;
     let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
@@ -539,12 +557,13 @@ fn train_classifiers(
 }
 
 /// Trains VisualCheXbert's teacher (an image classifier on the first rule-labeler source, or the first source with
-/// report-derived labels) in `RUN_DIR/teacher/` and scores the training split; returns the predictions file.
+/// report-derived labels) in `RUN_DIR/teacher/` and scores the training split; returns the predictions file, or
+/// `None` when the training was stopped for preemption (on every rank alike).
 fn teacher(
     cfg: &Config,
     comm: &dyn Communicator,
     stop: Option<Arc<AtomicBool>>,
-) -> Result<PathBuf> {
+) -> Result<Option<PathBuf>> {
     let src = cfg
         .sources
         .iter()
@@ -566,7 +585,7 @@ fn teacher(
         path: Some(labels_path(cfg, &src.name)),
         uncertainty: src.uncertainty,
     }];
-    on_root(comm, || {
+    on_root(comm, "the teacher's shards", || {
         t.write_resolved()?;
         let dir = t.run().shards();
         crate::shard::write_shards(&t.shard_spec()?, &dir)?;
@@ -580,7 +599,10 @@ fn teacher(
         device: t.distributed.device,
     };
     let jobs = t.train_jobs(std::slice::from_ref(&src.name), &shards)?;
-    crate::train::train_sources(&jobs, t.distributed.schedule, &shards, &opts, comm)?;
+    let runs = crate::train::train_sources(&jobs, t.distributed.schedule, &shards, &opts, comm)?;
+    if crate::comm::any(comm, runs.iter().any(|r| r.summary.preempted))? {
+        return Ok(None);
+    }
     evaluate(
         &t,
         &t.run(),
@@ -591,5 +613,7 @@ fn teacher(
     )?;
     // Absolute: `bert.teacher` is otherwise taken relative to the dataset root.
     let path = t.run().eval(&src.name).join("predictions_train.csv");
-    std::path::absolute(&path).map_err(|e| Error::io(&path, e))
+    std::path::absolute(&path)
+        .map(Some)
+        .map_err(|e| Error::io(&path, e))
 }

@@ -1,7 +1,8 @@
 //! Data-parallel training under a real `mpirun -np 2` (feature `mpi`; Open MPI must be installed): both ranks end
 //! with identical weights; a killed rank ends the job with an error in bounded time and `--resume auto` then
 //! finishes; a stopped rank is named by the collective watchdog of the other; SIGUSR2 (Slurm's preemption
-//! warning, forwarded by mpirun) checkpoints and exits for requeue.
+//! warning, forwarded by mpirun) checkpoints and exits for requeue; a rank-0 stage outlasting the collective timeout
+//! completes, and a stopped rank 0 is named while it works alone; a resume with another rank count is refused.
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
@@ -76,12 +77,13 @@ fn long_job(dir: &Path) -> (PathBuf, PathBuf, Child) {
     long_job_with(dir, "", Stdio::inherit())
 }
 
-/// The MPI rank and pid of each rank process of the job started with `cfg` (mpirun itself excluded).
-fn rank_pids(cfg: &Path, job: &Child) -> Vec<(usize, String)> {
+/// The MPI rank and pid of each rank process of the `chexlab --quiet <command>` job started with `cfg` (mpirun
+/// itself excluded).
+fn rank_pids(command: &str, cfg: &Path, job: &Child) -> Vec<(usize, String)> {
     let ranks = Command::new("pgrep")
         .args([
             "-f",
-            &format!("chexlab --quiet train --config {}", cfg.display()),
+            &format!("chexlab --quiet {command} --config {}", cfg.display()),
         ])
         .output()
         .unwrap();
@@ -125,7 +127,7 @@ fn killed_rank_fails_fast_and_resume_finishes() {
     let tmp = tempfile::tempdir().unwrap();
     let (cfg, _, mut job) = long_job(tmp.path());
     // Kill one rank (not mpirun) hard.
-    let pids = rank_pids(&cfg, &job);
+    let pids = rank_pids("train", &cfg, &job);
     Command::new("kill")
         .args(["-9", &pids[1].1])
         .status()
@@ -162,7 +164,7 @@ fn a_stopped_rank_is_named_by_the_watchdog() {
             s
         });
         // A rank that is alive but never arrives: nothing fails, so only the watchdog can end the job.
-        let pid = rank_pids(&cfg, &job)[stopped].1.clone();
+        let pid = rank_pids("train", &cfg, &job)[stopped].1.clone();
         Command::new("kill").args(["-STOP", &pid]).status().unwrap();
         let status = wait_bounded(&mut job, Duration::from_secs(60));
         Command::new("kill").args(["-KILL", &pid]).status().ok();
@@ -313,4 +315,158 @@ fn reduced_demo_pipeline_runs_on_two_ranks() {
     let digests = s["rank_state_sha256"].as_array().unwrap();
     assert_eq!(digests.len(), 2, "{s}");
     assert_eq!(digests[0], digests[1]);
+}
+
+/// `dir/synth.toml`: a study on a synthetic world of `studies` studies at 16 px, with a 1 s collective timeout
+/// (rank 1 gives up on a collective after 3 s).
+fn synth_study(dir: &Path, studies: u64) -> PathBuf {
+    let text = format!(
+        r#"seed = 5
+run_dir = "{dir}/run"
+[dataset]
+kind = "synthetic"
+root = "{dir}/world"
+studies = {studies}
+image_size = 16
+[[sources]]
+name = "truth"
+kind = "truth"
+[model]
+arch = "small"
+image_size = 16
+[distributed]
+collective_timeout_s = 1
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join("synth.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `mpirun -np 2 chexlab --quiet run --config CFG --to synth`: the synth stage only, which rank 0 runs alone.
+fn mpirun_synth(cfg: &Path) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["-np", "2", "--oversubscribe"])
+        .arg(env!("CARGO_BIN_EXE_chexlab"))
+        .args(["--quiet", "run", "--config"])
+        .arg(cfg)
+        .args(["--to", "synth"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c
+}
+
+#[test]
+fn a_rank_0_stage_longer_than_the_collective_timeout_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = synth_study(tmp.path(), 20_000);
+    let out = mpirun_synth(&cfg).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("run/stages/synth.json")).unwrap())
+            .unwrap();
+    // The test's premise: rank 1 waited longer than it may wait in any collective (1 s + 2 s).
+    let seconds = marker["seconds"].as_f64().unwrap();
+    assert!(
+        seconds > 3.0,
+        "the synth stage took only {seconds:.1} s: raise the study count so that it outlasts the deadline"
+    );
+    eprintln!("rank 0 worked alone for {seconds:.1} s under a 1 s collective timeout");
+}
+
+#[test]
+fn a_stopped_rank_0_is_named_while_it_works_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = synth_study(tmp.path(), 200_000);
+    let mut job = mpirun_synth(&cfg).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = job.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).ok();
+        s
+    });
+    // Rank 0 is writing the world once its first images are there.
+    let t = Instant::now();
+    while !tmp.path().join("world/files").exists() {
+        assert!(job.try_wait().unwrap().is_none(), "ended before the world");
+        assert!(t.elapsed() < Duration::from_secs(60), "no world after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = rank_pids("run", &cfg, &job)[0].1.clone();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let stopped = Instant::now();
+    let status = wait_bounded(&mut job, Duration::from_secs(60));
+    let took = stopped.elapsed();
+    Command::new("kill").args(["-KILL", &pid]).status().ok();
+    let log = log.join().unwrap();
+    assert!(!status.success(), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("error on rank 1 of 2"))
+        .unwrap_or_else(|| panic!("no error from rank 1:\n{log}"));
+    assert!(
+        line.contains(
+            "rank 0 has been silent for 3 s while it worked alone on the synthetic world"
+        ),
+        "{line}"
+    );
+    eprintln!("rank 0 stopped; after {took:?} rank 1 says: {line}");
+}
+
+/// Trains `cfg` to its end on `ranks` ranks (1: without mpirun), with `extra` arguments; returns the output.
+fn train_on(ranks: usize, cfg: &Path, extra: &[&str]) -> std::process::Output {
+    let mut c = if ranks == 1 {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_chexlab"));
+        c.args(["--quiet", "train", "--config"])
+            .arg(cfg)
+            .args(extra);
+        c
+    } else {
+        mpirun(cfg, extra)
+    };
+    c.output().unwrap()
+}
+
+#[test]
+fn a_resume_with_another_rank_count_is_refused_both_ways() {
+    for (first, then) in [(1, 2), (2, 1)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = study(
+            tmp.path(),
+            "max_steps = 12\ncheckpoint_every = 4\nvalid_every = 100",
+        );
+        let out = train_on(first, &cfg, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ckpts = tmp.path().join("run/train/truth/checkpoints");
+        let before: Vec<_> = checkpoint::list(&ckpts)
+            .iter()
+            .map(|(_, p)| std::fs::read(p).unwrap())
+            .collect();
+        let out = train_on(then, &cfg, &["--resume", "auto"]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "resumed on {then} rank(s): {log}");
+        let (a, b) = (
+            format!(
+                "written by a run of {first} rank{}",
+                if first == 1 { "" } else { "s" }
+            ),
+            format!(
+                "this run is {then} rank{}",
+                if then == 1 { "" } else { "s" }
+            ),
+        );
+        assert!(log.contains(&a) && log.contains(&b), "{log}");
+        assert!(log.contains(&format!("resume with {first} rank")), "{log}");
+        let after: Vec<_> = checkpoint::list(&ckpts)
+            .iter()
+            .map(|(_, p)| std::fs::read(p).unwrap())
+            .collect();
+        assert_eq!(before, after, "a refused resume changed the checkpoints");
+    }
 }

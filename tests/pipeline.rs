@@ -143,3 +143,57 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
     assert_eq!(skipped(&out), 6, "{out}");
     assert!(out.contains("report: d/report.md"), "{out}");
 }
+
+#[test]
+fn a_preempted_teacher_stops_the_pipeline_for_requeue() {
+    // VisualCheXbert's teacher trains in the label stage. Stopped there (SIGUSR2, Slurm's preemption warning), the
+    // pipeline must exit for requeue with the label stage unfinished — not evaluate a half-trained teacher and
+    // train VisualCheXbert on it.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = vec!["--quiet", "demo", "--out", "d"];
+    args.extend(REDUCED);
+    args.extend([
+        "--set",
+        "schedule.max_steps=1000000",
+        "--set",
+        "schedule.checkpoint_every=5",
+    ]);
+    let mut job = std::process::Command::new(env!("CARGO_BIN_EXE_chexlab"))
+        .args(&args)
+        .current_dir(tmp.path())
+        .spawn()
+        .unwrap();
+    let run = tmp.path().join("d");
+    let ckpts = run.join("teacher/train/chexpert/checkpoints");
+    let t = std::time::Instant::now();
+    while chexlab::train::checkpoint::list(&ckpts).is_empty() {
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "the demo ended before the teacher's first checkpoint"
+        );
+        assert!(
+            t.elapsed().as_secs() < 600,
+            "no teacher checkpoint after 600 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::process::Command::new("kill")
+        .args(["-USR2", &job.id().to_string()])
+        .status()
+        .unwrap();
+    let status = job.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(chexlab::train::EXIT_PREEMPTED),
+        "{status:?}"
+    );
+    assert!(
+        !run.join("stages/label.json").exists(),
+        "label stage marked done"
+    );
+    assert!(!run.join("labels/visualchexbert.csv").exists());
+    assert!(
+        !run.join("teacher/eval").exists(),
+        "a stopped teacher was evaluated"
+    );
+}

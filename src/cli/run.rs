@@ -16,12 +16,24 @@ pub struct RunArgs {
     /// Force re-running from this stage on.
     #[arg(long, value_enum)]
     from: Option<Stage>,
+    /// Stop after this stage (e.g. `--to shard` on one node, then train in a larger job).
+    #[arg(long, value_enum)]
+    to: Option<Stage>,
 }
 
 impl RunArgs {
     /// Runs the study's stages.
     pub fn run(self) -> Result<()> {
-        pipeline(self.config.load()?, self.from)
+        if let (Some(from), Some(to)) = (self.from, self.to)
+            && to < from
+        {
+            anyhow::bail!(
+                "--to {} comes before --from {}: nothing would run",
+                to.name(),
+                from.name()
+            );
+        }
+        pipeline(self.config.load()?, self.from, self.to)
     }
 }
 
@@ -47,15 +59,15 @@ impl DemoArgs {
                 format!("dataset.root={}", super::toml_string(&out.join("world"))),
             );
         }
-        pipeline(Config::demo(&self.overrides)?, None)
+        pipeline(Config::demo(&self.overrides)?, None, None)
     }
 }
 
 /// The staged pipeline on every rank; rank 0 prints the stages' times and the headline.
-fn pipeline(cfg: Config, from: Option<Stage>) -> Result<()> {
+fn pipeline(cfg: Config, from: Option<Stage>, to: Option<Stage>) -> Result<()> {
     super::on_training_comm(&cfg, |comm| {
         let t = std::time::Instant::now();
-        let out = chexlab::pipeline::run(&cfg, from, comm, Some(super::stop_flag()?))?;
+        let out = chexlab::pipeline::run(&cfg, from, to, comm, Some(super::stop_flag()?))?;
         if out.preempted {
             eprintln!("stopped for preemption; run the same command again to resume");
             return Ok(chexlab::train::EXIT_PREEMPTED);

@@ -58,6 +58,18 @@ pub trait Communicator {
     fn arrival_board(&self) -> Result<Option<Box<dyn watch::Arrivals>>> {
         Ok(None)
     }
+    /// Runs `work` on `root` alone while the other ranks wait for it to finish, however long that takes
+    /// (labelling or sharding a whole dataset can take hours). Watched communicators make the root post a
+    /// heartbeat every [`watch::BEAT`] while it works, and a waiting rank fails only when the root has been silent
+    /// for the collective timeout (stopped, hung). `what` names the work in that error. `work` must not
+    /// communicate: it runs beside the heartbeat, and the other ranks are not listening.
+    fn alone(&self, root: usize, what: &str, work: &mut dyn FnMut()) -> Result<()> {
+        let _ = what;
+        if self.rank() == root {
+            work();
+        }
+        Ok(())
+    }
 }
 
 /// [`Communicator::all_reduce_sum_tensor`] through host memory: the tensor is read back, summed with

@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 /// An MPI communicator (the world, or a part of it made by `split`).
 pub struct Mpi {
     comm: SimpleCommunicator,
+    /// A duplicate of `comm` for the heartbeats of [`Communicator::alone`], so they never match anything else.
+    beats: SimpleCommunicator,
     local_rank: usize,
     watch: Watch,
     // Finalises MPI when the last communicator is dropped.
@@ -161,6 +163,7 @@ impl Mpi {
         let board = Board::new(&comm);
         Mpi {
             watch: Watch::new(comm.rank() as usize, Some(Box::new(board))),
+            beats: comm.duplicate(),
             comm,
             local_rank,
             _universe: universe,
@@ -222,6 +225,135 @@ impl Mpi {
             ));
         }
         Ok(self.comm.process_at_rank(root as i32))
+    }
+}
+
+/// Tags of the messages a root working alone sends: a heartbeat, and the end of its work.
+const TAG_BEAT: i32 = 1;
+const TAG_DONE: i32 = 2;
+/// The one byte every heartbeat carries (a static, so the non-blocking sends never outlive their buffer).
+static BEAT_BYTE: u8 = 0;
+
+/// An MPI handle moved to the heartbeat thread. MPI is initialised `MPI_THREAD_SERIALIZED`: while the heartbeat
+/// thread sends, the thread that started it runs work that makes no MPI call ([`Communicator::alone`]'s contract).
+#[derive(Clone, Copy)]
+struct Handle<T>(T);
+// SAFETY: MPI handles are plain values; the serialisation of the calls that use them is argued above.
+unsafe impl<T> Send for Handle<T> {}
+
+/// Starts a one-byte non-blocking send of `tag` to `to`.
+fn send_byte(comm: ffi::MPI_Comm, to: i32, tag: i32) -> Handle<ffi::MPI_Request> {
+    let mut req = unsafe { ffi::RSMPI_REQUEST_NULL };
+    // SAFETY: the buffer is a static byte.
+    unsafe {
+        ffi::MPI_Isend(
+            (&BEAT_BYTE as *const u8).cast(),
+            1,
+            ffi::RSMPI_UINT8_T,
+            to,
+            tag,
+            comm,
+            &mut req,
+        );
+    }
+    Handle(req)
+}
+
+/// Drops the sends that have completed.
+fn reap(pending: &mut Vec<Handle<ffi::MPI_Request>>) {
+    pending.retain_mut(|req| {
+        let mut done = 0;
+        // SAFETY: active requests from `send_byte`.
+        unsafe { ffi::MPI_Test(&mut req.0, &mut done, ffi::RSMPI_STATUS_IGNORE) };
+        done == 0
+    });
+}
+
+impl Mpi {
+    /// The root's side of [`Communicator::alone`]: `work` runs while a thread sends every other rank a heartbeat
+    /// every [`BEAT`](super::watch::BEAT); then every rank gets the end message.
+    fn work_alone(&self, root: usize, work: &mut dyn FnMut()) -> Result<()> {
+        let comm = Handle(self.beats.as_raw());
+        let others: Vec<i32> = (0..self.size() as i32)
+            .filter(|&r| r != root as i32)
+            .collect();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (stop_ref, others_ref) = (&stop, &others);
+        let mut pending = std::thread::scope(|s| {
+            let beat = s.spawn(move || {
+                // The whole handle (closures capture fields apart, and the raw handle alone is not `Send`).
+                let (comm, stop, others) = (comm, stop_ref, others_ref);
+                let mut pending = Vec::new();
+                let mut last: Option<Instant> = None;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if last.is_none_or(|t| t.elapsed() >= super::watch::BEAT) {
+                        reap(&mut pending);
+                        pending.extend(others.iter().map(|&r| send_byte(comm.0, r, TAG_BEAT)));
+                        last = Some(Instant::now());
+                    }
+                    std::thread::park_timeout(Duration::from_millis(100));
+                }
+                Handle(pending)
+            });
+            work();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            beat.thread().unpark();
+            beat.join().expect("heartbeat thread")
+        })
+        .0;
+        pending.extend(others.iter().map(|&r| send_byte(comm.0, r, TAG_DONE)));
+        let start = Instant::now();
+        loop {
+            reap(&mut pending);
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= self.watch.limit() {
+                return Err(Error::distributed(
+                    Some(self.rank()),
+                    "ending work alone",
+                    format!(
+                        "{} ranks did not take the end message within {} s",
+                        pending.len(),
+                        self.watch.limit().as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A waiting rank's side of [`Communicator::alone`]: reads the root's heartbeats until its end message, and
+    /// fails when the root has been silent for this rank's collective deadline.
+    fn wait_alone(&self, root: usize, what: &str) -> Result<()> {
+        let start = Instant::now();
+        let mut heard = start;
+        let mut beats = 0u64;
+        let from = self.beats.process_at_rank(root as i32);
+        loop {
+            while let Some((msg, status)) = from.immediate_matched_probe() {
+                let (_, _): (u8, _) = Message::matched_receive(msg);
+                if status.tag() == TAG_DONE {
+                    return Ok(());
+                }
+                heard = Instant::now();
+                beats += 1;
+            }
+            if heard.elapsed() >= self.watch.limit() {
+                return Err(Error::distributed(
+                    Some(self.rank()),
+                    format!("waiting for rank {root}"),
+                    format!(
+                        "rank {root} has been silent for {} s while it worked alone on {what} (after {beats} \
+                         heartbeat{} in {} s) — it hung or stopped (look at its log)",
+                        heard.elapsed().as_secs(),
+                        if beats == 1 { "" } else { "s" },
+                        (heard - start).as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -341,6 +473,17 @@ impl Communicator for Mpi {
     }
     fn set_step(&self, step: u64) {
         self.watch.set_step(step);
+    }
+    fn alone(&self, root: usize, what: &str, work: &mut dyn FnMut()) -> Result<()> {
+        self.root(root)?;
+        if self.size() == 1 {
+            work();
+            Ok(())
+        } else if self.rank() == root {
+            self.work_alone(root, work)
+        } else {
+            self.wait_alone(root, what)
+        }
     }
     fn arrival_board(&self) -> Result<Option<Box<dyn Arrivals>>> {
         Ok(Some(Box::new(Board::new(&self.comm))))

@@ -503,6 +503,9 @@ impl Communicator for NcclWorld {
     fn arrival_board(&self) -> Result<Option<Box<dyn super::watch::Arrivals>>> {
         self.ctrl.arrival_board()
     }
+    fn alone(&self, root: usize, what: &str, work: &mut dyn FnMut()) -> Result<()> {
+        self.ctrl.alone(root, what, work)
+    }
 }
 
 #[cfg(test)]

@@ -53,7 +53,8 @@ pub fn optimizer(o: &OptimizerConfig) -> ModuleOptimizer {
     cfg.init()
 }
 
-/// Runs `init` with Burn's process-global generator seeded to `seed`, under one lock (the DenseNet trainer's `seeded_init` uses it).
+/// Runs `init` with Burn's process-global generator seeded to `seed`, under one lock (the BERT labelers' initialisation;
+/// the DenseNet draws from its own stream, [`DenseNetConfig::init_seeded`](crate::model::DenseNetConfig::init_seeded)).
 pub fn with_seed<T>(seed: u64, device: &Device, init: impl FnOnce() -> T) -> T {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());

@@ -110,7 +110,39 @@ impl DenseNetConfig {
         c
     }
 
-    /// Builds the model with torchvision's initialisation (Kaiming-normal convolutions, unit BN, zero biases).
+    /// Builds the model with torchvision's initialisation, drawn from a ChaCha8 stream of `seed`: Kaiming-normal
+    /// convolutions (fan in, gain √2), unit BN, a uniform ±1/√fan-in head with zero bias. The weights are a function
+    /// of the seed alone — unlike [`init`](Self::init)'s, which Burn draws lazily from the device's one global
+    /// generator, so any other thread drawing at the same time changes them.
+    pub fn init_seeded(&self, seed: u64, device: &Device) -> DenseNet {
+        use rand::{Rng, SeedableRng};
+        let rng = &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xD05E_11E7);
+        let mut conv = |c: &mut Conv2d| {
+            let shape: [usize; 4] = c.weight.lazy_shape().dims();
+            let std = (2.0 / (shape[1] * shape[2] * shape[3]) as f64).sqrt();
+            c.weight = drawn(shape, device, || (std * standard_normal(rng)) as f32);
+        };
+        let mut m = self.init(device);
+        conv(&mut m.conv0);
+        for block in &mut m.blocks {
+            for layer in &mut block.layers {
+                conv(&mut layer.conv1);
+                conv(&mut layer.conv2);
+            }
+        }
+        for t in &mut m.transitions {
+            conv(&mut t.conv);
+        }
+        // Burn's linear weight is [in, out].
+        let shape: [usize; 2] = m.classifier.weight.lazy_shape().dims();
+        let bound = 1.0 / (shape[0] as f32).sqrt();
+        m.classifier.weight = drawn(shape, device, || rng.random_range(-bound..bound));
+        m.classifier.bias = Some(drawn([shape[1]], device, || 0.0));
+        m
+    }
+
+    /// Builds the model with torchvision's initialisation (Kaiming-normal convolutions, unit BN), drawn lazily
+    /// by Burn: a skeleton for weights loaded next; [`init_seeded`](Self::init_seeded) for a model to train.
     pub fn init(&self, device: &Device) -> DenseNet {
         let conv = |cin: usize, cout: usize, k: usize, stride: usize, pad: usize| {
             Conv2dConfig::new([cin, cout], [k, k])
@@ -170,6 +202,26 @@ impl DenseNetConfig {
                 .init(device),
         }
     }
+}
+
+/// A trainable parameter of `shape` whose values `next` gives in order.
+fn drawn<const D: usize>(
+    shape: [usize; D],
+    device: &Device,
+    mut next: impl FnMut() -> f32,
+) -> Param<Tensor<D>> {
+    let v: Vec<f32> = (0..shape.iter().product()).map(|_| next()).collect();
+    Param::from_tensor(Tensor::from_data(
+        burn::tensor::TensorData::new(v, shape),
+        device,
+    ))
+}
+
+/// A standard normal draw (Box–Muller).
+fn standard_normal(rng: &mut impl rand::Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// One BN-ReLU-conv1×1-BN-ReLU-conv3×3 layer of a dense block.
@@ -417,5 +469,48 @@ mod tests {
         let m = cfg.init(&dev);
         let x = Tensor::<4>::ones([2, 1, 32, 32], &dev);
         assert_eq!(m.forward(x).dims(), [2, 3]);
+    }
+
+    #[test]
+    fn seeded_weights_do_not_depend_on_other_threads_drawing() {
+        use burn::tensor::Distribution;
+        let cfg = DenseNetConfig {
+            growth_rate: 4,
+            block_config: vec![1, 2],
+            num_init_features: 8,
+            bn_size: 2,
+            in_channels: 1,
+            num_classes: 3,
+        };
+        let dev = Device::flex();
+        let quiet = crate::model::state_values(&cfg.init_seeded(9, &dev));
+        // Another thread draws from the device's global generator all the while (as other tests, or dropout in a
+        // BERT labeler's training, do).
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let busy = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = Tensor::<1>::random([64], Distribution::Default, &Device::flex())
+                        .into_data();
+                }
+            });
+            let v: Vec<Vec<f32>> = (0..20)
+                .map(|_| crate::model::state_values(&cfg.init_seeded(9, &dev)))
+                .collect();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            v
+        });
+        assert!(busy.iter().all(|v| *v == quiet));
+        assert_ne!(
+            quiet,
+            crate::model::state_values(&cfg.init_seeded(10, &dev))
+        );
+        // torchvision's scale: Kaiming-normal stem (fan in 49: sd 0.2), zero head bias.
+        let m = cfg.init_seeded(9, &dev);
+        let w = crate::model::state_values(&m.conv0);
+        let sd = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
+        assert!((sd - 0.2).abs() < 0.05, "stem sd {sd}");
+        let bias = m.classifier.bias.as_ref().unwrap().val().into_data();
+        assert!(bias.iter::<f32>().all(|b| b == 0.0));
     }
 }

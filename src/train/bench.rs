@@ -9,7 +9,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::{apply, gradients, optimizer, seeded_init};
+use super::{apply, gradients, optimizer};
 use crate::comm::ComputeDevice;
 use crate::error::{Error, Result};
 use crate::learn::OptimizerConfig;
@@ -69,7 +69,7 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
     let ad = inner.clone().autodiff();
     // Same initial weights on every device: drawn on the CPU, then loaded onto the device.
     let cpu = Device::flex().autodiff();
-    let bytes = super::run::model_bytes(&seeded_init(&cfg, spec.seed, &cpu))?;
+    let bytes = super::run::model_bytes(&cfg.init_seeded(spec.seed, &cpu))?;
     let model: DenseNet = crate::model::load_record(
         cfg.init(&ad),
         bytes,

@@ -33,6 +33,9 @@ pub struct CheckpointMeta {
     pub config_hash: String,
     /// The training configuration itself, to name the keys that differ on a refused resume.
     pub config: serde_json::Value,
+    /// How the ranks shared the run that wrote it (absent in checkpoints of earlier versions).
+    #[serde(default)]
+    pub layout: Option<Layout>,
     /// Length of the model record.
     pub model_len: u64,
     /// Its SHA-256.
@@ -41,6 +44,54 @@ pub struct CheckpointMeta {
     pub optim_len: u64,
     /// Its SHA-256.
     pub optim_sha256: String,
+}
+
+/// How a run's ranks share its batches. The saved batch position, the learning-rate schedule and the number of
+/// steps all depend on it, so a resume must find the same layout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Ranks that trained.
+    pub ranks: u64,
+    /// Batch size per rank.
+    pub batch_size: u64,
+    /// Batches accumulated per optimizer step.
+    pub accum: u64,
+    /// Optimizer steps per epoch.
+    pub steps_per_epoch: u64,
+    /// Optimizer steps of the whole run.
+    pub total_steps: u64,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} rank{} × batch {} × accumulation {} ({} steps per epoch, {} in all)",
+            self.ranks,
+            if self.ranks == 1 { "" } else { "s" },
+            self.batch_size,
+            self.accum,
+            self.steps_per_epoch,
+            self.total_steps
+        )
+    }
+}
+
+/// Refuses to resume from the checkpoint at `path`, written with layout `saved`, in a run laid out as `now`.
+/// Checkpoints without a layout (earlier versions) are taken as they are.
+pub fn check_layout(path: &Path, saved: Option<&Layout>, now: &Layout) -> Result<()> {
+    match saved {
+        Some(saved) if saved != now => Err(Error::checkpoint(
+            path,
+            format!(
+                "written by a run of {saved}; this run is {now}. Its batch position and schedule do not carry \
+                 over: resume with {} rank{} and the same batch settings, or train into a new directory",
+                saved.ranks,
+                if saved.ranks == 1 { "" } else { "s" },
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Writes a checkpoint atomically.
@@ -182,11 +233,45 @@ mod tests {
             since_best: 0,
             config_hash: "h".into(),
             config: serde_json::json!({"a": 1}),
+            layout: Some(layout(1)),
             model_len: 0,
             model_sha256: String::new(),
             optim_len: 0,
             optim_sha256: String::new(),
         }
+    }
+
+    fn layout(ranks: u64) -> Layout {
+        Layout {
+            ranks,
+            batch_size: 8,
+            accum: 1,
+            steps_per_epoch: 38 / ranks,
+            total_steps: 60 * (38 / ranks),
+        }
+    }
+
+    #[test]
+    fn a_resume_with_another_layout_is_refused_with_what_changed() {
+        let p = Path::new("/run/checkpoints/step-1231.ckpt");
+        assert!(check_layout(p, Some(&layout(2)), &layout(2)).is_ok());
+        // Checkpoints of earlier versions carry no layout.
+        assert!(check_layout(p, None, &layout(2)).is_ok());
+        let e = check_layout(p, Some(&layout(1)), &layout(2))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/run/checkpoints/step-1231.ckpt: checkpoint: written by a run of 1 rank × batch 8 × accumulation 1 \
+             (38 steps per epoch, 2280 in all); this run is 2 ranks × batch 8 × accumulation 1 (19 steps per \
+             epoch, 1140 in all). Its batch position and schedule do not carry over: resume with 1 rank and the \
+             same batch settings, or train into a new directory"
+        );
+        // A checkpoint written before layouts were recorded still loads.
+        let mut json = serde_json::to_value(meta()).unwrap();
+        json.as_object_mut().unwrap().remove("layout");
+        let old: CheckpointMeta = serde_json::from_value(json).unwrap();
+        assert_eq!(old.layout, None);
     }
 
     #[test]

@@ -135,22 +135,10 @@ impl RunFiles {
     }
 }
 
-/// Initialises `cfg` from `seed`. Burn's generator is process-global and its parameters are drawn lazily, so the
-/// model is seeded and every parameter drawn under one lock: concurrent initialisations (tests, several sources or
-/// ranks in one process) cannot interleave.
-pub fn seeded_init(cfg: &DenseNetConfig, seed: u64, device: &Device) -> DenseNet {
-    with_seed(seed, device, || {
-        let model = cfg.init(device);
-        // Burn initialises parameters lazily, on first use: draw them all now, under the lock.
-        crate::model::state_values(&model);
-        model
-    })
-}
-
 /// Builds the configured model on `device` (seeded), with pretrained weights when configured.
 pub fn build_model(s: &TrainSettings, device: &Device) -> Result<DenseNet> {
     let cfg = DenseNetConfig::from_model_config(&s.model)?;
-    let mut model = seeded_init(&cfg, s.seed, device);
+    let mut model = cfg.init_seeded(s.seed, device);
     if let Some(path) = &s.model.pretrained {
         let (m, report) = crate::model::import::load_torchvision(model, path)?;
         tracing::info!(
@@ -193,11 +181,8 @@ pub fn load_best(
     }
     let (meta, model_bytes, _) = checkpoint::load(&best)?;
     check_settings(&best, &meta, s)?;
-    let model = seeded_init(
-        &DenseNetConfig::from_model_config(&s.model)?,
-        s.seed,
-        device,
-    );
+    // A skeleton: every parameter is replaced by the checkpoint's.
+    let model = DenseNetConfig::from_model_config(&s.model)?.init(device);
     Ok(Some(crate::eval::score::Classifier {
         source: s.source.clone(),
         reference: s.reference.clone(),
@@ -211,11 +196,8 @@ pub fn load_best(
 pub fn load_model(path: &Path, s: &TrainSettings, device: &Device) -> Result<DenseNet> {
     let (meta, model_bytes, _) = checkpoint::load(path)?;
     check_settings(path, &meta, s)?;
-    let model = seeded_init(
-        &DenseNetConfig::from_model_config(&s.model)?,
-        s.seed,
-        device,
-    );
+    // A skeleton: every parameter is replaced by the checkpoint's.
+    let model = DenseNetConfig::from_model_config(&s.model)?.init(device);
     load_model_bytes(model, model_bytes, path, s)
 }
 
@@ -310,7 +292,7 @@ mod tests {
     fn setup() -> (DenseNet, Vec<f32>, [usize; 4], Vec<f32>, Vec<f32>, Device) {
         let cfg = bench::model_config(crate::model::Arch::Small).unwrap();
         let ad = Device::flex().autodiff();
-        let model = seeded_init(&cfg, 11, &ad);
+        let model = cfg.init_seeded(11, &ad);
         let shape = [4, 1, 32, 32];
         let x: Vec<f32> = (0..4 * 32 * 32)
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)

@@ -119,6 +119,13 @@ impl<'a> Trainer<'a> {
         let ad = device.clone().autodiff();
         let model = build_model(s, &ad)?;
         let plan = plan(shards, s, comm)?;
+        let layout = checkpoint::Layout {
+            ranks: comm.size() as u64,
+            batch_size: plan.batch_size as u64,
+            accum: plan.accum as u64,
+            steps_per_epoch: plan.steps_per_epoch,
+            total_steps: plan.total_steps,
+        };
         let progress = if root {
             crate::progress::bar(plan.total_steps, &s.source)
         } else {
@@ -141,6 +148,7 @@ impl<'a> Trainer<'a> {
                 since_best: 0,
                 config_hash: s.hash(),
                 config: s.json(),
+                layout: Some(layout),
                 model_len: 0,
                 model_sha256: String::new(),
                 optim_len: 0,
@@ -205,12 +213,21 @@ impl<'a> Trainer<'a> {
         if let Some(path) = &pick {
             let (m, model_b, optim_b) = checkpoint::load(path)?;
             check_settings(path, &m, s)?;
+            let now = self
+                .meta
+                .layout
+                .clone()
+                .expect("a new run records its layout");
+            checkpoint::check_layout(path, m.layout.as_ref(), &now)?;
             model = load_model_bytes(model, model_b, path, s)?;
             let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(optim_b))
                 .map_err(|e| Error::format(path, format!("optimizer record: {e:?}")))?;
             self.optim =
                 std::mem::replace(&mut self.optim, optimizer(&s.optimizer)).load_record(record);
-            self.meta = m;
+            self.meta = CheckpointMeta {
+                layout: Some(now),
+                ..m
+            };
             if comm.rank() == 0 {
                 tracing::info!(
                     "resuming {} from {} (step {})",
@@ -240,6 +257,15 @@ impl<'a> Trainer<'a> {
         let (size, chans) = (self.plan.size, self.plan.channels);
         // Each optimizer step takes `accum` batches; a trailing partial step is dropped.
         let last = self.plan.steps_per_epoch as usize * accum;
+        if first >= last && first > 0 {
+            // Only a checkpoint without a recorded layout gets here; without this the loop would spin.
+            return Err(Error::Input(format!(
+                "{}: the saved position (batch {first} of epoch {epoch}) lies past this run's epoch of {last} \
+                 batches: the checkpoint was written with another rank count or batch size; resume with those, or \
+                 train into a new directory",
+                self.s.source
+            )));
+        }
         std::thread::scope(|scope| -> Result<DenseNet> {
             let mut model = model;
             let (tx, rx) = mpsc::sync_channel::<Result<Batch>>(2);
