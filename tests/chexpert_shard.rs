@@ -165,6 +165,153 @@ fn chexpert_images_and_labels_come_back_exactly() {
     assert!(index.missing_labels["ext"] > 0);
 }
 
+/// A label file in the layout Stanford ships `train_cheXbert.csv` / `train_visualCheXbert.csv`: `train.csv`'s columns,
+/// one row per training image, paths under `CheXpert-v1.0/` (not `-small`), 0/1 labels — here each image's own:
+/// positive everywhere on frontal views, negative on lateral ones, so that two views of one study differ.
+fn shipped_image_labels(
+    dir: &Path,
+    expected: &BTreeMap<String, (Split, LabelRow, PathBuf)>,
+) -> PathBuf {
+    let mut csv = format!("{HEADER}\n");
+    for (id, (split, _, _)) in expected {
+        if *split != Split::Train {
+            continue;
+        }
+        let v = if id.ends_with("frontal") {
+            "1.0"
+        } else {
+            "0.0"
+        };
+        writeln!(
+            csv,
+            "CheXpert-v1.0/train/{id}.jpg,Male,50,Frontal,PA,{}",
+            vec![v; 14].join(",")
+        )
+        .unwrap();
+    }
+    let path = dir.join("train_cheXbert.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// Radiologist labels keyed by `Study` as the CheXpert test set's `groundtruth.csv` is (its column order: Lung
+/// Opacity before Lung Lesion, no Sex/Age), for the `valid` studies: Edema positive, the rest negative.
+fn shipped_study_labels(
+    dir: &Path,
+    expected: &BTreeMap<String, (Split, LabelRow, PathBuf)>,
+) -> PathBuf {
+    let cols = "Study,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,Fracture,\
+Lung Opacity,Lung Lesion,No Finding,Pleural Effusion,Pleural Other,Pneumonia,Pneumothorax,Support Devices";
+    let mut csv = format!("{cols}\n");
+    let studies: std::collections::BTreeSet<&str> = expected
+        .iter()
+        .filter(|(_, e)| e.0 == Split::Valid)
+        .map(|(id, _)| id.rsplit_once('/').unwrap().0)
+        .collect();
+    for s in studies {
+        let cells: Vec<&str> = cols
+            .split(',')
+            .skip(1)
+            .map(|c| if c == "Edema" { "1" } else { "0" })
+            .collect();
+        writeln!(csv, "CheXpert-v1.0/valid/{s},{}", cells.join(",")).unwrap();
+    }
+    let path = dir.join("groundtruth.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+#[test]
+fn shipped_label_files_keyed_by_path_and_by_study_join_image_by_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, expected) = chexpert(dir.path());
+    let by_path = shipped_image_labels(dir.path(), &expected);
+    let by_study = shipped_study_labels(dir.path(), &expected);
+    let mut sp = spec(&root, &by_path);
+    sp.sources = vec![
+        ("chexpert".into(), LabelInput::Dataset),
+        ("chexbert".into(), by_path.clone().into()),
+        ("radiologists".into(), by_study.clone().into()),
+    ];
+    let out = dir.path().join("shards");
+    let index = write_shards(&sp, &out).unwrap();
+    let set = ShardSet::open(&out).unwrap();
+    let (chexbert, radiologists) = (all_rows(&set, "chexbert"), all_rows(&set, "radiologists"));
+    let n = |s: Split| expected.values().filter(|e| e.0 == s).count() as u64;
+    for (id, (split, _, _)) in &expected {
+        let want = match (split, id.ends_with("frontal")) {
+            (Split::Train, true) => Label::Positive,
+            (Split::Train, false) => Label::Negative,
+            _ => Label::Blank,
+        };
+        assert_eq!(chexbert[id].1.labels.get(Observation::Edema), want, "{id}");
+        let want = if *split == Split::Valid {
+            Label::Positive
+        } else {
+            Label::Blank
+        };
+        assert_eq!(
+            radiologists[id].1.labels.get(Observation::Edema),
+            want,
+            "{id}"
+        );
+        if *split == Split::Valid {
+            assert_eq!(
+                radiologists[id].1.labels.get(Observation::LungLesion),
+                Label::Negative
+            );
+        }
+    }
+    // Two views of one training study carry their own labels.
+    assert!(expected.keys().any(|id| id.ends_with("lateral")));
+    assert_eq!(index.missing_labels["chexbert"], n(Split::Valid));
+    assert_eq!(index.missing_labels["radiologists"], n(Split::Train));
+    let c = &index.label_coverage["chexbert"];
+    assert_eq!(
+        (c.rows, c.unmatched_ids, c.conflicting_ids),
+        (n(Split::Train), 0, 0)
+    );
+
+    // An id of no image, and an image given twice with other labels, are counted.
+    let mut text = std::fs::read_to_string(&by_path).unwrap();
+    let first = text.lines().nth(1).unwrap().to_string();
+    text.push_str(&first.replace(",1.0", ",0.0"));
+    text.push('\n');
+    text.push_str(&first.replace("patient00001", "patient99999"));
+    text.push('\n');
+    std::fs::write(&by_path, text).unwrap();
+    let index = write_shards(&sp, &dir.path().join("shards2")).unwrap();
+    let c = &index.label_coverage["chexbert"];
+    assert_eq!(
+        (c.rows, c.unmatched_ids, c.conflicting_ids),
+        (n(Split::Train) + 2, 1, 1)
+    );
+
+    // A file keyed for another dataset is refused, showing both sides' ids.
+    let mimic = dir.path().join("mimic.csv");
+    let names: Vec<&str> = OBSERVATIONS.iter().map(|o| o.name()).collect();
+    std::fs::write(
+        &mimic,
+        format!(
+            "study_id,{}\n50414267,{}\n",
+            names.join(","),
+            vec!["1.0"; 14].join(",")
+        ),
+    )
+    .unwrap();
+    sp.sources = vec![("mimic".into(), mimic.clone().into())];
+    let e = write_shards(&sp, &dir.path().join("shards3"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("label source 'mimic': none of its 1 ids matches an image or study")
+            && e.contains("its ids read as: 50414267")
+            && e.contains("patient"),
+        "{e}"
+    );
+    assert!(!dir.path().join("shards3/index.json").exists());
+}
+
 #[test]
 fn held_out_patients_form_the_validation_split_and_valid_csv_the_test_split() {
     let dir = tempfile::tempdir().unwrap();

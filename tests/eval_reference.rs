@@ -145,3 +145,90 @@ fn paired_bootstrap_agrees_with_delong_on_a_clear_difference() {
         "bootstrap SE / DeLong SE = {ratio}"
     );
 }
+
+#[test]
+fn competition_models_scored_from_their_files_agree_with_scikit_learn_and_delong() {
+    // Real files: the CheXpert test set's radiologist labels and three competition models' probabilities (see
+    // ../shared/reference/README).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/chexpert-test");
+    if !dir.join("groundtruth.csv").is_file() {
+        eprintln!("skipping: {} is absent", dir.display());
+        return;
+    }
+    if !sklearn_available() {
+        return;
+    }
+    let truth = dir.join("groundtruth.csv");
+    let models: Vec<(String, std::path::PathBuf)> = ["uestc", "drnet", "ihil"]
+        .iter()
+        .map(|m| {
+            (
+                m.to_string(),
+                dir.join(format!("predictions/{m}_predictions.csv")),
+            )
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("results.json");
+    let mut args = vec!["evaluate".to_string()];
+    for (m, p) in &models {
+        args.extend(["--predictions".into(), format!("{m}={}", p.display())]);
+    }
+    args.extend(["--truth".into(), truth.display().to_string()]);
+    args.extend([
+        "--bootstrap".into(),
+        "200".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ]);
+    let run = Command::new(env!("CARGO_BIN_EXE_chexlab"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        text.contains("ihil: 500 studies, mean AUROC 0.9266"),
+        "{text}"
+    );
+    let results = chexlab::eval::results::Results::read(&out).unwrap();
+    assert_eq!(results.reference.as_deref(), Some("groundtruth.csv"));
+
+    let mut py = Command::new("python3");
+    py.arg(fixture("external_check.py")).arg(&truth);
+    for (m, p) in &models {
+        py.arg(format!("{m}={}", p.display()));
+    }
+    let r = py.output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let want: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let mut checked = 0;
+    for (m, per) in want["auroc"].as_object().unwrap() {
+        let got = &results.sources[m];
+        assert_eq!(got.images, 500);
+        for (o, a) in per.as_object().unwrap() {
+            let (g, w) = (got.auroc_of(o).unwrap(), a.as_f64().unwrap());
+            assert!((g - w).abs() < 1e-9, "{m} {o}: {g} vs scikit-learn {w}");
+            let (lo, hi) = got.ci_of(o).unwrap();
+            assert!(lo <= g && g <= hi, "{m} {o}: interval ({lo}, {hi})");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15, "3 models × 5 competition observations");
+    let pairs = want["delong"].as_array().unwrap();
+    assert_eq!(pairs.len(), 15);
+    assert_eq!(results.comparisons.len(), 15);
+    for w in pairs {
+        let c = results
+            .comparisons
+            .iter()
+            .find(|c| c.a == w["a"] && c.b == w["b"] && c.observation == w["observation"])
+            .unwrap_or_else(|| panic!("no comparison {w}"));
+        let (g, p) = (c.result.delong.p, w["p"].as_f64().unwrap());
+        assert!((g - p).abs() <= 1e-6 * p.max(1e-12), "{w}: DeLong p {g}");
+    }
+}

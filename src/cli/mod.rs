@@ -155,7 +155,7 @@ impl ConfigArgs {
 #[derive(Args)]
 pub struct RunDirArgs {
     /// Run directory; a config file here is read as `--config`.
-    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    #[arg(long, conflicts_with = "config")]
     pub run: Option<PathBuf>,
     /// The study config (its run_dir is the run).
     #[arg(long, short)]
@@ -180,7 +180,10 @@ impl RunDirArgs {
                 (cfg, dir)
             }
             None => {
-                let dir = RunDir::new(self.run.clone().expect("clap requires --run or --config"));
+                let Some(run) = self.run.clone() else {
+                    anyhow::bail!("give the run: --run DIR or --config FILE");
+                };
+                let dir = RunDir::new(run);
                 let cfg = Config::load(&dir.resolved_config(), &self.overrides)?;
                 (cfg, dir)
             }

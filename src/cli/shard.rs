@@ -20,8 +20,9 @@ pub struct ShardArgs {
     /// Dataset directory: MIMIC-CXR-JPG layout (real or synthetic) or CheXpert (train.csv, valid.csv).
     #[arg(long, required_unless_present = "config")]
     dataset: Option<PathBuf>,
-    /// A label source: NAME=FILE, FILE a labeled CSV with a study_id column (CheXpert study ids look like
-    /// patient00001/study1), or NAME=@dataset for the dataset's own labels. Repeat for each source.
+    /// A label source: NAME=FILE, FILE a labeled CSV with an id column — Path (images, as in train_cheXbert.csv),
+    /// Study or study_id (patient00001/study1, or MIMIC's digits) — or NAME=@dataset for the dataset's own labels.
+    /// Repeat for each source.
     #[arg(long = "labels", value_name = "NAME=FILE", value_parser = parse_label_source)]
     labels: Vec<(String, LabelInput)>,
     /// Fraction of the training patients held out as the validation split.

@@ -4,6 +4,7 @@
 pub mod augment;
 pub(crate) mod chexpert;
 pub(crate) mod csvstream;
+pub mod ids;
 pub mod image;
 pub mod mimic;
 pub mod report;

@@ -302,22 +302,53 @@ pub fn score(
         return Ok(None);
     };
     let obs = &c.config.observations;
-    let ev = job.evaluation;
-    let table = auroc_table(&sc, obs);
-    let (mut cis, mut aps) = (Vec::new(), Vec::new());
-    for (j, o) in obs.iter().enumerate() {
-        let (p, y) = observation_pairs(&sc, obs, j);
-        let ci = auroc_ci(&p, &y, ev.bootstrap, ev.ci, job.seed).map(|(_, ci)| ci);
-        cis.push((o.name().to_string(), ci));
-        aps.push((o.name().to_string(), auprc(&p, &y)));
-    }
     let name = job.split.name();
     write_predictions(&out.join(format!("predictions_{name}.csv")), &sc, obs)?;
     let scores = SplitScores {
-        source: c.source.clone(),
-        reference: c.reference.clone(),
-        split: name.to_string(),
         checkpoint_step: c.checkpoint_step,
+        ..summarise(
+            &sc,
+            obs,
+            job.evaluation,
+            job.seed,
+            &c.source,
+            &c.reference,
+            name,
+        )
+    };
+    crate::io::write_atomic(
+        out.join(format!("scores_{name}.json")),
+        serde_json::to_string_pretty(&scores)
+            .expect("scores serialise")
+            .as_bytes(),
+    )?;
+    Ok(Some(scores))
+}
+
+/// The scores of `sc` on `obs` (classifier `source` against `reference` labels on `split`): AUROC per observation
+/// with its stratified bootstrap interval, average precision, positives, and the mean AUROC.
+pub fn summarise(
+    sc: &Scored,
+    obs: &[Observation],
+    ev: &EvaluationConfig,
+    seed: u64,
+    source: &str,
+    reference: &str,
+    split: &str,
+) -> SplitScores {
+    let table = auroc_table(sc, obs);
+    let (mut cis, mut aps) = (Vec::new(), Vec::new());
+    for (j, o) in obs.iter().enumerate() {
+        let (p, y) = observation_pairs(sc, obs, j);
+        let ci = auroc_ci(&p, &y, ev.bootstrap, ev.ci, seed).map(|(_, ci)| ci);
+        cis.push((o.name().to_string(), ci));
+        aps.push((o.name().to_string(), auprc(&p, &y)));
+    }
+    SplitScores {
+        source: source.to_string(),
+        reference: reference.to_string(),
+        split: split.to_string(),
+        checkpoint_step: 0,
         images: sc.image_ids.len(),
         positives: obs
             .iter()
@@ -334,14 +365,38 @@ pub fn score(
         auroc: table,
         auroc_ci: cis,
         auprc: aps,
-    };
-    crate::io::write_atomic(
-        out.join(format!("scores_{name}.json")),
-        serde_json::to_string_pretty(&scores)
-            .expect("scores serialise")
-            .as_bytes(),
-    )?;
-    Ok(Some(scores))
+    }
+}
+
+/// For every two of `preds` (by name) and every observation, the paired difference of their AUROCs (bootstrap
+/// interval and p-value, DeLong's test) on the images both scored.
+pub fn compare_all(
+    preds: &std::collections::BTreeMap<String, Scored>,
+    obs: &[Observation],
+    ev: &EvaluationConfig,
+    seed: u64,
+) -> Vec<Comparison> {
+    let names: Vec<&String> = preds.keys().collect();
+    let mut comparisons = Vec::new();
+    for (x, a) in names.iter().enumerate() {
+        for b in &names[x + 1..] {
+            let (pa, pb) = aligned(&preds[*a], &preds[*b], obs.len());
+            for (j, &o) in obs.iter().enumerate() {
+                let (sa, y) = observation_pairs(&pa, obs, j);
+                let (sb, _) = observation_pairs(&pb, obs, j);
+                if let Some(result) = paired(&sa, &sb, &y, ev.bootstrap, ev.ci, seed) {
+                    comparisons.push(Comparison {
+                        a: (*a).clone(),
+                        b: (*b).clone(),
+                        observation: o.name().to_string(),
+                        images: y.len(),
+                        result,
+                    });
+                }
+            }
+        }
+    }
+    comparisons
 }
 
 /// Writes scores as a predictions CSV: image id, `p_<observation>` per observation, `ref_<observation>` labels.
@@ -414,26 +469,7 @@ pub fn write_results(
         preds.insert(scores.source.clone(), p);
         sources.insert(scores.source.clone(), scores);
     }
-    let names: Vec<&String> = preds.keys().collect();
-    let mut comparisons = Vec::new();
-    for (x, a) in names.iter().enumerate() {
-        for b in &names[x + 1..] {
-            let (pa, pb) = aligned(&preds[*a], &preds[*b], obs.len());
-            for (j, &o) in obs.iter().enumerate() {
-                let (sa, y) = observation_pairs(&pa, obs, j);
-                let (sb, _) = observation_pairs(&pb, obs, j);
-                if let Some(result) = paired(&sa, &sb, &y, ev.bootstrap, ev.ci, seed) {
-                    comparisons.push(Comparison {
-                        a: (*a).clone(),
-                        b: (*b).clone(),
-                        observation: o.name().to_string(),
-                        images: y.len(),
-                        result,
-                    });
-                }
-            }
-        }
-    }
+    let comparisons = compare_all(&preds, obs, ev, seed);
     let path = run_dir.results();
     let results = Results {
         split: split.name().to_string(),

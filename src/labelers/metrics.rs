@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::data::OnBadRecord;
+use crate::data::ids::{LabelKey, label_key};
 use crate::error::{Error, Result};
 use crate::labelers::format::{LabeledRow, read_labeled};
 use crate::observations::UncertaintyPolicy;
@@ -251,16 +252,26 @@ pub fn evaluate(pred: &Path, truth: &Path, policy: UncertaintyPolicy) -> Result<
     let matched_by;
     if pred_id && truth_id {
         matched_by = "id".to_string();
-        let by_id: HashMap<&str, &LabeledRow> = pred_rows
-            .iter()
-            .map(|r| (r.id.as_deref().unwrap_or(""), r))
-            .collect();
-        if by_id.len() != pred_rows.len() {
-            return Err(Error::format(pred, "duplicate ids"));
+        // Ids are matched in normal form (`label_key`): `CheXpert-v1.0/test/patient64741/study1` in one file
+        // meets `patient64741/study1` in the other.
+        let key = |r: &LabeledRow| label_key(r.id.as_deref().unwrap_or(""));
+        let mut by_id: HashMap<LabelKey, &LabeledRow> = HashMap::new();
+        for r in &pred_rows {
+            if let Some(prev) = by_id.insert(key(r), r) {
+                return Err(Error::record(
+                    pred,
+                    r.line,
+                    format!(
+                        "id '{}' again (first on line {})",
+                        r.id.as_deref().unwrap_or(""),
+                        prev.line
+                    ),
+                ));
+            }
         }
         for t in &truth_rows {
             let id = t.id.as_deref().unwrap_or("");
-            let p = by_id.get(id).ok_or_else(|| {
+            let p = by_id.get(&key(t)).ok_or_else(|| {
                 Error::record(
                     truth,
                     t.line,
@@ -500,5 +511,49 @@ mod tests {
         // Binary: uncertain counts as positive under `ones`.
         let (b, _) = c.binary_scores(UncertaintyPolicy::Ones);
         assert_eq!(b[E.index()].positive.predicted, 2);
+    }
+
+    #[test]
+    fn ids_match_in_normal_form_and_a_repeated_id_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<&str> = OBSERVATIONS.iter().map(|o| o.name()).collect();
+        let file = |name: &str, ids: &[&str]| {
+            let mut t = format!("Study,{}\n", names.join(","));
+            for id in ids {
+                t.push_str(&format!("{id},{}\n", vec!["1"; 14].join(",")));
+            }
+            let p = dir.path().join(name);
+            std::fs::write(&p, t).unwrap();
+            p
+        };
+        let truth = file(
+            "truth.csv",
+            &[
+                "CheXpert-v1.0/test/patient64741/study1",
+                "CheXpert-v1.0/test/patient64742/study1",
+            ],
+        );
+        let pred = file(
+            "pred.csv",
+            &["patient64742/study1", "test/patient64741/study1/"],
+        );
+        let m = evaluate(&pred, &truth, UncertaintyPolicy::Ones).unwrap();
+        assert_eq!(m.rows, 2);
+        let twice = file(
+            "twice.csv",
+            &[
+                "patient64741/study1",
+                "CheXpert-v1.0/test/patient64741/study1",
+            ],
+        );
+        let e = evaluate(&twice, &truth, UncertaintyPolicy::Ones)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                "line 3: id 'CheXpert-v1.0/test/patient64741/study1' again (first on line 2)"
+            ),
+            "{e}"
+        );
     }
 }

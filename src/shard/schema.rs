@@ -112,6 +112,21 @@ pub struct ShardIndex {
     pub splits: BTreeMap<String, u64>,
     /// Per source and observation: counts of positive / negative / uncertain / blank over all images.
     pub label_stats: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
-    /// Per source: images whose study the source has no row for (their labels are blank).
+    /// Per source: images the source has no row for, neither the image's nor its study's (their labels are
+    /// blank).
     pub missing_labels: BTreeMap<String, u64>,
+    /// Per source: how its file met the dataset (absent in indexes of earlier versions).
+    #[serde(default)]
+    pub label_coverage: BTreeMap<String, Coverage>,
+}
+
+/// How a label source's file met the dataset's images.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Rows read.
+    pub rows: u64,
+    /// Ids (images or studies) that match no image of the dataset.
+    pub unmatched_ids: u64,
+    /// Ids given more than once with different labels (the later row counts).
+    pub conflicting_ids: u64,
 }

@@ -3,7 +3,7 @@
 //! written after the shard is in place, so a re-run skips verified shards and rewrites the rest; `index.json` is
 //! written last, atomically: a directory without it is incomplete.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::chexpert;
+use crate::data::ids::{LabelKey, label_key};
 use crate::data::image::decode_resize;
 use crate::data::mimic::{MimicLayout, study_label_map};
 use crate::data::{OnBadRecord, Split};
@@ -29,7 +30,7 @@ use crate::io::{AtomicFile, write_atomic};
 use crate::io::{hex, sha256_of};
 use crate::labelers::format::read_labeled;
 use crate::observations::{Label, LabelRow, OBSERVATIONS};
-use crate::shard::schema::{INDEX, SCHEMA_VERSION, ShardEntry, ShardIndex, schema};
+use crate::shard::schema::{Coverage, INDEX, SCHEMA_VERSION, ShardEntry, ShardIndex, schema};
 
 /// Target size of a data page of the `image` column.
 const IMAGE_PAGE_BYTES: usize = 64 * 1024;
@@ -93,11 +94,64 @@ struct Row {
     columns: Option<u32>,
 }
 
-/// A dataset's images, the tables they came from, and its own labels by study.
+/// A dataset's images, the tables they came from, and its own labels.
 struct Collected {
     rows: Vec<Row>,
     tables: Vec<PathBuf>,
-    labels: Option<HashMap<String, LabelRow>>,
+    labels: Option<SourceLabels>,
+}
+
+/// One label source's rows, keyed by image or by study ([`label_key`]): an image takes its own row, else its
+/// study's (study-level labels apply to every image of the study).
+#[derive(Clone, Debug, Default)]
+struct SourceLabels {
+    by_image: HashMap<String, LabelRow>,
+    by_study: HashMap<String, LabelRow>,
+    /// Rows read.
+    rows: u64,
+    /// Ids given again with other labels (the later row wins).
+    conflicts: u64,
+}
+
+impl SourceLabels {
+    fn insert(&mut self, key: LabelKey, labels: LabelRow) {
+        self.rows += 1;
+        let (map, k) = match key {
+            LabelKey::Image(k) => (&mut self.by_image, k),
+            LabelKey::Study(k) => (&mut self.by_study, k),
+        };
+        if map.insert(k, labels).is_some_and(|prev| prev != labels) {
+            self.conflicts += 1;
+        }
+    }
+
+    /// The labels of image `r`.
+    fn get(&self, r: &Row) -> Option<&LabelRow> {
+        self.by_image
+            .get(&r.image_id)
+            .or_else(|| self.by_study.get(&r.study))
+    }
+
+    /// How many of the ids match no image of the dataset.
+    fn unmatched(&self, images: &HashSet<&str>, studies: &HashSet<&str>) -> u64 {
+        let count = |m: &HashMap<String, LabelRow>, known: &HashSet<&str>| {
+            m.keys().filter(|k| !known.contains(k.as_str())).count() as u64
+        };
+        count(&self.by_image, images) + count(&self.by_study, studies)
+    }
+
+    /// Some ids of the file, for messages.
+    fn examples(&self) -> String {
+        let mut ids: Vec<&str> = self
+            .by_image
+            .keys()
+            .chain(self.by_study.keys())
+            .map(String::as_str)
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(3);
+        ids.join(", ")
+    }
 }
 
 /// Reads the images of a MIMIC-CXR-JPG (or synthetic) or CheXpert dataset, refusing a patient found in two
@@ -142,13 +196,13 @@ fn collect(spec: &ShardSpec) -> Result<Collected> {
             });
         }
         let labels = match &layout.chexpert {
-            Some(p) if spec.sources.iter().any(|(_, l)| *l == LabelInput::Dataset) => Some(
-                study_label_map(p, spec.on_bad_record)?
-                    .0
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-            ),
+            Some(p) if spec.sources.iter().any(|(_, l)| *l == LabelInput::Dataset) => {
+                let mut own = SourceLabels::default();
+                for (study, row) in study_label_map(p, spec.on_bad_record)?.0 {
+                    own.insert(LabelKey::Study(study.to_string()), row);
+                }
+                Some(own)
+            }
             _ => None,
         };
         let mut tables = vec![layout.metadata.clone(), layout.split.clone()];
@@ -166,15 +220,18 @@ fn collect(spec: &ShardSpec) -> Result<Collected> {
              (train.csv, valid.csv)",
         )
     })?;
-    let mut labels = HashMap::new();
+    let mut labels = SourceLabels::default();
     for csv in &tables {
         let mut stream = chexpert::read_csv(csv, spec.on_bad_record)?;
         for img in stream.by_ref() {
             let img = img?;
             check(&img.patient, img.split, csv, img.line)?;
             let study = img.study_id();
+            let image_id = format!("{study}/{}", img.view_name);
+            // CheXpert's labels are per image (a study's views may differ).
+            labels.insert(LabelKey::Image(image_id.clone()), img.labels);
             rows.push(Row {
-                image_id: format!("{study}/{}", img.view_name),
+                image_id,
                 patient: img.patient.clone(),
                 view: img.view.name(),
                 split: img.split,
@@ -183,8 +240,6 @@ fn collect(spec: &ShardSpec) -> Result<Collected> {
                 columns: None,
                 study: study.clone(),
             });
-            // Every image of a study carries the study's (report's) labels.
-            labels.insert(study, img.labels);
         }
     }
     Ok(Collected {
@@ -276,12 +331,9 @@ fn spec_hash(spec: &ShardSpec, tables: &[PathBuf]) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-/// Each source's labels by study id, in the spec's order (`own`: the dataset's own labels, when it has them).
-fn source_labels(
-    spec: &ShardSpec,
-    own: Option<&HashMap<String, LabelRow>>,
-) -> Result<Vec<HashMap<String, LabelRow>>> {
-    let mut labels: Vec<HashMap<String, LabelRow>> = Vec::new();
+/// Each source's labels, in the spec's order (`own`: the dataset's own labels, when it has them).
+fn source_labels(spec: &ShardSpec, own: Option<&SourceLabels>) -> Result<Vec<SourceLabels>> {
+    let mut labels: Vec<SourceLabels> = Vec::new();
     for (name, input) in &spec.sources {
         labels.push(match input {
             LabelInput::Dataset => own.cloned().ok_or_else(|| {
@@ -295,22 +347,77 @@ fn source_labels(
             })?,
             LabelInput::Csv(path) => {
                 let mut stream = read_labeled(path, spec.on_bad_record)?;
-                if stream.parser().id_column() != Some("study_id") {
+                if stream.parser().id_column().is_none() {
                     return Err(Error::format(
                         path,
-                        format!("label source '{name}' needs a study_id column"),
+                        format!(
+                            "label source '{name}' has no id column (one of {})",
+                            crate::labelers::format::ID_COLUMNS.join(", ")
+                        ),
                     ));
                 }
-                let mut map = HashMap::new();
+                let mut map = SourceLabels::default();
                 for row in stream.by_ref() {
                     let row = row?;
-                    map.insert(row.id.unwrap_or_default(), row.labels);
+                    map.insert(label_key(row.id.as_deref().unwrap_or_default()), row.labels);
                 }
                 map
             }
         });
     }
     Ok(labels)
+}
+
+/// How each source's file meets the dataset's images, by source name. A file none of whose ids matches an image
+/// (keyed for another dataset, or by a column of another meaning) is refused; partial coverage is logged.
+fn coverage(
+    spec: &ShardSpec,
+    labels: &[SourceLabels],
+    rows: &[Row],
+) -> Result<BTreeMap<String, Coverage>> {
+    let images: HashSet<&str> = rows.iter().map(|r| r.image_id.as_str()).collect();
+    let studies: HashSet<&str> = rows.iter().map(|r| r.study.as_str()).collect();
+    let mut out = BTreeMap::new();
+    for ((name, input), l) in spec.sources.iter().zip(labels) {
+        let matched = rows.iter().filter(|r| l.get(r).is_some()).count();
+        let c = Coverage {
+            rows: l.rows,
+            unmatched_ids: l.unmatched(&images, &studies),
+            conflicting_ids: l.conflicts,
+        };
+        let file = match input {
+            LabelInput::Csv(p) => p.clone(),
+            LabelInput::Dataset => spec.dataset.clone(),
+        };
+        if matched == 0 && !rows.is_empty() {
+            let mut seen: Vec<&str> = rows.iter().take(2).map(|r| r.image_id.as_str()).collect();
+            seen.extend(rows.iter().take(2).map(|r| r.study.as_str()));
+            return Err(Error::format(
+                &file,
+                format!(
+                    "label source '{name}': none of its {} ids matches an image or study of {} (its ids read as: \
+                     {}; the dataset's: {}) — is it keyed for another dataset?",
+                    l.rows,
+                    spec.dataset.display(),
+                    l.examples(),
+                    seen.join(", ")
+                ),
+            ));
+        }
+        if matched < rows.len() || c.unmatched_ids > 0 || c.conflicting_ids > 0 {
+            tracing::warn!(
+                "label source '{name}' ({}): labels for {matched} of {} images; {} of its {} ids match no image, \
+                 {} given twice with other labels (the later row counts)",
+                file.display(),
+                rows.len(),
+                c.unmatched_ids,
+                c.rows,
+                c.conflicting_ids
+            );
+        }
+        out.insert(name.clone(), c);
+    }
+    Ok(out)
 }
 
 /// Per source and observation, how many images have each label (positive, negative, uncertain, blank), and per
@@ -329,9 +436,9 @@ impl LabelStats {
     }
 
     /// Counts one image of `study` for every source.
-    fn count(&mut self, labels: &[HashMap<String, LabelRow>], study: &str) {
+    fn count(&mut self, labels: &[SourceLabels], r: &Row) {
         for (k, map) in labels.iter().enumerate() {
-            match map.get(study) {
+            match map.get(r) {
                 Some(l) => {
                     for o in OBSERVATIONS {
                         let c = Label::ALL
@@ -396,6 +503,7 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
     let config_hash = spec_hash(spec, &dataset.tables)?;
 
     let labels = source_labels(spec, dataset.labels.as_ref())?;
+    let coverage = coverage(spec, &labels, &dataset.rows)?;
     let rows = plan_splits(dataset.rows, &spec.splits, spec.seed, &spec.dataset)?;
 
     fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -427,7 +535,7 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
         list.shuffle(&mut rng);
         splits.insert(split.name().to_string(), list.len() as u64);
         for r in &list {
-            stats.count(&labels, &r.study);
+            stats.count(&labels, r);
         }
         for (n, chunk) in list.chunks(rows_per_shard as usize).enumerate() {
             let file = format!("{}-{n:05}.parquet", split.name());
@@ -466,6 +574,7 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
         splits,
         label_stats,
         missing_labels: missing,
+        label_coverage: coverage,
     };
     write_atomic(
         &index_path,
@@ -502,7 +611,7 @@ fn finished(path: &Path, marker: &Path, config_hash: &str) -> Result<Option<Shar
 fn write_one(
     spec: &ShardSpec,
     schema: &Arc<arrow_schema::Schema>,
-    labels: &[HashMap<String, LabelRow>],
+    labels: &[SourceLabels],
     rows: &[Row],
     rows_per_group: usize,
     path: &Path,
@@ -569,7 +678,7 @@ fn write_one(
             width.append_value(w.min(u16::MAX as u32) as u16);
             height.append_value(h.min(u16::MAX as u32) as u16);
             for (k, map) in labels.iter().enumerate() {
-                let row = map.get(&r.study).copied().unwrap_or_default();
+                let row = map.get(r).copied().unwrap_or_default();
                 for o in OBSERVATIONS {
                     label_cols[k * 14 + o.index()].append_option(row.get(o).to_i8());
                 }
