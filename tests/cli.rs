@@ -525,3 +525,59 @@ fn labeler_input_header_crlf_lines_empty_input_and_output_over_input() {
         text(&o)
     );
 }
+
+#[test]
+fn a_trained_vocabulary_is_the_same_file_in_every_process() {
+    // Many words with equal counts: ties between merges everywhere, which a hash-ordered trainer breaks
+    // differently from run to run.
+    let tmp = tempfile::tempdir().unwrap();
+    let words = [
+        "effusion",
+        "pneumothorax",
+        "atelectasis",
+        "consolidation",
+        "edema",
+        "cardiomegaly",
+        "opacity",
+        "nodule",
+        "fracture",
+        "pleural",
+        "pulmonary",
+        "bibasilar",
+        "mediastinum",
+        "hilar",
+        "interstitial",
+    ];
+    let mut csv = String::new();
+    for i in 0..120 {
+        let a = words[i % words.len()];
+        let b = words[(i * 7 + 3) % words.len()];
+        csv.push_str(&format!("\"No {a}. Mild {b}, stable since {i}.\"\n"));
+    }
+    std::fs::write(tmp.path().join("reports.csv"), csv).unwrap();
+    let train = |out: &str| {
+        let o = chexlab(
+            &[
+                "tokenizer",
+                "train",
+                "--reports",
+                "reports.csv",
+                "--out",
+                out,
+                "--vocab-size",
+                "150",
+            ],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("on 120 reports"), "{}", text(&o));
+        std::fs::read(tmp.path().join(out)).unwrap()
+    };
+    let first = train("a.json");
+    for k in 0..3 {
+        assert!(
+            train(&format!("{k}.json")) == first,
+            "run {k} learned another vocabulary"
+        );
+    }
+}

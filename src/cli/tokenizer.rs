@@ -44,17 +44,27 @@ impl TokenizerArgs {
             min_frequency,
         } = self.action;
         chexlab::io::refuse_overwrite(&out, &[&reports])?;
-        let mut texts = Vec::new();
-        for row in chexlab::labelers::format::read_reports(&reports, OnBadRecord::Fail)? {
-            texts.push(row?.text);
+        // Streamed: only the word counts stay in memory.
+        let (mut n, mut bad) = (0u64, None);
+        let texts = chexlab::labelers::format::read_reports(&reports, OnBadRecord::Fail)?
+            .map_while(|row| match row {
+                Ok(r) => {
+                    n += 1;
+                    Some(r.text)
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    None
+                }
+            });
+        let tok = ReportTokenizer::train(texts, vocab_size, min_frequency)?;
+        if let Some(e) = bad {
+            return Err(e.into());
         }
-        let tok =
-            ReportTokenizer::train(texts.iter().map(String::as_str), vocab_size, min_frequency)?;
         tok.save(&out)?;
         println!(
-            "trained a {}-token vocabulary on {} reports into {}",
+            "trained a {}-token vocabulary on {n} reports into {}",
             tok.vocab_size(),
-            texts.len(),
             out.display()
         );
         Ok(())

@@ -12,6 +12,7 @@ pub mod model;
 pub mod pipeline;
 pub mod tokenizer;
 pub mod train;
+pub mod vocab;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

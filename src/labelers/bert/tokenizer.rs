@@ -1,7 +1,7 @@
 //! WordPiece tokenization of reports (uncased BERT rules) through the `tokenizers` crate.
 //!
 //! A tokenizer comes from a `tokenizer.json` (Hugging Face's format) or a BERT `vocab.txt`, or is trained on a
-//! report corpus ([`ReportTokenizer::train`]): general vocabularies shred radiology words ("pneumothorax" →
+//! report corpus ([`ReportTokenizer::train`], deterministic: [`super::vocab`]): general vocabularies shred radiology words ("pneumothorax" →
 //! `p ##ne ##um ##otho ##ra ##x`), a domain one keeps them whole and shortens every sequence.
 //!
 //! Sequences are `[CLS] tokens [SEP]`, at most `max_len` (512) ids: a longer report keeps its first `max_len - 1`
@@ -11,8 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
-use tokenizers::models::TrainerWrapper;
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
@@ -144,29 +143,46 @@ impl ReportTokenizer {
         )
     }
 
-    /// Trains a WordPiece vocabulary of at most `vocab_size` entries on `reports` (words seen fewer than
-    /// `min_frequency` times are left to sub-words).
+    /// Trains a WordPiece vocabulary of at most `vocab_size` entries on `reports` (merges seen fewer than
+    /// `min_frequency` times are not learned), deterministically ([`super::vocab`]): the same reports give the
+    /// same `tokenizer.json`, byte for byte.
     pub fn train<I, S>(reports: I, vocab_size: usize, min_frequency: u64) -> Result<Self>
     where
-        I: Iterator<Item = S> + Send,
-        S: AsRef<str> + Send,
+        I: Iterator<Item = S>,
+        S: AsRef<str>,
     {
+        use tokenizers::{
+            Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+        };
         let here = Path::new("<report corpus>");
-        let mut t = Self::bert_pipeline(
-            WordPiece::builder()
-                .unk_token("[UNK]".into())
-                .build()
-                .map_err(|e| tok_err(here, e))?,
-        );
-        let trainer = WordPieceTrainerBuilder::default()
-            .vocab_size(vocab_size)
-            .min_frequency(min_frequency)
-            .show_progress(false)
-            .special_tokens(SPECIAL.iter().map(|s| AddedToken::from(*s, true)).collect())
-            .build();
-        let mut trainer = TrainerWrapper::from(trainer);
-        t.train(&mut trainer, reports)
+        // The words exactly as the encoding pipeline will see them.
+        let normalizer = BertNormalizer::new(true, true, None, true);
+        let mut words: std::collections::BTreeMap<String, u64> = Default::default();
+        for r in reports {
+            let mut n = tokenizers::NormalizedString::from(r.as_ref());
+            normalizer.normalize(&mut n).map_err(|e| tok_err(here, e))?;
+            let mut p = PreTokenizedString::from(n);
+            BertPreTokenizer
+                .pre_tokenize(&mut p)
+                .map_err(|e| tok_err(here, e))?;
+            for (w, _, _) in p.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+                *words.entry(w.to_string()).or_default() += 1;
+            }
+        }
+        let pieces = super::vocab::learn(&words, vocab_size, min_frequency, &SPECIAL);
+        let vocab: ahash::AHashMap<String, u32> = pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (p, i as u32))
+            .collect();
+        let model = WordPiece::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix(super::vocab::PREFIX.into())
+            .build()
             .map_err(|e| tok_err(here, e))?;
+        let mut t = Self::bert_pipeline(model);
+        t.add_special_tokens(&SPECIAL.map(|s| AddedToken::from(s, true)));
         Self::add_processor(&mut t).map_err(|e| tok_err(here, e))?;
         Self::wrap(t, here)
     }
