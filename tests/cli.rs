@@ -415,6 +415,19 @@ fn shard_train_evaluate_from_a_config() {
         "{}",
         text(&o)
     );
+    // Not a terminal (as in a batch log): progress as plain lines, the last one at the end.
+    let log = String::from_utf8_lossy(&o.stderr);
+    let last = log
+        .lines()
+        .rfind(|l| l.contains("truth loss "))
+        .unwrap_or_else(|| panic!("no progress line:\n{log}"));
+    let (pos, len) = last
+        .split_once("] ")
+        .and_then(|(_, r)| r.split_once(' '))
+        .and_then(|(frac, _)| frac.split_once('/'))
+        .unwrap_or_else(|| panic!("{last}"));
+    assert!(last.contains("all-reduce") && pos == len, "{last}");
+    assert!(!log.contains('\r'), "{log}");
     for f in ["best.ckpt", "metrics.csv", "metrics.jsonl", "summary.json"] {
         assert!(d.join("run/train/truth").join(f).is_file(), "{f}");
     }

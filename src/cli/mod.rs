@@ -34,6 +34,14 @@ pub struct Cli {
     /// Print only warnings and errors; no progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// When stderr is not a terminal (a batch log), write progress as a plain line this often, in seconds.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 60,
+        env = "CHEXLAB_PROGRESS_EVERY"
+    )]
+    progress_every: u64,
     /// Worker threads for parallel stages (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
@@ -90,6 +98,7 @@ pub fn main() -> std::process::ExitCode {
 
 fn dispatch(cli: Cli) -> Result<()> {
     chexlab::progress::set_enabled(!cli.quiet);
+    chexlab::progress::set_line_interval(cli.progress_every);
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

@@ -395,6 +395,15 @@ impl<'a> Trainer<'a> {
             self.meta.epoch += 1;
             self.meta.batch = 0;
         }
+        if self.comm.rank() == 0 {
+            // What a batch log's progress line shows besides the step: the loss and the all-reduce's share.
+            self.progress.set_message(format!(
+                "{} loss {:.4} all-reduce {:.0} %",
+                self.s.source,
+                extra[0] * inv,
+                100.0 * self.tally.allreduce_s / self.tally.step_s.max(1e-9)
+            ));
+        }
         self.progress.set_position(self.meta.step);
         self.log_train(epoch, rate)?;
 
