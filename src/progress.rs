@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
-static LINE_EVERY_S: AtomicU64 = AtomicU64::new(60);
+/// Seconds between plain lines; 0 until a program asks for them (library users and tests get none).
+static LINE_EVERY_S: AtomicU64 = AtomicU64::new(0);
 
 /// Turns progress on or off for the whole process (`--quiet`, non-zero ranks).
 pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
-/// How often progress is written as a plain line when stderr is not a terminal (`--progress-every`; at least 1 s).
+/// Writes progress as a plain line this often when stderr is not a terminal (`--progress-every`; at least 1 s).
+/// Without this call, such progress is not shown.
 pub fn set_line_interval(seconds: u64) {
     LINE_EVERY_S.store(seconds.max(1), Ordering::Relaxed);
 }
@@ -95,6 +97,8 @@ fn target() -> ProgressDrawTarget {
         ProgressDrawTarget::hidden()
     } else if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
+    } else if LINE_EVERY_S.load(Ordering::Relaxed) == 0 {
+        ProgressDrawTarget::hidden()
     } else {
         // Not rate-limited by indicatif: every state reaches the lines, which keep the last for the end.
         ProgressDrawTarget::term_like(Box::new(PlainLines::new(Duration::from_secs(

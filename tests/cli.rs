@@ -440,6 +440,29 @@ fn shard_train_evaluate_from_a_config() {
     );
     let o = chexlab(&["train", "--config", "study.toml", "--resume", "auto"], d);
     assert!(o.status.success(), "{}", text(&o));
+    // A resume refused for other settings leaves the run's config as it was, so the run still evaluates.
+    let resolved = std::fs::read(d.join("run/config.resolved.toml")).unwrap();
+    let o = chexlab(
+        &[
+            "train",
+            "--config",
+            "study.toml",
+            "--resume",
+            "auto",
+            "--set",
+            "optimizer.lr=0.5",
+        ],
+        d,
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("optimizer.lr"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(d.join("run/config.resolved.toml")).unwrap(),
+        resolved
+    );
     let o = chexlab(&["evaluate", "--run", "run", "--split", "test"], d);
     assert!(o.status.success(), "{}", text(&o));
     let preds = std::fs::read_to_string(d.join("run/eval/truth/predictions_test.csv")).unwrap();

@@ -173,6 +173,16 @@ fn interrupted_and_resumed(precision: Precision) -> TrainSummary {
     std::fs::remove_file(part.join("summary.json")).unwrap();
     let resumed = train(&set, &s, &part, Resume::Auto, 1).unwrap();
     assert_eq!(resumed.steps, summary.steps);
+    // The counts cover the whole run: the part before the interruption too.
+    assert_eq!(resumed.images_seen, summary.images_seen, "{resumed:?}");
+    // Resuming a finished run changes nothing and keeps its summary.
+    let kept = std::fs::read(part.join("summary.json")).unwrap();
+    let again = train(&set, &s, &part, Resume::Auto, 1).unwrap();
+    assert_eq!(
+        (again.images_seen, again.steps),
+        (resumed.images_seen, resumed.steps)
+    );
+    assert_eq!(std::fs::read(part.join("summary.json")).unwrap(), kept);
     let (a, b) = (
         weights(&last_ckpt(&full), &s),
         weights(&last_ckpt(&part), &s),
@@ -266,7 +276,9 @@ fn corrupt_checkpoint_is_detected_and_skipped() {
         .to_string();
     assert!(err.contains(&newest.display().to_string()), "{err}");
     // Auto-resume falls back to the previous valid checkpoint.
-    let (p, meta, _, _) = checkpoint::latest_valid(&out.join("checkpoints")).unwrap();
+    let (p, meta, _, _) = checkpoint::latest_valid(&out.join("checkpoints"))
+        .unwrap()
+        .unwrap();
     assert_ne!(p, newest);
     assert!(meta.step > 0);
 }

@@ -236,22 +236,39 @@ pub fn on_training_comm(
         &cfg.distributed,
     )?;
     on_comm(comm, |comm| {
-        if comm.rank() == 0 {
-            prepare_run(cfg)?;
+        let previous = if comm.rank() == 0 {
+            Some(prepare_run(cfg)?)
+        } else {
+            None
+        };
+        let r = body(comm);
+        // A command that failed (a refused resume, say) leaves the run's config as it found it.
+        if r.is_err()
+            && let Some(previous) = previous
+        {
+            let path = cfg.run().resolved_config();
+            let _ = match previous {
+                Some(bytes) => {
+                    chexlab::io::write_atomic(&path, &bytes).map_err(anyhow::Error::from)
+                }
+                None => std::fs::remove_file(&path).map_err(anyhow::Error::from),
+            };
         }
-        body(comm)
+        r
     })
 }
 
-/// Writes the resolved config into its run directory (rank 0), and says where.
-fn prepare_run(cfg: &Config) -> Result<()> {
+/// Writes the resolved config into its run directory (rank 0), says where, and returns what the file held
+/// before (none: it was not there).
+fn prepare_run(cfg: &Config) -> Result<Option<Vec<u8>>> {
+    let previous = std::fs::read(cfg.run().resolved_config()).ok();
     let path = cfg.write_resolved()?;
     tracing::info!(
         "resolved config written to {} (hash {})",
         path.display(),
         &cfg.hash()[..12]
     );
-    Ok(())
+    Ok(previous)
 }
 
 /// A flag set by SIGTERM or SIGUSR2 (Slurm's preemption and time-limit warnings): training checkpoints at the next

@@ -36,6 +36,9 @@ pub struct CheckpointMeta {
     /// How the ranks shared the run that wrote it (absent in checkpoints of earlier versions).
     #[serde(default)]
     pub layout: Option<Layout>,
+    /// Work done up to this checkpoint, over every process that trained the run.
+    #[serde(default)]
+    pub totals: Totals,
     /// Length of the model record.
     pub model_len: u64,
     /// Its SHA-256.
@@ -44,6 +47,32 @@ pub struct CheckpointMeta {
     pub optim_len: u64,
     /// Its SHA-256.
     pub optim_sha256: String,
+}
+
+/// Work done on a run, summed over every process that trained it (the first and each resume), so that a resumed
+/// run's summary counts all of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Images seen by all ranks together.
+    pub images_seen: u64,
+    /// Wall time of the training loops.
+    pub seconds: f64,
+    /// Time spent in training steps only.
+    pub step_seconds: f64,
+    /// Time spent in the gradient all-reduce.
+    pub allreduce_seconds: f64,
+}
+
+impl std::ops::Add for Totals {
+    type Output = Totals;
+    fn add(self, o: Totals) -> Totals {
+        Totals {
+            images_seen: self.images_seen + o.images_seen,
+            seconds: self.seconds + o.seconds,
+            step_seconds: self.step_seconds + o.step_seconds,
+            allreduce_seconds: self.allreduce_seconds + o.allreduce_seconds,
+        }
+    }
 }
 
 /// How a run's ranks share its batches. The saved batch position, the learning-rate schedule and the number of
@@ -170,14 +199,30 @@ pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
 }
 
 /// The newest checkpoint in `dir` that loads and verifies; corrupt ones are reported and skipped.
-pub fn latest_valid(dir: &Path) -> Option<(PathBuf, CheckpointMeta, Vec<u8>, Vec<u8>)> {
-    for (_, path) in list(dir).into_iter().rev() {
-        match load(&path) {
-            Ok((meta, m, o)) => return Some((path, meta, m, o)),
-            Err(e) => tracing::warn!("skipping {e}"),
+pub fn latest_valid(dir: &Path) -> Result<Option<(PathBuf, CheckpointMeta, Vec<u8>, Vec<u8>)>> {
+    let all = list(dir);
+    let mut bad = Vec::new();
+    for (_, path) in all.iter().rev() {
+        match load(path) {
+            Ok((meta, m, o)) => return Ok(Some((path.clone(), meta, m, o))),
+            Err(e) => {
+                tracing::warn!("skipping {e}");
+                bad.push(e.to_string());
+            }
         }
     }
-    None
+    if bad.is_empty() {
+        return Ok(None);
+    }
+    // Starting over would overwrite them: the user decides.
+    Err(Error::checkpoint(
+        dir,
+        format!(
+            "none of its {} checkpoints can be resumed from ({}); move them away to train from the start",
+            bad.len(),
+            bad.join("; ")
+        ),
+    ))
 }
 
 /// Deletes all but the newest `keep` step checkpoints.
@@ -234,6 +279,7 @@ mod tests {
             config_hash: "h".into(),
             config: serde_json::json!({"a": 1}),
             layout: Some(layout(1)),
+            totals: Totals::default(),
             model_len: 0,
             model_sha256: String::new(),
             optim_len: 0,
@@ -301,9 +347,20 @@ mod tests {
         // latest_valid skips the corrupt newest one.
         save(&dir.path().join(step_name(1)), meta(), b"m", b"o").unwrap();
         assert_eq!(
-            latest_valid(dir.path()).unwrap().0,
+            latest_valid(dir.path()).unwrap().unwrap().0,
             dir.path().join(step_name(1))
         );
+        // Every checkpoint corrupt: an error naming them, not a fresh start over them.
+        std::fs::write(dir.path().join(step_name(1)), b"CHEXLAB-CHECKPOINT 1\n{").unwrap();
+        let err = latest_valid(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("none of its 2 checkpoints can be resumed from")
+                && err.contains("step-000000001")
+                && err.contains("step-000000003"),
+            "{err}"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(latest_valid(empty.path()).unwrap().is_none());
     }
 
     #[test]

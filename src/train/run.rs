@@ -64,7 +64,7 @@ pub struct TrainSummary {
     pub steps: u64,
     /// Epochs begun.
     pub epochs_started: u64,
-    /// Images seen by all ranks together in this process's lifetime (not counting a resumed part).
+    /// Images seen by all ranks together, over the whole run (every resumed part included).
     pub images_seen: u64,
     /// Best validation mean AUROC and its step.
     pub best: Option<(f64, u64)>,
@@ -72,7 +72,7 @@ pub struct TrainSummary {
     pub stopped_early: bool,
     /// Stopped by a signal after checkpointing; rerun with `--resume auto`.
     pub preempted: bool,
-    /// Wall time of this process's part.
+    /// Wall time of the training loops, over the whole run.
     pub seconds: f64,
     /// Training throughput, all ranks together.
     pub images_per_s: f64,

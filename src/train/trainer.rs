@@ -80,6 +80,8 @@ pub(crate) struct Trainer<'a> {
     ad: Device,
     optim: ModuleOptimizer,
     meta: CheckpointMeta,
+    /// The work of the processes before this one (from the checkpoint resumed).
+    base: checkpoint::Totals,
     log: Option<MetricsLog>,
     plan: Plan,
     tally: Tally,
@@ -149,11 +151,13 @@ impl<'a> Trainer<'a> {
                 config_hash: s.hash(),
                 config: s.json(),
                 layout: Some(layout),
+                totals: Default::default(),
                 model_len: 0,
                 model_sha256: String::new(),
                 optim_len: 0,
                 optim_sha256: String::new(),
             },
+            base: Default::default(),
             log: None,
             plan,
             tally: Tally {
@@ -203,7 +207,7 @@ impl<'a> Trainer<'a> {
                     ))),
                     None => Ok(None),
                 },
-                Resume::Auto => Ok(checkpoint::latest_valid(&dir).map(|c| c.0)),
+                Resume::Auto => checkpoint::latest_valid(&dir).map(|c| c.map(|c| c.0)),
                 Resume::From(p) => Ok(Some(p.clone())),
             }
         } else {
@@ -224,6 +228,7 @@ impl<'a> Trainer<'a> {
                 .map_err(|e| Error::format(path, format!("optimizer record: {e:?}")))?;
             self.optim =
                 std::mem::replace(&mut self.optim, optimizer(&s.optimizer)).load_record(record);
+            self.base = m.totals;
             self.meta = CheckpointMeta {
                 layout: Some(now),
                 ..m
@@ -556,6 +561,10 @@ impl<'a> Trainer<'a> {
 
     /// Saves a checkpoint (rank 0), keeping the last K; `best` also copies it to `best.ckpt`.
     fn save(&self, model: &DenseNet, meta: &CheckpointMeta, best: bool) -> Result<()> {
+        let meta = &CheckpointMeta {
+            totals: self.totals(),
+            ..meta.clone()
+        };
         let m = model_bytes(model)?;
         let o = self
             .optim
@@ -576,12 +585,33 @@ impl<'a> Trainer<'a> {
         checkpoint::prune(&dir, self.s.schedule.keep_last)
     }
 
-    /// The run's summary (rank 0 also writes `summary.json`), with every rank's final state hash.
+    /// The work done on the run so far: the earlier processes' and this one's.
+    fn totals(&self) -> checkpoint::Totals {
+        let t = &self.tally;
+        self.base
+            + checkpoint::Totals {
+                images_seen: t.images_seen,
+                seconds: t.start.elapsed().as_secs_f64(),
+                step_seconds: t.step_s,
+                allreduce_seconds: t.allreduce_s,
+            }
+    }
+
+    /// The run's summary (rank 0 also writes `summary.json`), with every rank's final state hash. Counts cover the
+    /// whole run, resumes included; a resume that found the run finished keeps the summary it has.
     pub(crate) fn finish(self, model: DenseNet) -> Result<TrainSummary> {
         self.progress.finish_and_clear();
-        let t = &self.tally;
-        let seconds = t.start.elapsed().as_secs_f64();
         let hashes = self.comm.gather_bytes(state_sha256(&model).as_bytes(), 0)?;
+        if self.comm.rank() == 0
+            && self.tally.images_seen == 0
+            && !self.preempted
+            && let Ok(text) = std::fs::read_to_string(self.files.summary())
+            && let Ok(kept) = serde_json::from_str::<TrainSummary>(&text)
+            && kept.steps == self.meta.step
+        {
+            return Ok(kept);
+        }
+        let t = self.totals();
         let summary = TrainSummary {
             source: self.s.source.clone(),
             ranks: self.comm.size(),
@@ -591,12 +621,12 @@ impl<'a> Trainer<'a> {
             best: self.meta.best,
             stopped_early: self.stopped_early,
             preempted: self.preempted,
-            seconds,
-            images_per_s: t.images_seen as f64 / seconds.max(1e-9),
-            step_images_per_s: t.images_seen as f64 / t.step_s.max(1e-9),
-            allreduce_seconds: t.allreduce_s,
-            allreduce_share: t.allreduce_s / t.step_s.max(1e-9),
-            last_valid_auroc: t.last_table.clone(),
+            seconds: t.seconds,
+            images_per_s: t.images_seen as f64 / t.seconds.max(1e-9),
+            step_images_per_s: t.images_seen as f64 / t.step_seconds.max(1e-9),
+            allreduce_seconds: t.allreduce_seconds,
+            allreduce_share: t.allreduce_seconds / t.step_seconds.max(1e-9),
+            last_valid_auroc: self.tally.last_table.clone(),
             rank_state_sha256: hashes
                 .unwrap_or_default()
                 .into_iter()
