@@ -123,6 +123,9 @@ pub fn check_layout(path: &Path, saved: Option<&Layout>, now: &Layout) -> Result
     }
 }
 
+/// A checkpoint read back: its path, meta, model bytes and optimizer bytes.
+pub type Loaded = (PathBuf, CheckpointMeta, Vec<u8>, Vec<u8>);
+
 /// Writes a checkpoint atomically.
 pub fn save(path: &Path, mut meta: CheckpointMeta, model: &[u8], optim: &[u8]) -> Result<()> {
     meta.model_len = model.len() as u64;
@@ -199,7 +202,7 @@ pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
 }
 
 /// The newest checkpoint in `dir` that loads and verifies; corrupt ones are reported and skipped.
-pub fn latest_valid(dir: &Path) -> Result<Option<(PathBuf, CheckpointMeta, Vec<u8>, Vec<u8>)>> {
+pub fn latest_valid(dir: &Path) -> Result<Option<Loaded>> {
     let all = list(dir);
     let mut bad = Vec::new();
     for (_, path) in all.iter().rev() {
