@@ -314,6 +314,20 @@ impl Config {
     /// One training job per source of `names`: its settings on `shards` and its directory
     /// (`RUN_DIR/train/<source>`).
     pub fn train_jobs(&self, names: &[String], shards: &ShardSet) -> Result<Vec<TrainJob>> {
+        // Sources each measured against their own labels give AUROCs that do not compare.
+        if names.len() > 1
+            && self.evaluation.reference.is_none()
+            && !shards.index.sources.iter().any(|s| s == "truth")
+        {
+            return Err(Error::Config(format!(
+                "{} label sources ({}) and no reference: each classifier would be scored against its own \
+                 source's labels, and their AUROCs would not compare. Set [evaluation] reference to one label \
+                 source for all of them — radiologist labels where you have them (the shards hold: {})",
+                names.len(),
+                names.join(", "),
+                shards.index.sources.join(", ")
+            )));
+        }
         names
             .iter()
             .map(|n| {

@@ -617,3 +617,50 @@ fn a_trained_vocabulary_is_the_same_file_in_every_process() {
         );
     }
 }
+
+#[test]
+fn sources_without_a_shared_reference_are_refused_with_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = chexlab(
+        &[
+            "synth",
+            "--out",
+            "world",
+            "--studies",
+            "100",
+            "--image-size",
+            "32",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let config = |reference: &str| {
+        format!(
+            "seed = 1\nrun_dir = \"run\"\n[dataset]\nkind = \"synthetic\"\nroot = \"world\"\nimage_size = 32\n\
+             [[sources]]\nname = \"report\"\nkind = \"external\"\npath = \"world/truth/report_labels.csv\"\n\
+             [[sources]]\nname = \"image\"\nkind = \"external\"\npath = \"world/truth/image_labels.csv\"\n\
+             [model]\narch = \"small\"\ngrowth_rate = 4\nblock_config = [1]\ninit_features = 8\nimage_size = 32\n\
+             observations = [\"Pleural Effusion\"]\n[schedule]\nmax_steps = 2\nbatch_size = 8\n{reference}"
+        )
+    };
+    std::fs::write(d.join("study.toml"), config("")).unwrap();
+    let o = chexlab(&["shard", "--config", "study.toml"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    // No truth in the shards and no reference: each would be scored against itself.
+    let o = chexlab(&["train", "--config", "study.toml"], d);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("2 label sources (report, image) and no reference")
+            && text(&o).contains("[evaluation] reference"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(
+        d.join("study.toml"),
+        config("[evaluation]\nreference = \"image\"\nbootstrap = 20\n"),
+    )
+    .unwrap();
+    let o = chexlab(&["train", "--config", "study.toml"], d);
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -242,24 +242,18 @@ pub fn on_training_comm(
             None
         };
         let r = body(comm);
-        // A command that failed (a refused resume, say) leaves the run's config as it found it.
+        // A command that failed (a refused resume, say) leaves an existing run's config as it found it.
         if r.is_err()
-            && let Some(previous) = previous
+            && let Some(Some(bytes)) = previous
         {
-            let path = cfg.run().resolved_config();
-            let _ = match previous {
-                Some(bytes) => {
-                    chexlab::io::write_atomic(&path, &bytes).map_err(anyhow::Error::from)
-                }
-                None => std::fs::remove_file(&path).map_err(anyhow::Error::from),
-            };
+            let _ = chexlab::io::write_atomic(cfg.run().resolved_config(), &bytes);
         }
         r
     })
 }
 
 /// Writes the resolved config into its run directory (rank 0), says where, and returns what the file held
-/// before (none: it was not there).
+/// before (none: it was not there; a new run keeps its config even when its command fails).
 fn prepare_run(cfg: &Config) -> Result<Option<Vec<u8>>> {
     let previous = std::fs::read(cfg.run().resolved_config()).ok();
     let path = cfg.write_resolved()?;
