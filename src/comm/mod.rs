@@ -63,8 +63,7 @@ pub trait Communicator {
     /// heartbeat every [`watch::BEAT`] while it works, and a waiting rank fails only when the root has been silent
     /// for the collective timeout (stopped, hung). `what` names the work in that error. `work` must not
     /// communicate: it runs beside the heartbeat, and the other ranks are not listening.
-    fn alone(&self, root: usize, what: &str, work: &mut dyn FnMut()) -> Result<()> {
-        let _ = what;
+    fn alone(&self, root: usize, _what: &str, work: &mut dyn FnMut()) -> Result<()> {
         if self.rank() == root {
             work();
         }

@@ -3,7 +3,12 @@
 //! `Path` with a `CheXpert-v1.0/` or `CheXpert-v1.0-small/` prefix and a split folder, the test labels key studies
 //! by `Study` (`CheXpert-v1.0/test/patient64741/study1`), MIMIC-CXR's tables by a numeric `study_id` (in file names
 //! `s50414267`) — and every reader hands its ids to [`label_key`], so they all meet the keys the datasets give
-//! their images ([`LabelKey::image`], [`LabelKey::study`]).
+//! their images (`patientNNNNN/studyN/viewN_frontal`) and studies (`patientNNNNN/studyN`, MIMIC's digits).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
 
 /// What a label row applies to, in normal form.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -13,18 +18,6 @@ pub enum LabelKey {
     /// Every image of one study: `patientNNNNN/studyN` (CheXpert), or the study id (MIMIC-CXR's digits, a
     /// synthetic world's, a user's own).
     Study(String),
-}
-
-impl LabelKey {
-    /// The key of the CheXpert image `view` (file stem) of `study` (`patientNNNNN/studyN`).
-    pub fn image(study: &str, view: &str) -> LabelKey {
-        LabelKey::Image(format!("{study}/{view}"))
-    }
-
-    /// The key of a study as a dataset names it (`patientNNNNN/studyN`, or MIMIC's digits).
-    pub fn study(id: &str) -> LabelKey {
-        label_key(id)
-    }
 }
 
 fn numbered(s: &str, prefix: &str) -> bool {
@@ -64,7 +57,7 @@ pub fn label_key(id: &str) -> LabelKey {
                     }
                     _ => file,
                 };
-                LabelKey::image(&study, stem)
+                LabelKey::Image(format!("{study}/{stem}"))
             }
         };
     }
@@ -75,6 +68,27 @@ pub fn label_key(id: &str) -> LabelKey {
         return LabelKey::Study(n.to_string());
     }
     LabelKey::Study(id.to_string())
+}
+
+/// Indexes `rows` of `path` by the normal form of their ids (`id` gives a row's id and line); an id given twice is
+/// an error naming it and both lines.
+pub fn index_by_key<'a, T>(
+    path: &Path,
+    rows: &'a [T],
+    id: impl Fn(&T) -> (&str, u64),
+) -> Result<HashMap<LabelKey, &'a T>> {
+    let mut index: HashMap<LabelKey, &T> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let (key, line) = id(r);
+        if let Some(prev) = index.insert(label_key(key), r) {
+            return Err(Error::record(
+                path,
+                line,
+                format!("id '{key}' again (first on line {})", id(prev).1),
+            ));
+        }
+    }
+    Ok(index)
 }
 
 #[cfg(test)]
@@ -109,10 +123,6 @@ mod tests {
         ] {
             assert_eq!(label_key(id), study("patient64741/study1"), "{id}");
         }
-        assert_eq!(
-            LabelKey::image("patient00001/study1", "view1_frontal"),
-            frontal
-        );
         for id in ["50414267", "s50414267", "050414267"] {
             assert_eq!(label_key(id), study("50414267"), "{id}");
         }

@@ -4,13 +4,13 @@
 //! chexlab's own classifiers (`chexlab evaluate --predictions … --truth …`), so published models can sit beside a
 //! study's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::EvaluationConfig;
 use super::results::Results;
 use super::score::{Scored, compare_all, summarise};
-use crate::data::ids::{LabelKey, label_key};
+use crate::data::ids::{LabelKey, index_by_key, label_key};
 use crate::data::{CsvStream, OnBadRecord, RowParser};
 use crate::error::{Error, Result};
 use crate::labelers::format::{ID_COLUMNS, read_labeled};
@@ -147,8 +147,12 @@ pub fn score_files(
         )));
     }
     let mut preds = BTreeMap::new();
+    let truth_keys: HashSet<LabelKey> = truth_rows
+        .iter()
+        .map(|t| label_key(t.id.as_deref().unwrap_or("")))
+        .collect();
     for (name, path, own, rows) in read {
-        let sc = align_to_truth(path, &own, &rows, truth, &truth_rows, &obs)?;
+        let sc = align_to_truth(path, &own, &rows, truth, &truth_rows, &truth_keys, &obs)?;
         preds.insert(name.clone(), sc);
     }
     let reference = truth
@@ -172,33 +176,22 @@ pub fn score_files(
     })
 }
 
-/// One model's scores in the truth's row order, with the truth's labels.
+/// One model's scores in the truth's row order, with the truth's labels (`truth_keys`: the truth's ids in normal
+/// form).
 fn align_to_truth(
     path: &Path,
     own: &[Observation],
     rows: &[ProbabilityRow],
     truth: &Path,
     truth_rows: &[crate::labelers::format::LabeledRow],
+    truth_keys: &HashSet<LabelKey>,
     obs: &[Observation],
 ) -> Result<Scored> {
     let cols: Vec<usize> = obs
         .iter()
         .map(|o| own.iter().position(|x| x == o).expect("shared observation"))
         .collect();
-    let mut by_id: HashMap<LabelKey, &ProbabilityRow> = HashMap::new();
-    for r in rows {
-        if let Some(prev) = by_id.insert(label_key(&r.id), r) {
-            return Err(Error::record(
-                path,
-                r.line,
-                format!("id '{}' again (first on line {})", r.id, prev.line),
-            ));
-        }
-    }
-    let truth_keys: std::collections::HashSet<LabelKey> = truth_rows
-        .iter()
-        .map(|t| label_key(t.id.as_deref().unwrap_or("")))
-        .collect();
+    let by_id = index_by_key(path, rows, |r| (r.id.as_str(), r.line))?;
     if let Some(r) = rows
         .iter()
         .find(|r| !truth_keys.contains(&label_key(&r.id)))

@@ -1,14 +1,13 @@
 //! Labeler evaluation (`chexlab eval-labels`): per observation and class precision / recall / F1, support-weighted
 //! F1, Cohen's kappa, and, against binary image labels, positive-class F1 with uncertain mapped by a policy.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::data::OnBadRecord;
-use crate::data::ids::{LabelKey, label_key};
+use crate::data::ids::{index_by_key, label_key};
 use crate::error::{Error, Result};
 use crate::labelers::format::{LabeledRow, read_labeled};
 use crate::observations::UncertaintyPolicy;
@@ -254,24 +253,12 @@ pub fn evaluate(pred: &Path, truth: &Path, policy: UncertaintyPolicy) -> Result<
         matched_by = "id".to_string();
         // Ids are matched in normal form (`label_key`): `CheXpert-v1.0/test/patient64741/study1` in one file
         // meets `patient64741/study1` in the other.
-        let key = |r: &LabeledRow| label_key(r.id.as_deref().unwrap_or(""));
-        let mut by_id: HashMap<LabelKey, &LabeledRow> = HashMap::new();
-        for r in &pred_rows {
-            if let Some(prev) = by_id.insert(key(r), r) {
-                return Err(Error::record(
-                    pred,
-                    r.line,
-                    format!(
-                        "id '{}' again (first on line {})",
-                        r.id.as_deref().unwrap_or(""),
-                        prev.line
-                    ),
-                ));
-            }
-        }
+        let by_id = index_by_key(pred, &pred_rows, |r| {
+            (r.id.as_deref().unwrap_or(""), r.line)
+        })?;
         for t in &truth_rows {
             let id = t.id.as_deref().unwrap_or("");
-            let p = by_id.get(&key(t)).ok_or_else(|| {
+            let p = by_id.get(&label_key(id)).ok_or_else(|| {
                 Error::record(
                     truth,
                     t.line,

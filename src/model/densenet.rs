@@ -445,6 +445,18 @@ impl DenseNet {
 mod tests {
     use super::*;
 
+    /// Two blocks of one and two layers, 3 outputs.
+    fn tiny() -> DenseNetConfig {
+        DenseNetConfig {
+            growth_rate: 4,
+            block_config: vec![1, 2],
+            num_init_features: 8,
+            bn_size: 2,
+            in_channels: 1,
+            num_classes: 3,
+        }
+    }
+
     #[test]
     fn densenet121_has_torchvision_parameter_count() {
         // torchvision densenet121 (3 channels, 1000 classes): 7,978,856 parameters + 83,648 BN running statistics
@@ -457,14 +469,7 @@ mod tests {
 
     #[test]
     fn small_variant_runs_forward() {
-        let cfg = DenseNetConfig {
-            growth_rate: 4,
-            block_config: vec![1, 2],
-            num_init_features: 8,
-            bn_size: 2,
-            in_channels: 1,
-            num_classes: 3,
-        };
+        let cfg = tiny();
         let dev = Device::flex();
         let m = cfg.init(&dev);
         let x = Tensor::<4>::ones([2, 1, 32, 32], &dev);
@@ -474,14 +479,7 @@ mod tests {
     #[test]
     fn seeded_weights_do_not_depend_on_other_threads_drawing() {
         use burn::tensor::Distribution;
-        let cfg = DenseNetConfig {
-            growth_rate: 4,
-            block_config: vec![1, 2],
-            num_init_features: 8,
-            bn_size: 2,
-            in_channels: 1,
-            num_classes: 3,
-        };
+        let cfg = tiny();
         let dev = Device::flex();
         let quiet = crate::model::state_values(&cfg.init_seeded(9, &dev));
         // Another thread draws from the device's global generator all the while (as other tests, or dropout in a
