@@ -560,6 +560,40 @@ fn labeler_input_header_crlf_lines_empty_input_and_output_over_input() {
         "{}",
         text(&o)
     );
+    // A report over the size bound is a bad record naming its line: refused, or skipped and counted.
+    write(
+        "long.csv",
+        &format!("1,no effusion\n2,{}\n3,no edema\n", "x ".repeat(600)),
+    );
+    let err = fails(&[
+        "label",
+        "--reports",
+        "long.csv",
+        "--out",
+        "l.csv",
+        "--max-report-bytes",
+        "1000",
+    ]);
+    assert!(
+        err.contains("long.csv: line 2: the report is 1200 bytes, over the limit of 1000"),
+        "{err}"
+    );
+    assert!(!dir.join("l.csv").exists());
+    let args = [
+        "label",
+        "--reports",
+        "long.csv",
+        "--out",
+        "l.csv",
+        "--max-report-bytes",
+        "1000",
+        "--on-bad-record",
+        "skip",
+    ];
+    let o = chexlab(&args, dir);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = std::fs::read_to_string(dir.join("l.csv")).unwrap();
+    assert_eq!(out.lines().count(), 3, "header and the two reports: {out}");
 }
 
 #[test]

@@ -38,6 +38,59 @@ fn matches_the_original_labeler_on_its_sample_reports() {
     }
 }
 
+/// NegBio's MIMIC-CXR branch (the commit that labelled MIMIC-CXR) ships two reports with the labels its CheXpert
+/// pipeline gives them (`1.neg_chexpert.xml`, document-level `CheXpert/<observation>` infons; its `Airspace
+/// Opacity` is Lung Opacity). Every label it states is ours, and what it leaves out is blank here too.
+#[test]
+fn keeps_negbio_mimic_branch_expected_labels() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/negbio/mimic-cxr-branch-tests");
+    if !dir.is_dir() {
+        eprintln!("skipping: reference data not found at {}", dir.display());
+        return;
+    }
+    let xml = std::fs::read_to_string(dir.join("1.neg_chexpert.xml")).unwrap();
+    let labeler = RuleLabeler::default();
+    let mut checked = 0;
+    for doc in xml.split("<document>").skip(1) {
+        let id = doc
+            .split("<id>")
+            .nth(1)
+            .unwrap()
+            .split("</id>")
+            .next()
+            .unwrap();
+        let text = std::fs::read_to_string(dir.join(format!("{id}.txt"))).unwrap();
+        let got = labeler.label(&text);
+        // Document-level infons come before the first passage.
+        let head = doc.split("<passage>").next().unwrap();
+        let mut stated = Vec::new();
+        for infon in head.split("<infon key=\"CheXpert/").skip(1) {
+            let (name, rest) = infon.split_once("\">").unwrap();
+            let value = rest.split("</infon>").next().unwrap();
+            let o = match name {
+                "Airspace Opacity" => Observation::LungOpacity,
+                n => Observation::from_name(n).unwrap_or_else(|| panic!("{n}")),
+            };
+            let want = match value {
+                "Positive" => Label::Positive,
+                "Negative" => Label::Negative,
+                "Uncertain" => Label::Uncertain,
+                v => panic!("{v}"),
+            };
+            assert_eq!(got.get(o), want, "report {id}, {o}: {text}");
+            stated.push(o);
+        }
+        for o in chexlab::OBSERVATIONS {
+            if o != Observation::NoFinding && !stated.contains(&o) {
+                assert_eq!(got.get(o), Label::Blank, "report {id}, {o}: {text}");
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+}
+
 fn label(text: &str) -> chexlab::LabelRow {
     RuleLabeler::default().label(text)
 }
@@ -119,7 +172,12 @@ fn uncertainty_constructions() {
         ("Findings concerning for pneumonia.", Pneumonia, Uncertain),
         ("Questionable nodule.", LungLesion, Uncertain),
         ("Likely atelectasis.", Atelectasis, Uncertain),
-        ("Borderline cardiomegaly.", Cardiomegaly, Uncertain),
+        // The original's rules make a borderline *size* uncertain, not a borderline cardiomegaly.
+        (
+            "Borderline size of the cardiac silhouette.",
+            Cardiomegaly,
+            Uncertain,
+        ),
         ("Pulmonary vascular congestion.", Edema, Uncertain),
         (
             "Stable cardiomediastinal silhouette.",
@@ -205,7 +263,8 @@ fn no_finding_and_bad_text_never_panic() {
 
 /// Real reports: the OpenI development set (findings and impression joined, as the scores in the rule labeler's
 /// issue were computed) against its radiologists' ChestX-ray14-category labels, through `label` and `eval-labels`
-/// as a user runs them. The floors are the scores reached (0.8011 and 0.7555 macro F1), so they cannot regress.
+/// as a user runs them. The floors are the scores reached (0.8528 and 0.7840 macro F1; lowest observation 0.615
+/// and 0.475), so they cannot regress.
 #[test]
 fn openi_development_set_scores_do_not_regress() {
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
@@ -241,7 +300,7 @@ fn openi_development_set_scores_do_not_regress() {
         tmp.path(),
     );
     let g = gold.to_str().unwrap();
-    for (policy, floor, per_observation_floor) in [("zeros", 0.80, 0.58), ("ones", 0.755, 0.47)] {
+    for (policy, floor, per_observation_floor) in [("zeros", 0.85, 0.61), ("ones", 0.78, 0.47)] {
         let json = tmp.path().join(format!("{policy}.json"));
         let args = [
             "eval-labels",
@@ -316,6 +375,142 @@ fn real_report_constructions() {
         ("Apical pleural fibrosis.", PleuralOther, Positive),
         ("Mild fissural thickening.", PleuralOther, Positive),
     ]);
+}
+
+/// Constructions of real reports (OpenI), written for this test: what is said of an organ's size (copula runs
+/// with light words, "normal in size and contour", stability, "borderline"), hedges that condition a whole
+/// sentence, partly resolved findings, hypothetical mentions, and words that only look like a mention.
+#[test]
+fn organ_statements_hedges_and_look_alikes() {
+    use Label::*;
+    use Observation::*;
+    assert_labels(&[
+        (
+            "Heart size is at the upper limits of normal.",
+            Cardiomegaly,
+            Negative,
+        ),
+        (
+            "The heart size is on the upper limits of normal.",
+            Cardiomegaly,
+            Negative,
+        ),
+        (
+            "The heart is near top normal in size.",
+            Cardiomegaly,
+            Negative,
+        ),
+        ("Heart size is now normal.", Cardiomegaly, Negative),
+        (
+            "In the interval, the heart size has become normal.",
+            Cardiomegaly,
+            Negative,
+        ),
+        ("The heart is not grossly enlarged.", Cardiomegaly, Negative),
+        (
+            "The heart size and cardiomediastinal silhouette are grossly unremarkable.",
+            Cardiomegaly,
+            Negative,
+        ),
+        (
+            "The heart size and cardiomediastinal silhouette are grossly unremarkable.",
+            EnlargedCardiomediastinum,
+            Negative,
+        ),
+        (
+            "The heart is normal in size and contour.",
+            EnlargedCardiomediastinum,
+            Negative,
+        ),
+        (
+            "The cardiomediastinal silhouette is within normal limits for size and contour.",
+            EnlargedCardiomediastinum,
+            Negative,
+        ),
+        (
+            "Heart size and mediastinal contour are stable and within normal limits.",
+            Cardiomegaly,
+            Negative,
+        ),
+        ("Stable heart size.", Cardiomegaly, Uncertain),
+        (
+            "The heart and mediastinum are stable.",
+            Cardiomegaly,
+            Uncertain,
+        ),
+        ("Stable cardiomegaly.", Cardiomegaly, Positive),
+        (
+            "Stable cardiomediastinal silhouette with mild cardiomegaly.",
+            EnlargedCardiomediastinum,
+            Uncertain,
+        ),
+        ("Borderline heart size.", Cardiomegaly, Uncertain),
+        ("Borderline cardiomegaly.", Cardiomegaly, Positive),
+        ("The heart is borderline enlarged.", Cardiomegaly, Positive),
+        (
+            "In the appropriate clinical setting, this is compatible with pneumonia.",
+            Pneumonia,
+            Uncertain,
+        ),
+        (
+            "Pulmonary edema difficult to entirely exclude.",
+            Edema,
+            Uncertain,
+        ),
+        ("Correlate clinically for infection.", Pneumonia, Uncertain),
+        (
+            "There is suggestion of minimal bibasilar atelectasis.",
+            Atelectasis,
+            Uncertain,
+        ),
+        (
+            "Further evaluation with CT could be performed to identify a small nodule.",
+            LungLesion,
+            Uncertain,
+        ),
+        (
+            "Almost completely resolved right apical pneumothorax.",
+            Pneumothorax,
+            Positive,
+        ),
+        ("The pneumothorax has resolved.", Pneumothorax, Negative),
+        (
+            "Small right apical pleural air collection.",
+            Pneumothorax,
+            Positive,
+        ),
+        (
+            "Nodular prominence of the right hilum.",
+            LungLesion,
+            Positive,
+        ),
+        ("Nodular infiltrate in the right base.", LungLesion, Blank),
+        (
+            "Right chest wall surgical clips from a prior lumpectomy.",
+            LungLesion,
+            Blank,
+        ),
+        (
+            "Large masslike opacity in the right base.",
+            LungLesion,
+            Positive,
+        ),
+        ("Mild left-sided volume loss.", Atelectasis, Blank),
+        // The original's Pleural Other list: a plaque or calcification is another finding, not Pleural Other.
+        ("Calcified pleural plaque.", PleuralOther, Blank),
+    ]);
+    // Abnormal but none of the thirteen: No Finding is not positive.
+    for text in [
+        "Low lung volumes. No focal consolidation.",
+        "Mild thoracolumbar curvature.",
+        "Calcified pleural plaque.",
+    ] {
+        assert_eq!(label(text).get(NoFinding), Blank, "{text}");
+    }
+    assert_eq!(
+        label("Lungs are clear. The heart is normal in size and contour.").get(NoFinding),
+        Positive
+    );
 }
 
 /// A cue reaches at most the scope window's words (12) however long the sentence, and a report without sentence

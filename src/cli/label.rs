@@ -54,6 +54,9 @@ pub struct LabelArgs {
     /// What to do with malformed input rows.
     #[arg(long, value_enum, default_value_t = OnBadRecord::Fail)]
     on_bad_record: OnBadRecord,
+    /// A report longer than this many bytes is a malformed row (refused, or skipped with --on-bad-record skip).
+    #[arg(long, default_value_t = chexlab::labelers::format::DEFAULT_MAX_REPORT_BYTES)]
+    max_report_bytes: usize,
 }
 
 #[derive(Subcommand)]
@@ -118,7 +121,13 @@ impl LabelArgs {
                 self.on_bad_record,
             )?
         } else {
-            chexlab::labelers::label_csv(labeler, &reports, &out, self.on_bad_record)?
+            chexlab::labelers::label_csv(
+                labeler,
+                &reports,
+                &out,
+                self.on_bad_record,
+                self.max_report_bytes,
+            )?
         };
         let secs = t.elapsed().as_secs_f64();
         println!(

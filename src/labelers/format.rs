@@ -31,10 +31,23 @@ pub struct ReportRow {
     pub text: String,
 }
 
+/// The longest report [`read_reports`] accepts, in bytes. Real reports are a few kB; a field this long is a
+/// quoting accident that swallowed the rows after it, or not a report.
+pub const DEFAULT_MAX_REPORT_BYTES: usize = 1 << 20;
+
 /// Parses headerless one- or two-column report rows. The first row fixes the column count.
-#[derive(Default)]
 pub struct ReportParser {
     columns: Option<usize>,
+    max_bytes: usize,
+}
+
+impl Default for ReportParser {
+    fn default() -> Self {
+        ReportParser {
+            columns: None,
+            max_bytes: DEFAULT_MAX_REPORT_BYTES,
+        }
+    }
 }
 
 impl ReportParser {
@@ -48,6 +61,19 @@ impl RowParser for ReportParser {
     type Item = ReportRow;
     fn parse(&mut self, path: &Path, line: u64, r: &csv::StringRecord) -> Result<ReportRow> {
         let n = *self.columns.get_or_insert(r.len());
+        let text = r.get(r.len().saturating_sub(1)).unwrap_or_default();
+        if text.len() > self.max_bytes {
+            return Err(Error::record(
+                path,
+                line,
+                format!(
+                    "the report is {} bytes, over the limit of {} (--max-report-bytes): a quote that ran on \
+                     over the rows after it, or not a report",
+                    text.len(),
+                    self.max_bytes
+                ),
+            ));
+        }
         if r.len() != n {
             return Err(Error::record(
                 path,
@@ -75,8 +101,17 @@ impl RowParser for ReportParser {
     }
 }
 
-/// Streams the reports of a labeler input CSV.
+/// Streams the reports of a labeler input CSV; a report over [`DEFAULT_MAX_REPORT_BYTES`] is a bad record.
 pub fn read_reports(path: &Path, policy: OnBadRecord) -> Result<CsvStream<ReportParser>> {
+    read_reports_limited(path, policy, DEFAULT_MAX_REPORT_BYTES)
+}
+
+/// [`read_reports`] with another bound on a report's length, in bytes.
+pub fn read_reports_limited(
+    path: &Path,
+    policy: OnBadRecord,
+    max_bytes: usize,
+) -> Result<CsvStream<ReportParser>> {
     // The input is headerless, but a `Reports` (or `id,Reports`) header row, as the labeler's own output and
     // many exports have, is a header and not a report.
     let (_, first) = crate::data::csvstream::sniff(path)?;
@@ -84,8 +119,11 @@ pub fn read_reports(path: &Path, policy: OnBadRecord) -> Result<CsvStream<Report
         .rsplit(',')
         .next()
         .is_some_and(|last| last.trim().trim_matches('"') == REPORTS_COLUMN);
-    CsvStream::open(path, header, true, policy, |_, _| {
-        Ok(ReportParser::default())
+    CsvStream::open(path, header, true, policy, move |_, _| {
+        Ok(ReportParser {
+            columns: None,
+            max_bytes,
+        })
     })
 }
 

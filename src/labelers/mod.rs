@@ -16,7 +16,7 @@ use crate::data::report::{SectionChoice, extract};
 use crate::data::{BadRecords, OnBadRecord};
 use crate::error::{Error, Result};
 use crate::observations::{LabelRow, UncertaintyPolicy};
-use format::{LabeledWriter, read_reports};
+use format::LabeledWriter;
 
 /// Anything that turns reports into the 14 labels. Labelers get reports in batches (a BERT labeler runs a batch
 /// as length-sorted forward passes); the output has one row per report, in order.
@@ -49,15 +49,17 @@ pub struct LabelRun {
 const BATCH: usize = 4096;
 
 /// Labels a labeler-input CSV (one or two columns) into `output` in the CheXpert labeler's output format (with a
-/// leading `study_id` column when the input has ids). Parallel over all cores, streaming, atomic output.
+/// leading `study_id` column when the input has ids). Parallel over all cores, streaming, atomic output. A report
+/// longer than `max_report_bytes` is a bad record (see [`format::DEFAULT_MAX_REPORT_BYTES`]).
 pub fn label_csv(
     labeler: &dyn ReportLabeler,
     input: &Path,
     output: &Path,
     policy: OnBadRecord,
+    max_report_bytes: usize,
 ) -> Result<LabelRun> {
     crate::io::refuse_overwrite(output, &[input])?;
-    let mut stream = read_reports(input, policy)?;
+    let mut stream = format::read_reports_limited(input, policy, max_report_bytes)?;
     let mut first: Vec<format::ReportRow> = Vec::with_capacity(BATCH);
     for row in stream.by_ref().take(BATCH) {
         first.push(row?);

@@ -119,7 +119,7 @@ fn nouns(o: Observation) -> &'static [&'static str] {
             "atelectasis",
             "subsegmental atelectasis",
             "plate-like atelectasis",
-            "volume loss",
+            "lobar collapse",
             "collapse",
         ],
         Pneumothorax => &["pneumothorax", "apical pneumothorax", "pneumothoraces"],
@@ -131,7 +131,7 @@ fn nouns(o: Observation) -> &'static [&'static str] {
         ],
         PleuralOther => &[
             "pleural thickening",
-            "pleural plaque",
+            "pleural parenchymal scarring",
             "apical pleural cap",
             "pleural scarring",
         ],

@@ -40,6 +40,8 @@ enum Kind {
     Pseudo,
     Terminator,
     Verb,
+    /// A word a verb's run may hold without starting a new clause ("is NOW normal", "are GROSSLY unremarkable").
+    Light,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +49,8 @@ enum Dir {
     Forward,
     Backward,
     Both,
+    /// The whole sentence ("in the appropriate clinical setting, this is compatible with pneumonia").
+    Sentence,
     None,
 }
 
@@ -97,6 +101,7 @@ impl CueScopeClassifier {
                     Some("pseudo") => Kind::Pseudo,
                     Some("terminator") => Kind::Terminator,
                     Some("verb") => Kind::Verb,
+                    Some("light") => Kind::Light,
                     _ => {
                         return Err(Error::record(
                             origin,
@@ -109,6 +114,7 @@ impl CueScopeClassifier {
                     Some("forward") => Dir::Forward,
                     Some("backward") => Dir::Backward,
                     Some("both") => Dir::Both,
+                    Some("sentence") => Dir::Sentence,
                     None => Dir::None,
                     Some(d) => {
                         return Err(Error::record(
@@ -196,6 +202,8 @@ struct Scene<'a> {
     at: Vec<Counts>,
     /// The sentence's text, for the checks a few mentions need.
     sentence: &'a str,
+    /// The kinds of the cues whose scope is the whole sentence.
+    whole: Vec<Kind>,
     /// It says something of an organ's size ([`ENLARGED`]), computed when first asked.
     sizes: OnceCell<bool>,
 }
@@ -221,6 +229,8 @@ impl<'a> Scene<'a> {
                 Some(Kind::Terminator)
             } else if f.has(Kind::Verb) {
                 Some(Kind::Verb)
+            } else if f.has(Kind::Light) {
+                Some(Kind::Light)
             } else {
                 None
             };
@@ -231,26 +241,32 @@ impl<'a> Scene<'a> {
             }
         }
         let mut at = vec![Counts::default(); n + 1];
+        // A run is verbs with light words among them; it counts its verbs.
+        let run = |stop: Option<Kind>, next: usize| match stop {
+            Some(Kind::Verb) => next + 1,
+            Some(Kind::Light) => next,
+            _ => 0,
+        };
         for i in 0..n {
             let verb = stops[i] == Some(Kind::Verb);
             at[i + 1].words = at[i].words + usize::from(is_word(&s.tokens[i]));
             at[i + 1].terminators =
                 at[i].terminators + usize::from(stops[i] == Some(Kind::Terminator));
             at[i + 1].verbs = at[i].verbs + usize::from(verb);
-            at[i].verbs_before = if verb {
-                1 + if i > 0 { at[i - 1].verbs_before } else { 0 }
-            } else {
-                0
-            };
+            at[i].verbs_before = run(stops[i], if i > 0 { at[i - 1].verbs_before } else { 0 });
         }
         for i in (0..n).rev() {
-            at[i].verbs_after = if stops[i] == Some(Kind::Verb) {
-                at[i + 1].verbs_after + 1
-            } else {
-                0
-            };
+            at[i].verbs_after = run(stops[i], at[i + 1].verbs_after);
         }
+        let whole = found
+            .iter()
+            .filter(|f| !f.has(Kind::Pseudo))
+            .flat_map(|f| f.roles.iter())
+            .filter(|(_, d)| *d == Dir::Sentence)
+            .map(|(k, _)| *k)
+            .collect();
         Scene {
+            whole,
             found,
             at,
             sentence: &text[s.start..s.end],
@@ -295,7 +311,8 @@ impl<'a> Scene<'a> {
             Dir::Forward => forward(SCOPE_WINDOW),
             Dir::Backward => backward(SCOPE_WINDOW),
             Dir::Both => forward(BOTH_WINDOW) || backward(BOTH_WINDOW),
-            Dir::None => false,
+            // Checked once per sentence (`Scene::whole`), not per cue.
+            Dir::Sentence | Dir::None => false,
         }
     }
 
@@ -340,14 +357,16 @@ const ENLARGED: &[&str] = &[
     "unchanged",
 ];
 
+/// Words of a mention that say an organ is large ("cardiomegaly", "enlarged heart").
+const SAYS_LARGE: &[&str] = &["enlarg", "cardiomegal", "widen"];
+
 /// A Cardiomegaly or Enlarged Cardiomediastinum mention that only names the organ ("the heart", "mediastinum").
 fn bare_organ(obs: Observation, mention: &str) -> bool {
     matches!(
         obs,
         Observation::Cardiomegaly | Observation::EnlargedCardiomediastinum
-    ) && !["enlarg", "cardiomegal", "widen", "size"]
-        .iter()
-        .any(|w| mention.contains(w))
+    ) && !SAYS_LARGE.iter().any(|w| mention.contains(w))
+        && !mention.contains("size")
 }
 
 /// Oedema-like phrases the original labeler always reads as uncertain.
@@ -384,6 +403,9 @@ impl CueScopeClassifier {
             (Kind::Negation, Label::Negative),
             (Kind::Uncertainty, Label::Uncertain),
         ] {
+            if scene.whole.contains(&kind) {
+                return label;
+            }
             for f in scene.near(first, last).filter(|f| !f.has(Kind::Pseudo)) {
                 for &(k, dir) in f.roles {
                     if k == kind && scene.in_scope(f, dir, first, last) {
@@ -403,15 +425,21 @@ impl CueScopeClassifier {
         {
             return Label::Uncertain;
         }
-        // "Stable cardiomediastinal silhouette" says nothing about enlargement.
-        if (mtext.contains("silhouette")
-            || mtext.contains("contour")
-            || mtext.contains("cardiomediastin"))
+        // "Stable cardiomediastinal silhouette", "heart size is unchanged": the original reads an organ's size
+        // called stable as uncertain, since it says nothing of what the size is. A bare "mediastinum" is not in
+        // its list of such organs (NegBio's MIMIC-CXR branch: "heart and mediastinum are stable" leaves the
+        // mediastinum positive).
+        if (mention.observation == Observation::Cardiomegaly
+            || ["silhouette", "contour", "cardiomediastin"]
+                .iter()
+                .any(|w| mtext.contains(w)))
+            && !SAYS_LARGE.iter().any(|w| mtext.contains(w))
             && ["stable", "unchanged", "not changed", "similar"]
                 .iter()
                 .any(|w| scene.sentence.contains(w))
-            && !scene.sentence.contains("enlarg")
-            && !scene.sentence.contains("widen")
+            && !["enlarg", "widen"]
+                .iter()
+                .any(|w| scene.sentence.contains(w))
         {
             return Label::Uncertain;
         }
