@@ -263,6 +263,16 @@ impl Config {
         if self.schedule.batch_size == 0 || self.schedule.grad_accum == 0 {
             return bad("schedule.batch_size and schedule.grad_accum must be at least 1".into());
         }
+        // Zero steps would "train" nothing and still exit 0 with no best checkpoint.
+        match self.schedule.max_steps {
+            Some(0) => return bad("schedule.max_steps must be at least 1 (or left out)".into()),
+            None if self.schedule.epochs == 0 => {
+                return bad(
+                    "schedule.epochs must be at least 1 (or set schedule.max_steps)".into(),
+                );
+            }
+            _ => {}
+        }
         if !(self.evaluation.ci > 0.0 && self.evaluation.ci < 1.0) {
             return bad(format!(
                 "evaluation.ci {} must be within (0, 1)",
@@ -513,6 +523,20 @@ mod tests {
         assert_eq!(cfg.sources[1].uncertainty, UncertaintyPolicy::Ones);
         assert_eq!(cfg.model.block_config, vec![1, 1]);
         assert_eq!(cfg.run_dir, PathBuf::from("/tmp/x y"));
+    }
+
+    #[test]
+    fn a_schedule_of_zero_steps_is_refused() {
+        for (set, key) in [
+            (vec!["schedule.epochs=0"], "schedule.epochs"),
+            (vec!["schedule.max_steps=0"], "schedule.max_steps"),
+        ] {
+            let set: Vec<String> = set.into_iter().map(String::from).collect();
+            let err = Config::demo(&set).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("at least 1"), "{err}");
+        }
+        // Steps set: zero epochs do not matter.
+        Config::demo(&["schedule.epochs=0".into(), "schedule.max_steps=5".into()]).unwrap();
     }
 
     #[test]
