@@ -130,6 +130,30 @@ pub fn apply_override(doc: &mut toml::Value, assignment: &str) -> Result<()> {
     unreachable!("loop returns on the last segment")
 }
 
+/// Where in the config text the value at `key` sits, as " (line L, column C)", or nothing when it cannot be told:
+/// the document is deserialized again from its text, whose parser keeps spans, and the place is used when the
+/// error comes from the same key.
+fn place_in_file(text: &str, key: &str) -> String {
+    let Ok(de) = toml::de::Deserializer::parse(text) else {
+        return String::new();
+    };
+    let Err(e) = serde_path_to_error::deserialize::<_, Config>(de) else {
+        return String::new();
+    };
+    if e.path().to_string() != key {
+        return String::new();
+    }
+    match e.into_inner().span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" (line {line}, column {column})")
+        }
+        None => String::new(),
+    }
+}
+
 impl Config {
     /// Parses a config from TOML text with overrides applied; `origin` names the source in errors.
     pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Config> {
@@ -151,7 +175,7 @@ impl Config {
             {
                 format!("--set {key}")
             } else {
-                format!("{origin}: {key}")
+                format!("{origin}: {key}{}", place_in_file(text, &key))
             };
             Error::Config(format!("{from}: {}", inner.message()))
         })?;
@@ -523,6 +547,30 @@ mod tests {
         assert_eq!(cfg.sources[1].uncertainty, UncertaintyPolicy::Ones);
         assert_eq!(cfg.model.block_config, vec![1, 1]);
         assert_eq!(cfg.run_dir, PathBuf::from("/tmp/x y"));
+    }
+
+    #[test]
+    fn a_type_error_in_the_file_names_key_line_and_column() {
+        let text = DEMO_TOML.replacen("[optimizer]", "[optimizer]\nweight_decay = \"eight\"", 1);
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("weight_decay = \"eight\""))
+            .unwrap()
+            + 1;
+        let err = Config::from_toml_str(&text, "run.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "run.toml: optimizer.weight_decay (line {line}, column 16)"
+            )),
+            "{err}"
+        );
+        // The same error from --set is blamed on the override, with no line.
+        let err = Config::demo(&["optimizer.weight_decay=\"eight\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--set optimizer.weight_decay: "), "{err}");
     }
 
     #[test]

@@ -192,9 +192,25 @@ pub fn inspect(path: &Path, policy: OnBadRecord) -> Result<Inspection> {
         if path.join("train.csv").is_file() || path.join("valid.csv").is_file() {
             return inspect_chexpert(path, policy);
         }
+        let parquet = std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            .count();
+        if parquet > 0 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "{parquet} Parquet shard(s) but no {} (the shard set's index, written last by `chexlab \
+                     shard`): the shard run did not finish, or the index was removed; run `chexlab shard` again",
+                    crate::shard::INDEX
+                ),
+            ));
+        }
         return Err(Error::format(
             path,
-            "not a recognised directory (expected a CheXpert or MIMIC-CXR-JPG dataset, or a chexlab run directory)",
+            "not a recognised directory (expected a CheXpert or MIMIC-CXR-JPG dataset, a shard directory, or a \
+             chexlab run directory)",
         ));
     }
     inspect_csv(path, policy)
@@ -436,4 +452,27 @@ pub fn shard_summary(set: &crate::shard::ShardSet, verified: bool) -> String {
         let _ = write!(out, "{counts}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_directory_without_its_index_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("shard-00000.parquet"), b"PAR1").unwrap();
+        let err = inspect(dir.path(), OnBadRecord::Fail)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1 Parquet shard(s) but no index.json"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.path().join("shard-00000.parquet")).unwrap();
+        let err = inspect(dir.path(), OnBadRecord::Fail)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a recognised directory"), "{err}");
+    }
 }
