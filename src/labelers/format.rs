@@ -43,14 +43,19 @@ pub struct ReportParser {
 
 impl Default for ReportParser {
     fn default() -> Self {
-        ReportParser {
-            columns: None,
-            max_bytes: DEFAULT_MAX_REPORT_BYTES,
-        }
+        ReportParser::with_limit(DEFAULT_MAX_REPORT_BYTES)
     }
 }
 
 impl ReportParser {
+    /// A parser that refuses reports longer than `max_bytes`.
+    pub fn with_limit(max_bytes: usize) -> Self {
+        ReportParser {
+            columns: None,
+            max_bytes,
+        }
+    }
+
     /// Number of columns of the input (1 or 2), once a row has been read.
     pub fn columns(&self) -> Option<usize> {
         self.columns
@@ -120,10 +125,7 @@ pub fn read_reports_limited(
         .next()
         .is_some_and(|last| last.trim().trim_matches('"') == REPORTS_COLUMN);
     CsvStream::open(path, header, true, policy, move |_, _| {
-        Ok(ReportParser {
-            columns: None,
-            max_bytes,
-        })
+        Ok(ReportParser::with_limit(max_bytes))
     })
 }
 
