@@ -1,6 +1,7 @@
 //! Shard reader throughput, in images/s:
 //! - `read_*`: `ShardSet::read` (projection + row selection + label decode) of one rank's shuffled assignment,
-//!   in random batches of 64 and as one whole epoch, for pre-resized 64 px and 224 px shards;
+//!   in random batches of 64 and as one whole epoch, for pre-resized 64 px and 224 px shards, each also without
+//!   page checksums (`_unchecked`: the cost of checking is the ratio);
 //! - `batch16_*`: what the training loader does per batch of 16 (`shard::load_batch`: read, decode encoded shards,
 //!   augment, normalise and stack), for pre-resized 64 px and 224 px shards and for JPEG-bytes shards decoded
 //!   and resized to 224 px.
@@ -77,6 +78,20 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(format!("read_{size}px_whole_epoch"), |b| {
             b.iter(|| set.read(&rows, "truth").expect("read").len())
+        });
+        // The peer: the same reads without page checksums, for the cost of checking.
+        let unchecked = set.clone().without_page_checks();
+        group.bench_function(format!("read_{size}px_batches_of_64_unchecked"), |b| {
+            b.iter(|| {
+                let mut n = 0usize;
+                for batch in rows.chunks(64) {
+                    n += unchecked.read(batch, "truth").expect("read").len();
+                }
+                n
+            })
+        });
+        group.bench_function(format!("read_{size}px_whole_epoch_unchecked"), |b| {
+            b.iter(|| unchecked.read(&rows, "truth").expect("read").len())
         });
     }
     let augment = AugmentConfig {

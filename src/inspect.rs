@@ -431,9 +431,9 @@ pub fn shard_summary(set: &crate::shard::ShardSet, verified: bool) -> String {
         out,
         "  checksums: {}",
         if verified {
-            "verified"
+            "SHA-256 of every shard verified"
         } else {
-            "not checked (use --verify)"
+            "footers checked, pages checked as they are read (--verify: SHA-256 of every shard now)"
         }
     );
     for (source, per) in &i.label_stats {

@@ -155,6 +155,17 @@ pub fn refuse_overwrite(output: &Path, inputs: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// Bytes available to this user on the file system holding `path`, where the system says.
+#[allow(clippy::useless_conversion)] // statvfs's field types differ between platforms
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs the call fills.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
+
 /// SHA-256 of a file, hex.
 pub fn sha256_of(path: &Path) -> Result<String> {
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;

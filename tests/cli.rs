@@ -53,6 +53,13 @@ fn report_of_a_missing_run_names_the_file() {
     let o = chexlab(&["report", "--run", "x"], dir.path());
     assert!(!o.status.success());
     assert!(text(&o).contains("x/config.resolved.toml"), "{}", text(&o));
+    // The operating system's words once, not once per layer of the error.
+    assert_eq!(
+        text(&o).matches("No such file or directory").count(),
+        1,
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -692,4 +699,30 @@ fn sources_without_a_shared_reference_are_refused_with_what_to_set() {
     .unwrap();
     let o = chexlab(&["train", "--config", "study.toml"], d);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn shard_without_label_sources_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = chexlab(
+        &[
+            "-q",
+            "synth",
+            "--out",
+            "w",
+            "--studies",
+            "12",
+            "--image-size",
+            "32",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = chexlab(&["-q", "shard", "--dataset", "w", "--out", "s"], dir.path());
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no label sources"), "{}", text(&o));
+    assert!(
+        !dir.path().join("s").exists(),
+        "a refused shard run wrote files"
+    );
 }

@@ -243,7 +243,7 @@ fn resume_skips_good_shards_and_rewrites_broken_ones() {
     let sp = spec(&root);
     let first = write_shards(&sp, &out).unwrap();
     assert!(first.shards.len() >= 5, "{} shards", first.shards.len());
-    // Simulate a crash: no index, one shard half-written (its marker still claims it is done).
+    // Simulate a crash: no index, one shard never finished (no marker), one finished shard's checksums lost.
     std::fs::remove_file(out.join("index.json")).unwrap();
     assert!(
         ShardSet::open(&out)
@@ -251,9 +251,10 @@ fn resume_skips_good_shards_and_rewrites_broken_ones() {
             .to_string()
             .contains("incomplete")
     );
-    let victim = out.join(&first.shards[1].file);
-    let bytes = std::fs::read(&victim).unwrap();
-    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let victim = &first.shards[1].file;
+    std::fs::remove_file(out.join(format!(".{victim}.done.json"))).unwrap();
+    std::fs::write(out.join(victim), b"half").unwrap();
+    std::fs::remove_file(out.join(&first.shards[2].page_sums)).unwrap();
     let untouched = out.join(&first.shards[0].file);
     let mtime = std::fs::metadata(&untouched).unwrap().modified().unwrap();
     let second = write_shards(&sp, &out).unwrap();
@@ -263,6 +264,47 @@ fn resume_skips_good_shards_and_rewrites_broken_ones() {
         mtime,
         "good shard was skipped"
     );
+    ShardSet::open(&out).unwrap().verify().unwrap();
+}
+
+#[test]
+fn resharding_leaves_only_the_new_layout_and_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = world(dir.path(), 200);
+    let out = dir.path().join("s");
+    let many = write_shards(&spec(&root), &out).unwrap();
+    // What a killed run leaves, and a file of the user's that must stay.
+    std::fs::write(out.join(".train-00000.parquet.tmp-4242"), b"partial").unwrap();
+    std::fs::write(out.join(".index.json.tmp-4242"), b"{").unwrap();
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    let fewer = write_shards(
+        &ShardSpec {
+            target_mb: 1.0,
+            ..spec(&root)
+        },
+        &out,
+    )
+    .unwrap();
+    assert!(fewer.shards.len() < many.shards.len());
+    let mut expected: Vec<String> = fewer
+        .shards
+        .iter()
+        .flat_map(|e| {
+            [
+                e.file.clone(),
+                e.page_sums.clone(),
+                format!(".{}.done.json", e.file),
+            ]
+        })
+        .chain(["index.json".to_string(), "notes.txt".to_string()])
+        .collect();
+    expected.sort();
+    let mut found: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, expected);
     ShardSet::open(&out).unwrap().verify().unwrap();
 }
 
@@ -282,15 +324,72 @@ fn truncated_and_tampered_shards_are_named_errors() {
         "{err}"
     );
 
-    // Same size, one byte flipped in the middle: open passes (cheap checks), verify names the shard.
+    // Same size, 16 bytes altered in the middle: open passes (it checks sizes and footers), verify names the
+    // shard, and so does any read of the altered page, naming row group and column.
     let mut tampered = bytes.clone();
     let mid = tampered.len() / 2;
-    tampered[mid] ^= 0xff;
+    for b in &mut tampered[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
     std::fs::write(&shard, &tampered).unwrap();
     let set = ShardSet::open(&out).unwrap();
     let err = set.verify().unwrap_err().to_string();
     assert!(
         err.contains(&index.shards[0].file) && err.contains("SHA-256"),
+        "{err}"
+    );
+    let rows: Vec<_> = set
+        .rows(index.shards[0].split)
+        .into_iter()
+        .filter(|r| r.shard == 0)
+        .collect();
+    let err = set.read(&rows, "truth").unwrap_err().to_string();
+    assert!(
+        err.contains(&index.shards[0].file)
+            && err.contains("checksum mismatch in row group 0, column 'image'"),
+        "{err}"
+    );
+    // One row at a time too (a random batch): the rows on the altered page fail, the others read.
+    let failing = rows
+        .iter()
+        .filter(|r| set.read(std::slice::from_ref(r), "truth").is_err())
+        .count();
+    assert!(
+        (1..rows.len()).contains(&failing),
+        "{failing} of {}",
+        rows.len()
+    );
+    // Without the checks the altered pixels would have been read as if they were the images.
+    let unchecked = set.clone().without_page_checks();
+    assert_eq!(unchecked.read(&rows, "truth").unwrap().len(), rows.len());
+
+    // A re-run of the coordinator says so instead of rewriting the shard silently.
+    let err = write_shards(&spec(&root), &out).unwrap_err().to_string();
+    assert!(
+        err.contains(&index.shards[0].file) && err.contains("altered since it was written"),
+        "{err}"
+    );
+
+    // The footer is checked when the set opens.
+    let mut footer = bytes.clone();
+    let at = footer.len() - 20;
+    footer[at] ^= 0x01;
+    std::fs::write(&shard, &footer).unwrap();
+    let err = ShardSet::open(&out).unwrap_err().to_string();
+    assert!(
+        err.contains(&index.shards[0].file) && err.contains("checksum mismatch in the footer"),
+        "{err}"
+    );
+
+    // And the checksums themselves.
+    std::fs::write(&shard, &bytes).unwrap();
+    let sums = out.join(&index.shards[0].page_sums);
+    let mut s = std::fs::read(&sums).unwrap();
+    s[20] ^= 0x01;
+    std::fs::write(&sums, &s).unwrap();
+    let err = ShardSet::open(&out).unwrap_err().to_string();
+    assert!(
+        err.contains(&index.shards[0].page_sums) && err.contains("checksum file itself is corrupt"),
         "{err}"
     );
 

@@ -255,3 +255,45 @@ fn bad_settings_are_refused() {
         .to_string();
     assert!(err.contains("at least one study"), "{err}");
 }
+
+#[test]
+fn a_world_replaces_an_earlier_one_whole_and_refuses_other_directories_and_full_disks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w");
+    synth::generate(&out, &cfg(120, 1, 32, ImageFormat::Png)).unwrap();
+    // A second, smaller world over it (another seed: other ids) holds exactly what it holds when written fresh.
+    let small = cfg(20, 2, 32, ImageFormat::Jpeg);
+    synth::generate(&out, &small).unwrap();
+    synth::generate(&dir.path().join("fresh"), &small).unwrap();
+    let (over, fresh) = (tree(&out), tree(&dir.path().join("fresh")));
+    assert_eq!(
+        over.keys().collect::<Vec<_>>(),
+        fresh.keys().collect::<Vec<_>>(),
+        "files of the earlier world were left"
+    );
+    assert!(over == fresh);
+
+    // A directory of something else is not emptied.
+    let other = dir.path().join("mine");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("thesis.tex"), b"keep").unwrap();
+    let err = synth::generate(&other, &small).unwrap_err().to_string();
+    assert!(
+        err.contains("not a synthetic world") && err.contains("thesis.tex"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(other.join("thesis.tex")).unwrap(), b"keep");
+
+    // A world no disk holds is refused before anything is written.
+    let huge = dir.path().join("huge");
+    let err = synth::generate(&huge, &cfg(u64::MAX, 1, 32, ImageFormat::Png))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs about") && err.contains("free"), "{err}");
+    assert!(!huge.exists());
+    let est = synth::estimate_bytes(&small).unwrap();
+    assert!(
+        (20 * 4096..20 * 40_000).contains(&est),
+        "{est} bytes for 20 studies"
+    );
+}

@@ -4,6 +4,7 @@
 pub(crate) mod batch;
 pub mod reader;
 pub mod schema;
+pub mod sums;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};

@@ -18,6 +18,10 @@ use parquet::arrow::arrow_reader::{
     RowSelector,
 };
 use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::reader::{ChunkReader, Length};
+use std::sync::Arc;
+
+use crate::shard::sums::{Checked, Sums};
 
 use crate::data::Split;
 use crate::error::{Error, Result};
@@ -56,26 +60,80 @@ pub struct ShardSet {
     pub dir: PathBuf,
     /// Its index.
     pub index: ShardIndex,
+    /// Per shard, its page checksums.
+    sums: Arc<Vec<Arc<Sums>>>,
+    /// Check every page read against its checksum (see [`ShardSet::without_page_checks`]).
+    check_pages: bool,
 }
 
-/// Opens a shard for reading; `page_index`: also load its offset index, which lets a row selection skip the pages
-/// it does not touch instead of decoding them (with the writer's small image pages a random batch decodes about
-/// its own rows, not whole megabyte pages). Checking a shard's row count needs only the footer.
+/// A shard's bytes for the Parquet reader: checked against its page checksums, or as they are.
+enum Source {
+    Checked(Checked),
+    Plain(fs::File),
+}
+
+impl Length for Source {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Checked(c) => c.len(),
+            Source::Plain(f) => f.len(),
+        }
+    }
+}
+
+impl ChunkReader for Source {
+    type T = Box<dyn std::io::Read>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(match self {
+            Source::Checked(c) => Box::new(c.get_read(start)?),
+            Source::Plain(f) => Box::new(f.get_read(start)?),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        match self {
+            Source::Checked(c) => c.get_bytes(start, length),
+            Source::Plain(f) => f.get_bytes(start, length),
+        }
+    }
+}
+
+/// A Parquet error of shard `path`, as the checksum mismatch behind it when there was one.
+fn parquet_error(
+    path: &Path,
+    checked: Option<&Checked>,
+    e: impl Into<parquet::errors::ParquetError>,
+) -> Error {
+    checked
+        .and_then(Checked::failure)
+        .unwrap_or_else(|| Error::parquet(path, e))
+}
+
+/// Opens a shard for reading, through `checked` when given; `page_index`: also load its offset index, which lets
+/// a row selection skip the pages it does not touch instead of decoding them (with the writer's small image pages
+/// a random batch decodes about its own rows, not whole megabyte pages). A row count needs only the footer.
 fn open_builder(
     path: &Path,
+    checked: Option<&Checked>,
     page_index: bool,
-) -> Result<ParquetRecordBatchReaderBuilder<fs::File>> {
-    let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+) -> Result<ParquetRecordBatchReaderBuilder<Source>> {
+    let source = match checked {
+        Some(c) => Source::Checked(c.clone()),
+        None => Source::Plain(fs::File::open(path).map_err(|e| Error::io(path, e))?),
+    };
     let options = ArrowReaderOptions::new().with_offset_index_policy(if page_index {
         PageIndexPolicy::Optional
     } else {
         PageIndexPolicy::Skip
     });
-    ParquetRecordBatchReaderBuilder::try_new_with_options(f, options).map_err(|e| {
-        Error::format(
-            path,
-            format!("not a readable Parquet shard (truncated or corrupt?): {e}"),
-        )
+    ParquetRecordBatchReaderBuilder::try_new_with_options(source, options).map_err(|e| {
+        checked.and_then(Checked::failure).unwrap_or_else(|| {
+            Error::format(
+                path,
+                format!("not a readable Parquet shard (truncated or corrupt?): {e}"),
+            )
+        })
     })
 }
 
@@ -99,13 +157,26 @@ impl ShardSet {
             return Err(Error::format(
                 &index_path,
                 format!(
-                    "schema version {} (this chexlab reads {SCHEMA_VERSION}); re-run chexlab shard",
+                    "schema version {} (this chexlab reads {SCHEMA_VERSION}); re-run chexlab shard \
+                     (shards it finds intact are kept)",
                     index.schema_version
                 ),
             ));
         }
+        let mut sums = Vec::with_capacity(index.shards.len());
         for s in &index.shards {
             let path = dir.join(&s.file);
+            let sidecar = dir.join(&s.page_sums);
+            if s.page_sums.is_empty() {
+                return Err(Error::format(
+                    &index_path,
+                    format!(
+                        "shard {} has no page checksums; re-run chexlab shard",
+                        s.file
+                    ),
+                ));
+            }
+            let shard_sums = Arc::new(Sums::read(&sidecar)?);
             let len = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
             if len != s.bytes {
                 return Err(Error::format(
@@ -116,7 +187,9 @@ impl ShardSet {
                     ),
                 ));
             }
-            let rows = open_builder(&path, false)?
+            // The footer is read through its checksum: a damaged one is named here, before any training.
+            let checked = Checked::open(&path, shard_sums.clone())?;
+            let rows = open_builder(&path, Some(&checked), false)?
                 .metadata()
                 .file_metadata()
                 .num_rows() as u64;
@@ -126,11 +199,29 @@ impl ShardSet {
                     format!("shard has {rows} rows, index says {}", s.rows),
                 ));
             }
+            sums.push(shard_sums);
         }
         Ok(ShardSet {
             dir: dir.to_path_buf(),
             index,
+            sums: Arc::new(sums),
+            check_pages: true,
         })
+    }
+
+    /// The same shards read without checking pages against their checksums: only to measure what checking
+    /// costs (`benches/loader.rs`).
+    pub fn without_page_checks(mut self) -> ShardSet {
+        self.check_pages = false;
+        self
+    }
+
+    /// Shard `k` opened for checked reading, or `None` when checks are off.
+    fn checked(&self, k: usize, path: &Path) -> Result<Option<Checked>> {
+        if !self.check_pages {
+            return Ok(None);
+        }
+        Checked::open(path, self.sums[k].clone()).map(Some)
     }
 
     /// Recomputes every shard's SHA-256 and compares it with the index.
@@ -230,7 +321,8 @@ impl ShardSet {
                 .ok_or_else(|| Error::Input(format!("no shard {shard}")))?;
             let path = self.dir.join(&entry.file);
             wanted.sort_unstable();
-            let builder = open_builder(&path, true)?;
+            let checked = self.checked(shard, &path)?;
+            let builder = open_builder(&path, checked.as_ref(), true)?;
             let fields: Vec<String> = [IMAGE_ID, IMAGE, WIDTH, HEIGHT]
                 .iter()
                 .map(|s| s.to_string())
@@ -277,10 +369,10 @@ impl ShardSet {
                 .with_row_selection_policy(RowSelectionPolicy::Selectors)
                 .with_batch_size(1024)
                 .build()
-                .map_err(|e| Error::parquet(&path, e))?;
+                .map_err(|e| parquet_error(&path, checked.as_ref(), e))?;
             let mut got: Vec<Sample> = Vec::with_capacity(distinct.len());
             for batch in reader {
-                let batch = batch.map_err(|e| Error::parquet(&path, e))?;
+                let batch = batch.map_err(|e| parquet_error(&path, checked.as_ref(), e))?;
                 let col =
                     |name: &str| batch.column(batch.schema().index_of(name).expect("projected"));
                 let image = col(IMAGE).as_any().downcast_ref::<BinaryArray>().cloned();

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::Split;
 use crate::observations::{OBSERVATIONS, Observation};
 
-/// Version of this layout, recorded in `index.json`.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of this layout, recorded in `index.json` (2: every shard has page checksums).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Name of the label column of `source` for `obs`.
 pub fn label_column(source: &str, obs: Observation) -> String {
@@ -89,6 +89,10 @@ pub struct ShardEntry {
     pub bytes: u64,
     /// SHA-256 of the file.
     pub sha256: String,
+    /// Its page checksums' file ([`super::sums`]), in the same directory (empty in the markers of earlier
+    /// versions, whose shards get their checksums when `chexlab shard` runs again).
+    #[serde(default)]
+    pub page_sums: String,
 }
 
 /// `index.json`.

@@ -31,6 +31,7 @@ use crate::io::{hex, sha256_of};
 use crate::labelers::format::read_labeled;
 use crate::observations::{Label, LabelRow, OBSERVATIONS};
 use crate::shard::schema::{Coverage, INDEX, SCHEMA_VERSION, ShardEntry, ShardIndex, schema};
+use crate::shard::sums;
 
 /// Target size of a data page of the `image` column.
 const IMAGE_PAGE_BYTES: usize = 64 * 1024;
@@ -292,6 +293,14 @@ fn source_name_ok(name: &str) -> bool {
 
 /// Refuses a spec the shards cannot be written for, before any work.
 fn check_spec(spec: &ShardSpec) -> Result<()> {
+    if spec.sources.is_empty() {
+        // Shards without labels train nothing; writing them would only look like progress.
+        return Err(Error::Config(
+            "no label sources to shard: give --labels NAME=FILE (or NAME=@dataset for the dataset's own \
+             labels), or [[sources]] in the config"
+                .into(),
+        ));
+    }
     for (name, _) in &spec.sources {
         if !source_name_ok(name) {
             return Err(Error::Config(format!(
@@ -508,9 +517,18 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
 
     fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let index_path = out.join(INDEX);
-    if index_path.exists() {
-        fs::remove_file(&index_path).map_err(|e| Error::io(&index_path, e))?;
-    }
+    // The index goes before the first file changes (a directory without it is incomplete), not before: a re-run
+    // refused early leaves a complete directory complete.
+    let mut unindexed = false;
+    let mut unindex = || -> Result<()> {
+        if !unindexed && index_path.exists() {
+            fs::remove_file(&index_path).map_err(|e| Error::io(&index_path, e))?;
+        }
+        unindexed = true;
+        Ok(())
+    };
+    // Temporary files of a run that was killed before it could remove them.
+    remove_ours(out, |name| name.starts_with('.') && name.contains(".tmp-"))?;
     let names: Vec<String> = spec.sources.iter().map(|(n, _)| n.clone()).collect();
     let schema = schema(&names);
     let row_bytes = if spec.pre_resize {
@@ -546,6 +564,7 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
                 shards.push(entry);
                 continue;
             }
+            unindex()?;
             let entry = write_one(
                 spec,
                 &schema,
@@ -562,6 +581,26 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
         }
     }
     bar.finish_and_clear();
+    // Shards of an earlier layout with more of them (a smaller target size, more images) are not part of this
+    // one: left in place they would sit beside the index as if they were.
+    let keep: HashSet<String> = shards
+        .iter()
+        .flat_map(|e| {
+            [
+                e.file.clone(),
+                e.page_sums.clone(),
+                format!(".{}.done.json", e.file),
+            ]
+        })
+        .collect();
+    let orphan = |name: &str| !keep.contains(name) && is_shard_file(name);
+    if fs::read_dir(out)
+        .map_err(|e| Error::io(out, e))?
+        .any(|e| e.is_ok_and(|e| orphan(&e.file_name().to_string_lossy())))
+    {
+        unindex()?;
+        remove_ours(out, orphan)?;
+    }
     let (label_stats, missing) = stats.by_name(&names);
     let index = ShardIndex {
         schema_version: SCHEMA_VERSION,
@@ -585,6 +624,37 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
     Ok(index)
 }
 
+/// Whether `name` is a file this writer makes: `<split>-NNNNN.parquet`, its `.sums` and `.done.json` files.
+fn is_shard_file(name: &str) -> bool {
+    let name = name.trim_start_matches('.');
+    let stem = name
+        .strip_suffix(".parquet.done.json")
+        .or_else(|| name.strip_suffix(".parquet.sums"))
+        .or_else(|| name.strip_suffix(".parquet"));
+    stem.and_then(|s| s.split_once('-'))
+        .is_some_and(|(split, n)| {
+            Split::parse(split).is_some_and(|p| p.name() == split)
+                && n.len() == 5
+                && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// Removes the files of `dir` whose names `ours` picks (only this writer's kinds of names, so a user's own files
+/// in the directory stay).
+fn remove_ours(dir: &Path, ours: impl Fn(&str) -> bool) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let tmp_of_ours = name
+            .split_once(".tmp-")
+            .is_some_and(|(base, _)| is_shard_file(base) || base == format!(".{INDEX}"));
+        if ours(&name) && (is_shard_file(&name) || tmp_of_ours) && entry.path().is_file() {
+            fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
 /// A shard finished by an earlier run with the same config, verified against its marker.
 fn finished(path: &Path, marker: &Path, config_hash: &str) -> Result<Option<ShardEntry>> {
     if !path.is_file() || !marker.is_file() {
@@ -600,11 +670,36 @@ fn finished(path: &Path, marker: &Path, config_hash: &str) -> Result<Option<Shar
     let Ok(entry) = serde_json::from_value::<ShardEntry>(v["entry"].clone()) else {
         return Ok(None);
     };
-    let ok = fs::metadata(path)
-        .map(|m| m.len() == entry.bytes)
-        .unwrap_or(false)
-        && sha256_of(path)? == entry.sha256;
-    Ok(ok.then_some(entry))
+    // The marker says this shard was written whole with this config: a different file now is damage, not
+    // unfinished work, and rewriting it silently would hide that.
+    let len = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let sha = sha256_of(path)?;
+    if len != entry.bytes || sha != entry.sha256 {
+        return Err(Error::format(
+            path,
+            format!(
+                "altered since it was written ({len} bytes, SHA-256 {sha}; its marker {} records {} bytes, {}); \
+                 delete it to have chexlab shard write it again",
+                marker.display(),
+                entry.bytes,
+                entry.sha256
+            ),
+        ));
+    }
+    let mut entry = entry;
+    let sidecar = path.with_file_name(sums::sidecar_name(&entry.file));
+    if entry.page_sums.is_empty() || sums::Sums::read(&sidecar).is_err() {
+        // Checksums of a verified shard can be recomputed; the shard need not be rewritten.
+        entry.page_sums = write_sums(path)?;
+    }
+    Ok(Some(entry))
+}
+
+/// Computes and writes the page checksums of the shard at `path`; returns the sidecar's file name.
+fn write_sums(path: &Path) -> Result<String> {
+    let name = sums::sidecar_name(&path.file_name().expect("shard file name").to_string_lossy());
+    sums::Sums::compute(path)?.write(&path.with_file_name(&name))?;
+    Ok(name)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -716,5 +811,6 @@ fn write_one(
         rows: rows.len() as u64,
         bytes: fs::metadata(path).map_err(|e| Error::io(path, e))?.len(),
         sha256: sha256_of(path)?,
+        page_sums: write_sums(path)?,
     })
 }

@@ -451,14 +451,17 @@ pub struct SynthSummary {
 const CHUNK: u64 = 1024;
 
 /// Generates a world into `out`. The CSV tables appear atomically at the end and `synth.json` last.
+///
+/// A directory that already holds a world (complete, or left by a killed run) is replaced: the earlier world's
+/// files go first, so none of them mixes with the new one; a non-empty directory holding anything else is
+/// refused, as is a world larger than the free space of its file system (estimated from studies generated in
+/// memory before anything is written).
 pub fn generate(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
     cfg.validate()?;
+    check_free_space(out, cfg)?;
+    clear_world(out)?;
     fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    // A previous world's manifest would make a half-rewritten directory look complete.
     let manifest_path = out.join(MANIFEST);
-    if manifest_path.exists() {
-        fs::remove_file(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-    }
     let prior = Prior::new(cfg.priors);
     let mut tables = Tables::create(out)?;
     let mut cursor = PatientCursor::new(cfg.seed);
@@ -505,6 +508,113 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
     write_atomic(&manifest_path, json.as_bytes())?;
     Ok(summary)
+}
+
+/// The entries a world consists of, directly under its directory.
+/// The manifest comes first: once it is gone the directory is an incomplete world, never a complete old one.
+fn world_entries() -> [&'static str; 6] {
+    [
+        MANIFEST,
+        "files",
+        "truth",
+        "reports.csv",
+        METADATA_CSV,
+        SPLIT_CSV,
+    ]
+}
+
+/// Empties `out` of an earlier world, or refuses a directory that holds something else.
+fn clear_world(out: &Path) -> Result<()> {
+    let Ok(listing) = fs::read_dir(out) else {
+        return Ok(()); // absent: nothing to clear (creating it reports any other problem)
+    };
+    let names: Vec<String> = listing
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let is_world =
+        out.join(MANIFEST).is_file() || (out.join("files").is_dir() && out.join("truth").is_dir());
+    if !is_world {
+        return Err(Error::Input(format!(
+            "{}: not empty and not a synthetic world (it holds {}); write the world into a new or empty directory",
+            out.display(),
+            names.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    for entry in world_entries() {
+        let path = out.join(entry);
+        let gone = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match gone {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path, e)),
+            _ => {}
+        }
+    }
+    // Temporary tables of a killed run.
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with('.') && n.contains(".tmp-"))
+    {
+        let _ = fs::remove_file(out.join(name));
+    }
+    Ok(())
+}
+
+/// Bytes a world of `cfg` takes on disk, from up to 64 of its studies generated and encoded in memory: every
+/// file rounded up to a 4 KiB block, plus its rows in the tables.
+pub fn estimate_bytes(cfg: &SynthConfig) -> Result<u64> {
+    const BLOCK: u64 = 4096;
+    let prior = Prior::new(cfg.priors);
+    let mut cursor = PatientCursor::new(cfg.seed);
+    let sample = cfg.studies.min(64);
+    let mut bytes = 0u64;
+    for i in 0..sample {
+        let s = generate_study(cfg, &prior, i, cursor.next());
+        let report = s.report.text.len() as u64;
+        bytes += report.div_ceil(BLOCK) * BLOCK + 2 * report + 400;
+        for img in &s.images {
+            let encoded = encode(&img.pixels, cfg.image_size, cfg.format)?.len() as u64;
+            bytes += encoded.div_ceil(BLOCK) * BLOCK + 300;
+        }
+    }
+    Ok((bytes / sample.max(1)).saturating_mul(cfg.studies))
+}
+
+/// Refuses a world that would not fit in the free space under `out` (with a tenth to spare).
+fn check_free_space(out: &Path, cfg: &SynthConfig) -> Result<()> {
+    let need = estimate_bytes(cfg)?;
+    // The nearest existing ancestor holds the file system the world will be on.
+    let mut at = out;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    let Some(free) = crate::io::free_bytes(at) else {
+        return Ok(()); // not knowable here: the writes themselves report a full disk
+    };
+    // What an earlier world in `out` occupies is freed first; count none of it, to be safe.
+    if need.saturating_add(need / 10) > free {
+        return Err(Error::Input(format!(
+            "{}: a world of {} studies at {} px needs about {:.1} GB; the file system has {:.1} GB free",
+            out.display(),
+            cfg.studies,
+            cfg.image_size,
+            need as f64 / 1e9,
+            free as f64 / 1e9
+        )));
+    }
+    Ok(())
 }
 
 /// Writes a contact sheet: one row per observation (in canonical order; the No Finding row shows normal studies),
