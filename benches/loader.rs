@@ -53,6 +53,7 @@ pub fn shards(size: u32, encoded: bool) -> PathBuf {
             seed: 1,
             on_bad_record: OnBadRecord::Fail,
             splits: Default::default(),
+            max_image_side: chexlab::shard::DEFAULT_MAX_IMAGE_SIDE,
         };
         write_shards(&spec, &out).expect("shards");
     }

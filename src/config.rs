@@ -260,6 +260,18 @@ impl Config {
                 self.model.image_size
             ));
         }
+        if !(self.shard.target_mb > 0.0 && self.shard.target_mb.is_finite()) {
+            return bad(format!(
+                "shard.target_mb {} must be positive",
+                self.shard.target_mb
+            ));
+        }
+        if !(64..=65_535).contains(&self.shard.max_image_side) {
+            return bad(format!(
+                "shard.max_image_side {} must be within 64..=65535",
+                self.shard.max_image_side
+            ));
+        }
         if !matches!(self.model.in_channels, 1 | 3) {
             return bad(format!(
                 "model.in_channels {} must be 1 or 3",
@@ -469,6 +481,7 @@ impl Config {
             sources,
             target_mb: cfg.shard.target_mb,
             pre_resize: cfg.shard.pre_resize,
+            max_image_side: cfg.shard.max_image_side,
             image_size: cfg.model.image_size,
             seed: cfg.seed,
             on_bad_record: cfg.dataset.on_bad_record,
@@ -621,6 +634,8 @@ mod tests {
             ("dataset.image_size=8", "dataset.image_size"),
             ("dataset.kind=chexpert", "only for synthetic"),
             ("evaluation.ci=1.5", "evaluation.ci"),
+            ("shard.max_image_side=10", "shard.max_image_side"),
+            ("shard.target_mb=0", "shard.target_mb"),
         ] {
             let err = Config::demo(&[set.into()]).unwrap_err().to_string();
             assert!(err.contains(needle), "{set}: {err}");

@@ -107,6 +107,7 @@ fn spec(root: &Path, ext: &Path) -> ShardSpec {
         seed: 3,
         on_bad_record: OnBadRecord::Fail,
         splits: SplitPlan::default(),
+        max_image_side: chexlab::shard::DEFAULT_MAX_IMAGE_SIDE,
     }
 }
 
@@ -147,7 +148,7 @@ fn chexpert_images_and_labels_come_back_exactly() {
         let bytes = std::fs::read(file).unwrap();
         assert_eq!(
             smp.pixels,
-            decode_resize(file, &bytes, None, 16).unwrap(),
+            decode_resize(file, &bytes, None, 16, 8192).unwrap(),
             "{id}: pixels"
         );
         let study = id.rsplit_once('/').unwrap().0;
@@ -394,7 +395,10 @@ fn encoded_chexpert_shards_record_the_image_sizes_and_decode() {
     for smp in set.read_images(&rows, "chexpert", 16).unwrap() {
         let file = &expected[&smp.image_id].2;
         let bytes = std::fs::read(file).unwrap();
-        assert_eq!(smp.pixels, decode_resize(file, &bytes, None, 16).unwrap());
+        assert_eq!(
+            smp.pixels,
+            decode_resize(file, &bytes, None, 16, 8192).unwrap()
+        );
     }
 }
 

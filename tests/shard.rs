@@ -37,6 +37,7 @@ fn spec(root: &Path) -> ShardSpec {
         seed: 9,
         on_bad_record: OnBadRecord::Fail,
         splits: Default::default(),
+        max_image_side: chexlab::shard::DEFAULT_MAX_IMAGE_SIDE,
     }
 }
 
@@ -435,4 +436,70 @@ fn encoded_shards_are_decoded_by_the_reader_to_the_pixels_pre_resized_shards_hol
         compared,
         Split::ALL.iter().map(|s| p.rows(*s).len()).sum::<usize>()
     );
+}
+
+#[test]
+fn encoded_shards_decode_every_image_when_written_and_name_a_bad_one_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = world(dir.path(), 30);
+    let meta = root.join("mimic-cxr-2.0.0-metadata.csv");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    // The third image listed (line 4 of the metadata): its file under files/.
+    let dicom = text
+        .lines()
+        .nth(3)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut stack = vec![root.join("files")];
+    let mut victim = None;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_stem().is_some_and(|s| s == dicom.as_str()) {
+                victim = Some(p);
+            }
+        }
+    }
+    let victim = victim.expect("the image's file");
+    let good = std::fs::read(&victim).unwrap();
+    let encoded = ShardSpec {
+        pre_resize: false,
+        ..spec(&root)
+    };
+    let out = dir.path().join("s");
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("empty", Vec::new(), "empty"),
+        ("truncated", good[..good.len() / 2].to_vec(), "image"),
+        (
+            "a header claiming 100000 x 100000",
+            {
+                let mut b = good.clone();
+                b[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+                b[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+                b
+            },
+            "",
+        ),
+    ];
+    for (what, bytes, says) in cases {
+        std::fs::write(&victim, &bytes).unwrap();
+        let err = write_shards(&encoded, &out).unwrap_err().to_string();
+        assert!(
+            err.contains("mimic-cxr-2.0.0-metadata.csv: line 4")
+                && err.contains(&dicom)
+                && err.contains(&victim.display().to_string())
+                && err.contains(says),
+            "{what}: {err}"
+        );
+        assert!(!out.join("index.json").exists(), "{what}");
+    }
+    std::fs::write(&victim, &good).unwrap();
+    let index = write_shards(&encoded, &out).unwrap();
+    assert_eq!(index.encoding, "encoded");
+    assert!(ShardSet::open(&out).unwrap().verify().is_ok());
 }

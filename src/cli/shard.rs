@@ -31,6 +31,9 @@ pub struct ShardArgs {
     /// Use the dataset's validation split as the test split.
     #[arg(long)]
     valid_as_test: bool,
+    /// Largest image width or height accepted (every image is decoded once while its shard is written).
+    #[arg(long, default_value_t = chexlab::shard::DEFAULT_MAX_IMAGE_SIDE)]
+    max_image_side: u32,
     /// Output directory.
     #[arg(long, required_unless_present = "config")]
     out: Option<PathBuf>,
@@ -82,6 +85,7 @@ impl ShardArgs {
                         holdout_fraction: self.holdout,
                         valid_as_test: self.valid_as_test,
                     },
+                    max_image_side: self.max_image_side,
                 };
                 (spec, self.out.expect("required by clap"))
             }

@@ -22,6 +22,9 @@ pub struct ShardConfig {
     pub target_mb: f64,
     /// Store pre-resized pixels (true) or the original encoded bytes (false).
     pub pre_resize: bool,
+    /// Largest width or height an image may have; every image is decoded when its shard is written and a larger
+    /// one is an error naming it (a corrupt header can claim any size).
+    pub max_image_side: u32,
 }
 
 impl Default for ShardConfig {
@@ -29,6 +32,10 @@ impl Default for ShardConfig {
         ShardConfig {
             target_mb: 256.0,
             pre_resize: true,
+            max_image_side: DEFAULT_MAX_IMAGE_SIDE,
         }
     }
 }
+
+/// Default of [`ShardConfig::max_image_side`]: above the largest CheXpert and MIMIC-CXR images (about 4,300 px).
+pub const DEFAULT_MAX_IMAGE_SIDE: u32 = 8192;

@@ -269,7 +269,7 @@ impl ShardSet {
 
     /// Reads `rows` like [`ShardSet::read`] and hands out `size`×`size` grey pixels whatever the shards store:
     /// shards written with the original encoded bytes (`encoding = encoded`) are decoded and resized here, in
-    /// parallel; an undecodable image is an error naming its shard directory and image id.
+    /// parallel; an undecodable image is an error naming its shard and image id.
     pub fn read_images(&self, rows: &[RowRef], source: &str, size: u32) -> Result<Vec<Sample>> {
         let samples = self.read(rows, source)?;
         if self.index.encoding != "encoded" {
@@ -278,21 +278,30 @@ impl ShardSet {
         use rayon::prelude::*;
         samples
             .into_par_iter()
-            .map(|mut smp| {
+            .zip(rows.par_iter())
+            .map(|(mut smp, at)| {
                 // PNG and JPEG carry their signature; anything else of exactly width × height bytes is raw pixels.
                 let magic =
                     smp.pixels.starts_with(b"\x89PNG") || smp.pixels.starts_with(&[0xFF, 0xD8]);
                 let dims = (u32::from(smp.width), u32::from(smp.height));
                 let raw =
                     !magic && smp.pixels.len() as u64 == u64::from(dims.0) * u64::from(dims.1);
-                let what = self.dir.join(&smp.image_id);
+                let shard = self.dir.join(&self.index.shards[at.shard].file);
+                let named = |e: Error| {
+                    Error::format(
+                        &shard,
+                        format!("row {}, image {}: {e}", at.row, smp.image_id),
+                    )
+                };
                 smp.pixels = crate::data::image::decode_resize_as(
-                    &what,
+                    Path::new(&smp.image_id),
                     &smp.pixels,
                     raw,
                     Some(dims),
                     size,
-                )?;
+                    u32::from(u16::MAX),
+                )
+                .map_err(named)?;
                 smp.width = size as u16;
                 smp.height = size as u16;
                 Ok(smp)

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::data::chexpert;
 use crate::data::ids::{LabelKey, label_key};
-use crate::data::image::decode_resize;
+use crate::data::image::{decode_dimensions, decode_resize};
 use crate::data::mimic::{MimicLayout, study_label_map};
 use crate::data::{OnBadRecord, Split};
 use crate::error::{Error, Result};
@@ -81,6 +81,21 @@ pub struct ShardSpec {
     pub on_bad_record: OnBadRecord,
     /// How the splits are made.
     pub splits: SplitPlan,
+    /// Largest image width or height accepted ([`super::ShardConfig::max_image_side`]); left out of the config
+    /// hash at its default, so shards written before it existed stay valid.
+    #[serde(
+        default = "default_max_image_side",
+        skip_serializing_if = "is_default_max_image_side"
+    )]
+    pub max_image_side: u32,
+}
+
+fn default_max_image_side() -> u32 {
+    super::DEFAULT_MAX_IMAGE_SIDE
+}
+
+fn is_default_max_image_side(v: &u32) -> bool {
+    *v == super::DEFAULT_MAX_IMAGE_SIDE
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +108,8 @@ struct Row {
     path: PathBuf,
     rows: Option<u32>,
     columns: Option<u32>,
+    /// The table and line that list the image, for its errors.
+    listed: (Arc<Path>, u64),
 }
 
 /// A dataset's images, the tables they came from, and its own labels.
@@ -180,6 +197,7 @@ fn collect(spec: &ShardSpec) -> Result<Collected> {
     let mut rows = Vec::new();
     if MimicLayout::detect(&spec.dataset) {
         let layout = MimicLayout::open(&spec.dataset, None)?;
+        let table: Arc<Path> = layout.metadata.clone().into();
         let mut images = layout.images(spec.on_bad_record)?;
         for img in images.by_ref() {
             let img = img?;
@@ -194,6 +212,7 @@ fn collect(spec: &ShardSpec) -> Result<Collected> {
                 path: layout.root.join(&img.image_path),
                 rows: img.meta.rows,
                 columns: img.meta.columns,
+                listed: (table.clone(), img.meta.line),
             });
         }
         let labels = match &layout.chexpert {
@@ -223,6 +242,7 @@ fn collect(spec: &ShardSpec) -> Result<Collected> {
     })?;
     let mut labels = SourceLabels::default();
     for csv in &tables {
+        let table: Arc<Path> = csv.clone().into();
         let mut stream = chexpert::read_csv(csv, spec.on_bad_record)?;
         for img in stream.by_ref() {
             let img = img?;
@@ -240,6 +260,7 @@ fn collect(spec: &ShardSpec) -> Result<Collected> {
                 rows: None,
                 columns: None,
                 study: study.clone(),
+                listed: (table.clone(), img.line),
             });
         }
     }
@@ -307,6 +328,12 @@ fn check_spec(spec: &ShardSpec) -> Result<()> {
                 "label source name '{name}' must match [a-z0-9_]+"
             )));
         }
+    }
+    if !(64..=65_535).contains(&spec.max_image_side) {
+        return Err(Error::Config(format!(
+            "shard.max_image_side {} must be within 64..=65535 (the shards store sizes as 16-bit)",
+            spec.max_image_side
+        )));
     }
     if !(8..=1024).contains(&spec.image_size) {
         return Err(Error::Config(format!(
@@ -730,24 +757,24 @@ fn write_one(
         let images: Vec<Result<(Vec<u8>, u32, u32)>> = group
             .par_iter()
             .map(|r| {
-                let bytes = fs::read(&r.path).map_err(|e| Error::io(&r.path, e))?;
+                // Every image is decoded here, once, whatever the shards store: an image that cannot be read
+                // is named now, with the line that lists it, not when training reaches it.
+                let listed = |e: Error| {
+                    Error::record(
+                        &r.listed.0,
+                        r.listed.1,
+                        format!("image {}: {e}", r.image_id),
+                    )
+                };
+                let bytes = fs::read(&r.path).map_err(|e| listed(Error::io(&r.path, e)))?;
                 let dims = r.columns.zip(r.rows);
+                let side = spec.max_image_side;
                 if spec.pre_resize {
-                    Ok((
-                        decode_resize(&r.path, &bytes, dims, spec.image_size)?,
-                        spec.image_size,
-                        spec.image_size,
-                    ))
+                    let px = decode_resize(&r.path, &bytes, dims, spec.image_size, side)
+                        .map_err(listed)?;
+                    Ok((px, spec.image_size, spec.image_size))
                 } else {
-                    // CheXpert lists no image sizes: read them off the image header.
-                    let (w, h) = match dims {
-                        Some(d) => d,
-                        None => image::ImageReader::new(std::io::Cursor::new(&bytes))
-                            .with_guessed_format()
-                            .ok()
-                            .and_then(|r| r.into_dimensions().ok())
-                            .ok_or_else(|| Error::format(&r.path, "cannot read the image size"))?,
-                    };
+                    let (w, h) = decode_dimensions(&r.path, &bytes, dims, side).map_err(listed)?;
                     Ok((bytes, w, h))
                 }
             })

@@ -33,6 +33,7 @@ pub fn world_and_shards(dir: &Path, studies: u64, sources: &[(&str, &str)]) -> P
         seed: 5,
         on_bad_record: OnBadRecord::Fail,
         splits: Default::default(),
+        max_image_side: chexlab::shard::DEFAULT_MAX_IMAGE_SIDE,
     };
     write_shards(&spec, &dir.join("run/shards")).unwrap();
     world
