@@ -39,9 +39,110 @@ pub fn find_plain_or_gz(base: &Path) -> Result<PathBuf> {
     ))
 }
 
+/// Temporary files of this process not yet committed or dropped: what [`remove_temporaries_on_signal`] removes.
+static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This host's name, as temporary file names carry it (a file system may be shared by many hosts).
+fn host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is writable for its whole length; gethostname NUL-terminates within it on success.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let name = if rc == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        } else {
+            String::new()
+        };
+        // Only characters that keep the name one path component and easy to split.
+        let clean: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if clean.is_empty() {
+            "host".into()
+        } else {
+            clean
+        }
+    })
+}
+
+/// Whether process `pid` of this host is alive.
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Removes the temporary files that processes of this host, now dead, left for `dest` (killed by SIGKILL, or
+/// before [`remove_temporaries_on_signal`] could run). Those of live processes and of other hosts stay.
+fn remove_stale_temporaries(dest: &Path, name: &str) {
+    let Some(dir) = dest.parent().map(|d| {
+        if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        }
+    }) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-{}-", host());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() as i32 && !alive(pid) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Removes this process's uncommitted temporary files when SIGINT, SIGTERM or SIGHUP arrives, then exits with
+/// 128 + the signal: for commands whose only state is their output (label, shard, synth, evaluate, report).
+/// Training keeps its own SIGTERM handling (checkpoint, then exit), so it does not call this.
+pub fn remove_temporaries_on_signal() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Error::io(Path::new("(signal handler)"), e))?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let paths = std::mem::take(&mut *live());
+            for p in &paths {
+                let _ = fs::remove_file(p);
+            }
+            eprintln!(
+                "interrupted (signal {sig}): removed {} temporary file(s); nothing was committed half-written",
+                paths.len()
+            );
+            std::process::exit(128 + sig);
+        }
+    });
+    Ok(())
+}
+
 /// A file written under a temporary name next to its destination and renamed into place by
 /// [`AtomicFile::commit`], so that readers never see a half-written file. Dropped without commit, the temporary
-/// file is removed and the destination is untouched.
+/// file is removed and the destination is untouched. The temporary name carries host and process id
+/// (`.NAME.tmp-HOST-PID`), so the next writer of the same file removes what a killed process left.
 pub struct AtomicFile {
     dest: PathBuf,
     tmp: PathBuf,
@@ -59,8 +160,10 @@ impl AtomicFile {
             .file_name()
             .ok_or_else(|| Error::format(&dest, "not a file path"))?
             .to_string_lossy();
-        let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        remove_stale_temporaries(&dest, &name);
+        let tmp = dest.with_file_name(format!(".{name}.tmp-{}-{}", host(), std::process::id()));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        live().push(tmp.clone());
         Ok(AtomicFile {
             dest,
             tmp,
@@ -81,8 +184,12 @@ impl AtomicFile {
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
-        fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
-        Ok(())
+        let renamed = fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e));
+        if renamed.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        forget(&self.tmp);
+        renamed
     }
 }
 
@@ -99,7 +206,16 @@ impl Drop for AtomicFile {
     fn drop(&mut self) {
         if self.writer.take().is_some() {
             let _ = fs::remove_file(&self.tmp);
+            forget(&self.tmp);
         }
+    }
+}
+
+/// Takes `tmp` off the list of live temporary files.
+fn forget(tmp: &Path) {
+    let mut l = live();
+    if let Some(i) = l.iter().position(|p| p == tmp) {
+        l.swap_remove(i);
     }
 }
 
@@ -207,6 +323,28 @@ mod tests {
         );
         write_atomic(&dest, b"whole").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"whole");
+    }
+
+    #[test]
+    fn a_dead_process_s_temporary_file_goes_a_live_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.csv");
+        // A pid that cannot be running (above the kernel's pid_max), and a live one: this process's parent.
+        let dead = dir
+            .path()
+            .join(format!(".out.csv.tmp-{}-{}", host(), i32::MAX));
+        let parent = std::os::unix::process::parent_id();
+        let running = dir.path().join(format!(".out.csv.tmp-{}-{parent}", host()));
+        let elsewhere = dir
+            .path()
+            .join(format!(".out.csv.tmp-otherhost-{}", i32::MAX));
+        for p in [&dead, &running, &elsewhere] {
+            fs::write(p, b"partial").unwrap();
+        }
+        write_atomic(&dest, b"whole").unwrap();
+        assert!(!dead.exists(), "a dead process's temporary file was left");
+        assert!(running.exists() && elsewhere.exists());
+        assert!(live().is_empty() || !live().iter().any(|p| p.starts_with(dir.path())));
     }
 
     #[test]

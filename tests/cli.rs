@@ -726,3 +726,56 @@ fn shard_without_label_sources_is_refused_and_writes_nothing() {
         "a refused shard run wrote files"
     );
 }
+
+#[test]
+fn an_interrupted_synth_removes_its_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chexlab"))
+        .args([
+            "-q",
+            "synth",
+            "--out",
+            "w",
+            "--studies",
+            "50000",
+            "--image-size",
+            "16",
+        ])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let temporaries = || -> Vec<String> {
+        std::fs::read_dir(dir.path().join("w"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(".tmp-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Wait until its tables are being written (they stay temporary until the world is complete).
+    let t = std::time::Instant::now();
+    while temporaries().is_empty() {
+        assert!(
+            t.elapsed().as_secs() < 120,
+            "synth wrote no temporary tables"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "synth ended before it was interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(128 + 15), "{}", text(&o));
+    assert!(text(&o).contains("removed"), "{}", text(&o));
+    assert_eq!(temporaries(), Vec::<String>::new());
+    assert!(!dir.path().join("w/synth.json").exists());
+}

@@ -122,6 +122,19 @@ fn dispatch(cli: Cli) -> Result<()> {
             .build_global()
             .context("configuring the thread pool")?;
     }
+    if matches!(
+        cli.command,
+        Command::Tokenizer(_)
+            | Command::Synth(_)
+            | Command::Label(_)
+            | Command::EvalLabels(_)
+            | Command::Shard(_)
+            | Command::Report(_)
+    ) {
+        // Commands whose only state is their output: an interrupt removes their temporary files. Training keeps
+        // SIGTERM for checkpoint-and-exit (see stop_flag).
+        chexlab::io::remove_temporaries_on_signal()?;
+    }
     match cli.command {
         Command::Tokenizer(a) => a.run(),
         Command::Synth(a) => a.run(),
