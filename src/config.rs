@@ -243,6 +243,20 @@ impl Config {
                 self.dataset.holdout_fraction
             ));
         }
+        if self.dataset.test_labels.is_some() {
+            if self.dataset.kind != DatasetKind::Chexpert {
+                return bad(
+                    "dataset.test_labels is CheXpert's test set: it needs kind = \"chexpert\""
+                        .into(),
+                );
+            }
+            if self.dataset.valid_as_test {
+                return bad(
+                    "dataset.test_labels and dataset.valid_as_test both make a test split: set valid_as_test = false"
+                        .into(),
+                );
+            }
+        }
         if self.dataset.valid_as_test && self.dataset.holdout_fraction == 0.0 {
             return bad(
                 "dataset.valid_as_test leaves no validation split: set dataset.holdout_fraction too".into(),
@@ -488,6 +502,7 @@ impl Config {
             splits: SplitPlan {
                 holdout_fraction: cfg.dataset.holdout_fraction,
                 valid_as_test: cfg.dataset.valid_as_test,
+                test_labels: cfg.dataset.test_labels.clone(),
             },
         })
     }
@@ -635,6 +650,7 @@ mod tests {
             ("dataset.kind=chexpert", "only for synthetic"),
             ("evaluation.ci=1.5", "evaluation.ci"),
             ("shard.max_image_side=10", "shard.max_image_side"),
+            ("dataset.test_labels=groundtruth.csv", "it needs kind = \"chexpert\""),
             ("shard.target_mb=0", "shard.target_mb"),
         ] {
             let err = Config::demo(&[set.into()]).unwrap_err().to_string();

@@ -322,6 +322,7 @@ fn held_out_patients_form_the_validation_split_and_valid_csv_the_test_split() {
     s.splits = SplitPlan {
         holdout_fraction: 0.3,
         valid_as_test: true,
+        test_labels: None,
     };
     let out = dir.path().join("a");
     write_shards(&s, &out).unwrap();
@@ -458,4 +459,170 @@ fn the_shipped_chexpert_config_shards_a_chexpert_folder() {
         index.splits.get("valid").is_some_and(|&n| n > 0),
         "held-out validation patients"
     );
+}
+
+/// The CheXpert test set's real radiologist labels, when the reference data is at hand.
+fn real_groundtruth() -> Option<String> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/chexpert-test/groundtruth.csv");
+    match std::fs::read_to_string(&p) {
+        Ok(t) => Some(t),
+        Err(_) => {
+            eprintln!(
+                "skipping: {} is absent (the CheXpert test set's labels)",
+                p.display()
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn the_paper_protocol_runs_end_to_end_on_a_chexpert_folder_with_its_real_test_labels() {
+    let Some(truth) = real_groundtruth() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (root, expected) = chexpert(dir.path());
+    // The Stanford release's label files, as shipped (image Path keys under CheXpert-v1.0/).
+    let chexbert = shipped_image_labels(dir.path(), &expected);
+    let visual = dir.path().join("train_visualCheXbert.csv");
+    std::fs::copy(&chexbert, &visual).unwrap();
+    // A test folder: the first 40 studies of the real test set, one frontal image each, and their real labels
+    // in the file's own layout (Study keys, its column order) next to train.csv.
+    let mut lines = truth.lines();
+    let mut test_csv = format!("{}\n", lines.next().unwrap());
+    let mut studies = Vec::new();
+    for line in lines.take(40) {
+        let study = line.split(',').next().unwrap();
+        let rel = study.strip_prefix("CheXpert-v1.0/").unwrap();
+        let file = root.join(rel).join("view1_frontal.jpg");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        image::GrayImage::from_fn(44, 40, |x, y| image::Luma([((x * 3 + y * 7) % 256) as u8]))
+            .save(&file)
+            .unwrap();
+        test_csv.push_str(line);
+        test_csv.push('\n');
+        studies.push(rel.to_string());
+    }
+    std::fs::write(root.join("groundtruth.csv"), test_csv).unwrap();
+    // One study listed without images: reported and left out, not an error.
+    std::fs::write(
+        root.join("groundtruth.csv"),
+        format!(
+            "{}CheXpert-v1.0/test/patient99999/study1,{}\n",
+            std::fs::read_to_string(root.join("groundtruth.csv")).unwrap(),
+            vec!["0"; 14].join(",")
+        ),
+    )
+    .unwrap();
+
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/chexpert.toml");
+    let run = dir.path().join("run");
+    let sets = [
+        format!("dataset.root={}", root.display()),
+        "dataset.test_labels=groundtruth.csv".into(),
+        "dataset.valid_as_test=false".into(),
+        "dataset.holdout_fraction=0".into(),
+        format!("run_dir={}", run.display()),
+        format!("sources.chexbert.path={}", chexbert.display()),
+        format!("sources.visualchexbert.path={}", visual.display()),
+        "model.arch=small".into(),
+        "model.growth_rate=4".into(),
+        "model.block_config=[1]".into(),
+        "model.init_features=8".into(),
+        "model.image_size=32".into(),
+        "schedule.epochs=1".into(),
+        "schedule.batch_size=8".into(),
+        "evaluation.bootstrap=50".into(),
+    ];
+    let mut args = vec![
+        "-q".to_string(),
+        "run".into(),
+        "--config".into(),
+        shipped.display().to_string(),
+    ];
+    for s in &sets {
+        args.push("--set".into());
+        args.push(s.clone());
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_chexlab"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("1 of 41 test studies have no images"),
+        "{text}"
+    );
+
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("shards/index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["sources"],
+        serde_json::json!(["chexpert", "chexbert", "visualchexbert"])
+    );
+    assert_eq!(
+        index["splits"]["test"], 40,
+        "one test image per labelled study with images"
+    );
+    // The test split's reference labels are the radiologists': the chexpert source's counts on it add up to them.
+    let set = ShardSet::open(&run.join("shards")).unwrap();
+    let test = set.read(&set.rows(Split::Test), "chexpert").unwrap();
+    let truth_rows: HashMap<String, Vec<String>> = truth
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split(',');
+            let s = f
+                .next()
+                .unwrap()
+                .strip_prefix("CheXpert-v1.0/test/")
+                .unwrap()
+                .to_string();
+            (s, f.map(str::to_string).collect())
+        })
+        .collect();
+    let header: Vec<&str> = truth.lines().next().unwrap().split(',').skip(1).collect();
+    for smp in &test {
+        let study = smp.image_id.rsplit_once('/').unwrap().0;
+        let want = &truth_rows[study];
+        for (name, v) in header.iter().zip(want) {
+            let o = Observation::from_name(name).unwrap();
+            assert_eq!(
+                smp.labels.get(o),
+                Label::parse(v).unwrap(),
+                "{study} {name}"
+            );
+        }
+    }
+    // Every source scored on the same 40 test images against the one reference, with the positives the real
+    // labels hold; and the three compared pairwise.
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["split"], "test");
+    assert_eq!(results["reference"], "chexpert");
+    let edema_col = header.iter().position(|h| *h == "Edema").unwrap();
+    let edema = studies
+        .iter()
+        .filter(|s| truth_rows[s.strip_prefix("test/").unwrap()][edema_col] == "1")
+        .count();
+    for source in ["chexpert", "chexbert", "visualchexbert"] {
+        let s = &results["sources"][source];
+        assert_eq!(s["images"], 40, "{source}: {s}");
+        assert_eq!(s["reference"], "chexpert", "{source}");
+        let pos = s["positives"].as_array().unwrap();
+        assert!(
+            pos.iter().any(|p| p[0] == "Edema" && p[1] == edema),
+            "{source}: {pos:?}, expected {edema} Edema positives"
+        );
+    }
+    assert_eq!(results["comparisons"].as_array().unwrap().len() % 3, 0);
+    assert!(!results["comparisons"].as_array().unwrap().is_empty());
+    assert!(run.join("report.md").is_file());
 }

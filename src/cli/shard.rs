@@ -31,6 +31,9 @@ pub struct ShardArgs {
     /// Use the dataset's validation split as the test split.
     #[arg(long)]
     valid_as_test: bool,
+    /// CheXpert's test set: its labels (groundtruth.csv, by Study; or by image Path), images under DATASET/test/.
+    #[arg(long)]
+    test_labels: Option<PathBuf>,
     /// Largest image width or height accepted (every image is decoded once while its shard is written).
     #[arg(long, default_value_t = chexlab::shard::DEFAULT_MAX_IMAGE_SIDE)]
     max_image_side: u32,
@@ -84,6 +87,7 @@ impl ShardArgs {
                     splits: SplitPlan {
                         holdout_fraction: self.holdout,
                         valid_as_test: self.valid_as_test,
+                        test_labels: self.test_labels,
                     },
                     max_image_side: self.max_image_side,
                 };

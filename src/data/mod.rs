@@ -175,6 +175,10 @@ pub struct DatasetConfig {
     /// `holdout_fraction` for a validation split).
     #[serde(default)]
     pub valid_as_test: bool,
+    /// CheXpert's test set: the radiologists' labels of its studies (`groundtruth.csv`, keyed by `Study`, or a
+    /// file keyed by image `Path`), relative to `root` or absolute; its images are `root/test/...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_labels: Option<PathBuf>,
 }
 
 mod defaults {

@@ -330,6 +330,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The row count in the footer of the Parquet file at `path`, if it has a readable one.
+pub fn footer_rows(path: &Path) -> Option<u64> {
+    let f = File::open(path).ok()?;
+    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Skip);
+    let b = ParquetRecordBatchReaderBuilder::try_new_with_options(f, options).ok()?;
+    u64::try_from(b.metadata().file_metadata().num_rows()).ok()
+}
+
 /// A shard opened for the Parquet reader with every read checked against its [`Sums`].
 #[derive(Clone)]
 pub struct Checked(Arc<Inner>);

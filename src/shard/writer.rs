@@ -60,6 +60,11 @@ pub struct SplitPlan {
     /// The dataset's own validation split becomes the test split (CheXpert without `test.csv`: its radiologist
     /// labeled `valid.csv` is the best test set; `holdout_fraction` then provides the validation split).
     pub valid_as_test: bool,
+    /// CheXpert's test set: its radiologists' labels (`groundtruth.csv`, keyed by `Study`; or a file keyed by
+    /// image `Path`, as `test_labels.csv`), relative to the dataset folder or absolute. The images are the
+    /// release's `test/patientNNNNN/studyN/*.jpg`; the labels are the dataset source's for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_labels: Option<PathBuf>,
 }
 
 /// What to shard.
@@ -264,11 +269,142 @@ fn collect(spec: &ShardSpec) -> Result<Collected> {
             });
         }
     }
+    let mut tables = tables;
+    if let Some(test) = &spec.splits.test_labels {
+        let file = if test.is_absolute() {
+            test.clone()
+        } else {
+            spec.dataset.join(test)
+        };
+        chexpert_test_split(spec, &file, &mut rows, &mut labels, &mut check)?;
+        tables.push(file);
+    }
     Ok(Collected {
         rows,
         tables,
         labels: Some(labels),
     })
+}
+
+/// The images and labels of CheXpert's test set: rows of `file` keyed by image `Path` are images themselves; rows
+/// keyed by study (`Study`: `CheXpert-v1.0/test/patient64741/study1`) label every image in that study's folder
+/// under `test/`. A listed study without images is counted and reported; none found at all is an error.
+fn chexpert_test_split(
+    spec: &ShardSpec,
+    file: &Path,
+    rows: &mut Vec<Row>,
+    labels: &mut SourceLabels,
+    check: &mut impl FnMut(&str, Split, &Path, u64) -> Result<()>,
+) -> Result<()> {
+    let table: Arc<Path> = file.to_path_buf().into();
+    let before = rows.len();
+    let mut stream = read_labeled(file, spec.on_bad_record)?;
+    let mut without_images = Vec::new();
+    let mut studies = 0u64;
+    for r in stream.by_ref() {
+        let r = r?;
+        let Some(id) = r.id.as_deref() else {
+            return Err(Error::format(
+                file,
+                "test labels need an id column (Study or Path)",
+            ));
+        };
+        let (patient, study, views) = match label_key(id) {
+            LabelKey::Image(image) => {
+                let (study, view) = image.rsplit_once('/').expect("patient/study/view");
+                let (patient, study) = study.split_once('/').expect("patient/study");
+                let found = ["jpg", "png"]
+                    .iter()
+                    .map(|ext| spec.dataset.join(format!("test/{image}.{ext}")))
+                    .find(|p| p.is_file());
+                (
+                    patient.to_string(),
+                    study.to_string(),
+                    found
+                        .map(|p| vec![(view.to_string(), p)])
+                        .unwrap_or_default(),
+                )
+            }
+            LabelKey::Study(s) if s.contains('/') => {
+                let (patient, study) = s.split_once('/').expect("checked");
+                let dir = spec.dataset.join("test").join(patient).join(study);
+                let mut views: Vec<(String, PathBuf)> = fs::read_dir(&dir)
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.path())
+                            .filter(|p| {
+                                p.extension()
+                                    .is_some_and(|e| e == "jpg" || e == "jpeg" || e == "png")
+                            })
+                            .filter_map(|p| {
+                                Some((p.file_stem()?.to_string_lossy().into_owned(), p))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                views.sort();
+                (patient.to_string(), study.to_string(), views)
+            }
+            LabelKey::Study(other) => {
+                return Err(Error::record(
+                    file,
+                    r.line,
+                    format!(
+                        "'{other}' is not a CheXpert test study (patientNNNNN/studyN) or image path"
+                    ),
+                ));
+            }
+        };
+        studies += 1;
+        if views.is_empty() {
+            without_images.push(format!("{patient}/{study}"));
+            continue;
+        }
+        check(&patient, Split::Test, file, r.line)?;
+        for (view, path) in views {
+            let image_id = format!("{patient}/{study}/{view}");
+            labels.insert(LabelKey::Image(image_id.clone()), r.labels);
+            rows.push(Row {
+                study: format!("{patient}/{study}"),
+                patient: patient.clone(),
+                view: if view.contains("lateral") {
+                    crate::data::View::Lateral.name()
+                } else {
+                    crate::data::View::Other.name()
+                },
+                split: Split::Test,
+                image_id,
+                path,
+                rows: None,
+                columns: None,
+                listed: (table.clone(), r.line),
+            });
+        }
+    }
+    if rows.len() == before {
+        return Err(Error::format(
+            file,
+            format!(
+                "none of its {studies} test studies has images under {} (the test images come with the \
+                 release's test/ folder)",
+                spec.dataset.join("test").display()
+            ),
+        ));
+    }
+    if !without_images.is_empty() {
+        tracing::warn!(
+            "{}: {} of {studies} test studies have no images under test/ and are left out (e.g. {})",
+            file.display(),
+            without_images.len(),
+            without_images
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Groups rows by split after the [`SplitPlan`]: the dataset's validation split moved to test, then a seeded
@@ -342,6 +478,11 @@ fn check_spec(spec: &ShardSpec) -> Result<()> {
         )));
     }
     let plan = &spec.splits;
+    if plan.valid_as_test && plan.test_labels.is_some() {
+        return Err(Error::Config(
+            "dataset.valid_as_test and dataset.test_labels both make a test split: keep one".into(),
+        ));
+    }
     if !(0.0..1.0).contains(&plan.holdout_fraction) {
         return Err(Error::Config(format!(
             "holdout fraction {} must be within [0, 1)",
