@@ -650,7 +650,10 @@ mod tests {
             ("dataset.kind=chexpert", "only for synthetic"),
             ("evaluation.ci=1.5", "evaluation.ci"),
             ("shard.max_image_side=10", "shard.max_image_side"),
-            ("dataset.test_labels=groundtruth.csv", "it needs kind = \"chexpert\""),
+            (
+                "dataset.test_labels=groundtruth.csv",
+                "it needs kind = \"chexpert\"",
+            ),
             ("shard.target_mb=0", "shard.target_mb"),
         ] {
             let err = Config::demo(&[set.into()]).unwrap_err().to_string();

@@ -396,8 +396,31 @@ fn cases() -> Vec<Case> {
             says: &["holdout fraction 1.5"],
         },
         Case {
-            what: "a re-run over a shard altered in place",
+            what: "a verifying re-run over a shard altered in place",
             prep: |d| xor(&first_shard(d), |n| n / 2, 16),
+            args: &[
+                "shard",
+                "--dataset",
+                "BASE/world",
+                "--labels",
+                "truth=BASE/world/truth/image_labels.csv",
+                "--image-size",
+                "32",
+                "--out",
+                "shards",
+                "--verify",
+            ],
+            code: 1,
+            says: &[
+                "-00000.parquet",
+                "altered since it was written",
+                "SHA-256",
+                "delete it",
+            ],
+        },
+        Case {
+            what: "a re-run over a shard whose footer was altered",
+            prep: |d| xor(&first_shard(d), |n| n - 20, 1),
             args: &[
                 "shard",
                 "--dataset",
@@ -412,9 +435,30 @@ fn cases() -> Vec<Case> {
             code: 1,
             says: &[
                 "-00000.parquet",
-                "altered since it was written",
+                "checksum mismatch in the footer",
                 "delete it",
             ],
+        },
+        Case {
+            what: "a re-run over a shard cut short",
+            prep: |d| {
+                let p = first_shard(d);
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..b.len() - 1]).unwrap()
+            },
+            args: &[
+                "shard",
+                "--dataset",
+                "BASE/world",
+                "--labels",
+                "truth=BASE/world/truth/image_labels.csv",
+                "--image-size",
+                "32",
+                "--out",
+                "shards",
+            ],
+            code: 1,
+            says: &["-00000.parquet", "altered since it was written", "bytes"],
         },
         // --- shard directories ---
         Case {

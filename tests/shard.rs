@@ -364,8 +364,13 @@ fn truncated_and_tampered_shards_are_named_errors() {
     let unchecked = set.clone().without_page_checks();
     assert_eq!(unchecked.read(&rows, "truth").unwrap().len(), rows.len());
 
-    // A re-run of the coordinator says so instead of rewriting the shard silently.
-    let err = write_shards(&spec(&root), &out).unwrap_err().to_string();
+    // A verifying re-run of the coordinator says so instead of rewriting the shard silently; a plain one checks
+    // sizes and footers only (the pages are checked when read, as above) and keeps it.
+    let kept = write_shards(&spec(&root), &out).unwrap();
+    assert_eq!(kept.shards, index.shards);
+    let err = chexlab::shard::writer::write_shards_verifying(&spec(&root), &out, true)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(&index.shards[0].file) && err.contains("altered since it was written"),
         "{err}"

@@ -55,6 +55,10 @@ pub struct ShardArgs {
     /// What to do with malformed records.
     #[arg(long, value_enum, default_value_t = OnBadRecord::Fail)]
     on_bad_record: OnBadRecord,
+    /// Keep shards of an earlier run only when their whole file's SHA-256 matches (by default: their size and
+    /// footer checksums; pages are checked whenever they are read).
+    #[arg(long)]
+    verify: bool,
 }
 
 /// `NAME=FILE` or `NAME=@dataset`.
@@ -95,7 +99,7 @@ impl ShardArgs {
             }
         };
         let t = std::time::Instant::now();
-        let index = chexlab::shard::write_shards(&spec, &out)?;
+        let index = chexlab::shard::writer::write_shards_verifying(&spec, &out, self.verify)?;
         let rows: u64 = index.splits.values().sum();
         println!(
             "{} shards, {rows} images ({}) with sources {} in {} ({:.1} s)",

@@ -289,6 +289,39 @@ impl Sums {
         Sums::from_bytes(sidecar, &b)
     }
 
+    /// The length of the file these checksums cover.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// Checks the file's own parts — leading magic, page indexes, footer — against their checksums: a few
+    /// kilobytes read, where a full hash reads the whole shard.
+    pub fn verify_metadata(&self, path: &Path) -> Result<()> {
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut buf = Vec::new();
+        for (i, u) in self
+            .units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.row_group == FILE_PART)
+        {
+            buf.resize(u.len as usize, 0);
+            f.read_exact_at(&mut buf, u.start)
+                .map_err(|e| Error::io(path, e))?;
+            if crc32fast::hash(&buf) != u.crc {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "checksum mismatch in {}: the shard was altered after it was written; delete it and \
+                         re-run chexlab shard to write it again",
+                        self.describe(i)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Where unit `i` lies, in words.
     fn describe(&self, i: usize) -> String {
         let u = &self.units[i];

@@ -675,6 +675,13 @@ impl LabelStats {
 
 /// Writes the shards of `spec` into `out` and returns the index.
 pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
+    write_shards_verifying(spec, out, false)
+}
+
+/// [`write_shards`]; `full_hash`: shards finished by an earlier run are kept only when their whole file's SHA-256
+/// matches their marker (by default their size and footer checksums are checked, and their pages as they are
+/// read: a requeued job does not read every shard again).
+pub fn write_shards_verifying(spec: &ShardSpec, out: &Path, full_hash: bool) -> Result<ShardIndex> {
     check_spec(spec)?;
     let dataset = collect(spec)?;
     let config_hash = spec_hash(spec, &dataset.tables)?;
@@ -727,7 +734,7 @@ pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
             let file = format!("{}-{n:05}.parquet", split.name());
             let path = out.join(&file);
             let marker = out.join(format!(".{file}.done.json"));
-            if let Some(entry) = finished(&path, &marker, &config_hash)? {
+            if let Some(entry) = finished(&path, &marker, &config_hash, full_hash)? {
                 bar.inc(chunk.len() as u64);
                 shards.push(entry);
                 continue;
@@ -824,7 +831,13 @@ fn remove_ours(dir: &Path, ours: impl Fn(&str) -> bool) -> Result<()> {
 }
 
 /// A shard finished by an earlier run with the same config, verified against its marker.
-fn finished(path: &Path, marker: &Path, config_hash: &str) -> Result<Option<ShardEntry>> {
+/// `full_hash`: compare the whole file's SHA-256 with the marker, not only its size and footer checksums.
+fn finished(
+    path: &Path,
+    marker: &Path,
+    config_hash: &str,
+    full_hash: bool,
+) -> Result<Option<ShardEntry>> {
     if !path.is_file() || !marker.is_file() {
         return Ok(None);
     }
@@ -840,23 +853,39 @@ fn finished(path: &Path, marker: &Path, config_hash: &str) -> Result<Option<Shar
     };
     // The marker says this shard was written whole with this config: a different file now is damage, not
     // unfinished work, and rewriting it silently would hide that.
-    let len = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-    let sha = sha256_of(path)?;
-    if len != entry.bytes || sha != entry.sha256 {
-        return Err(Error::format(
+    let altered = |what: String| {
+        Error::format(
             path,
             format!(
-                "altered since it was written ({len} bytes, SHA-256 {sha}; its marker {} records {} bytes, {}); \
-                 delete it to have chexlab shard write it again",
+                "altered since it was written ({what}; its marker {} records {} bytes, SHA-256 {}); delete it to \
+                 have chexlab shard write it again",
                 marker.display(),
                 entry.bytes,
                 entry.sha256
             ),
-        ));
+        )
+    };
+    let len = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if len != entry.bytes {
+        return Err(altered(format!("{len} bytes")));
+    }
+    let sidecar = path.with_file_name(sums::sidecar_name(&entry.file));
+    let sums = (!entry.page_sums.is_empty())
+        .then(|| sums::Sums::read(&sidecar).ok())
+        .flatten()
+        .filter(|s| s.file_len() == len);
+    if !full_hash && let Some(sums) = &sums {
+        // Cheap, as on every requeue of a large job: sizes and the footer's checksums; the pages are checked as
+        // they are read.
+        sums.verify_metadata(path)?;
+        return Ok(Some(entry));
+    }
+    let sha = sha256_of(path)?;
+    if sha != entry.sha256 {
+        return Err(altered(format!("SHA-256 {sha}")));
     }
     let mut entry = entry;
-    let sidecar = path.with_file_name(sums::sidecar_name(&entry.file));
-    if entry.page_sums.is_empty() || sums::Sums::read(&sidecar).is_err() {
+    if sums.is_none() {
         // Checksums of a verified shard can be recomputed; the shard need not be rewritten.
         entry.page_sums = write_sums(path)?;
     }
