@@ -11,9 +11,12 @@
 //!         eval/<source>/         predictions_<split>.csv, scores_<split>.json
 //!         results.json           every number of the report
 //!         report.md, report.html, plots/
+//!         .lock                  held by the job writing the run (see RunDir::lock)
 //! ```
 
 use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
 
 /// A run directory (see the module documentation for its layout).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +125,87 @@ impl AsRef<Path> for RunDir {
     }
 }
 
+/// A job's hold on its run directory ([`RunDir::lock`]), released when dropped or when the process ends, however
+/// it ends.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: Option<std::fs::File>,
+}
+
+/// Who holds a lock: host, process, Slurm job and step where there is one, and since when.
+fn holder() -> String {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let mut s = format!("host {host}, pid {}", std::process::id());
+    if let Some(job) = env("SLURM_JOB_ID") {
+        s.push_str(&format!(", Slurm job {job}"));
+        if let Some(step) = env("SLURM_STEP_ID") {
+            s.push_str(&format!(" step {step}"));
+        }
+    }
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{s}, since unix time {since}")
+}
+
+impl RunDir {
+    /// `.lock`: names the job that writes the run.
+    pub fn lock_file(&self) -> PathBuf {
+        self.0.join(".lock")
+    }
+
+    /// Takes the run directory for this process, or refuses, naming the job that holds it: two jobs on one run
+    /// (a double submission, a step left over from before a requeue) would overwrite each other's files. The
+    /// hold is an advisory `flock` on `.lock`, which the kernel (or the network file system's lock manager)
+    /// releases when the process ends, even when it is killed: a dead job's lock is taken over with no stale
+    /// state to clear. On a file system without locks, the run goes on unguarded, with a warning.
+    pub fn lock(&self) -> Result<RunLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(&self.0).map_err(|e| Error::io(&self.0, e))?;
+        let path = self.lock_file();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut held = String::new();
+                let _ = file.read_to_string(&mut held);
+                return Err(Error::Input(format!(
+                    "{}: the run is in use by another job ({}); wait for it to end or cancel it, or give this \
+                     one another run_dir",
+                    self.0.display(),
+                    if held.trim().is_empty() {
+                        "it has not said who it is yet"
+                    } else {
+                        held.trim()
+                    }
+                )));
+            }
+            tracing::warn!(
+                "{}: cannot lock ({e}); nothing stops a second job from writing into this run",
+                path.display()
+            );
+            return Ok(RunLock { _file: None });
+        }
+        file.set_len(0).map_err(|e| Error::io(&path, e))?;
+        file.rewind().map_err(|e| Error::io(&path, e))?;
+        file.write_all(holder().as_bytes())
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(RunLock { _file: Some(file) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +219,22 @@ mod tests {
         assert_eq!(r.label_metrics(), Path::new("/r/labels/metrics.json"));
         assert_eq!(r.teacher().shards(), Path::new("/r/teacher/shards"));
         assert_eq!(r.resolved_config(), Path::new("/r/config.resolved.toml"));
+    }
+
+    #[test]
+    fn a_second_hold_is_refused_naming_the_first_and_a_released_one_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let first = run.lock().unwrap();
+        // flock holds per open file: a second open, as another job's, is refused.
+        let err = run.lock().unwrap_err().to_string();
+        assert!(
+            err.contains("in use by another job")
+                && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        drop(first);
+        let again = run.lock().unwrap();
+        drop(again);
     }
 }

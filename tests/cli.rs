@@ -779,3 +779,51 @@ fn an_interrupted_synth_removes_its_temporary_files() {
     assert_eq!(temporaries(), Vec::<String>::new());
     assert!(!dir.path().join("w/synth.json").exists());
 }
+
+#[test]
+fn a_second_job_on_a_run_directory_is_refused_and_a_dead_job_s_lock_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("study.toml"),
+        "seed = 1\nrun_dir = \"run\"\n[dataset]\nkind = \"synthetic\"\nroot = \"world\"\nimage_size = 32\n\
+         [[sources]]\nname = \"truth\"\nkind = \"truth\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("run")).unwrap();
+    std::fs::write(d.join("run/config.resolved.toml"), "# the first job's\n").unwrap();
+    // Another job holds the run (flock(1) takes the same advisory lock chexlab does; -o: it alone holds it, not
+    // the command it waits for).
+    let mut holder = Command::new("flock")
+        .args(["-o", "run/.lock", "sleep", "60"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let refused = loop {
+        let o = chexlab(&["train", "--config", "study.toml"], d);
+        if text(&o).contains("in use by another job") {
+            break o;
+        }
+        assert!(t.elapsed().as_secs() < 30, "never refused: {}", text(&o));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("run: the run is in use"), "{}", text(&refused));
+    assert_eq!(
+        std::fs::read_to_string(d.join("run/config.resolved.toml")).unwrap(),
+        "# the first job's\n",
+        "a refused job changed the run"
+    );
+    // The holder dies without a word: its lock goes with it, and the next job gets past the lock (to fail later,
+    // for want of shards, which is not the lock's business).
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let o = chexlab(&["train", "--config", "study.toml"], d);
+    assert!(!text(&o).contains("in use by another job"), "{}", text(&o));
+    assert!(text(&o).contains("shards"), "{}", text(&o));
+    let lock = std::fs::read_to_string(d.join("run/.lock")).unwrap();
+    assert!(lock.contains("pid "), "{lock}");
+}

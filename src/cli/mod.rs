@@ -243,7 +243,12 @@ pub fn on_comm(
     }
     let code = match body(comm.as_ref()) {
         Err(e) if comm.size() > 1 => {
-            eprintln!("error on rank {} of {}: {e:#}", comm.rank(), comm.size());
+            eprintln!(
+                "error on rank {} of {}: {}",
+                comm.rank(),
+                comm.size(),
+                render(&e)
+            );
             comm.abort(1)
         }
         other => other,
@@ -266,6 +271,12 @@ pub fn on_training_comm(
         &cfg.distributed,
     )?;
     on_comm(comm, |comm| {
+        // Rank 0 holds the run for the job; a second job is refused before it changes any file.
+        let _lock = if comm.rank() == 0 {
+            Some(cfg.run().lock()?)
+        } else {
+            None
+        };
         let previous = if comm.rank() == 0 {
             Some(prepare_run(cfg)?)
         } else {
