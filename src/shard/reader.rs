@@ -99,6 +99,21 @@ impl ChunkReader for Source {
     }
 }
 
+/// The error for a panic of the Parquet layer while it read shard `path`.
+fn panicked(path: &Path, panic: &(dyn std::any::Any + Send)) -> Error {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    Error::format(
+        path,
+        format!(
+            "the Parquet reader failed on this shard ({what}): damaged; re-run chexlab shard --verify"
+        ),
+    )
+}
+
 /// A Parquet error of shard `path`, as the checksum mismatch behind it when there was one.
 fn parquet_error(
     path: &Path,
@@ -330,115 +345,14 @@ impl ShardSet {
                 .ok_or_else(|| Error::Input(format!("no shard {shard}")))?;
             let path = self.dir.join(&entry.file);
             wanted.sort_unstable();
-            let checked = self.checked(shard, &path)?;
-            let builder = open_builder(&path, checked.as_ref(), true)?;
-            let fields: Vec<String> = [IMAGE_ID, IMAGE, WIDTH, HEIGHT]
-                .iter()
-                .map(|s| s.to_string())
-                .chain(OBSERVATIONS.iter().map(|o| label_column(source, *o)))
-                .collect();
-            let schema = builder.schema().clone();
-            let roots: Vec<usize> = fields
-                .iter()
-                .map(|f| {
-                    schema
-                        .index_of(f)
-                        .map_err(|_| Error::format(&path, format!("missing column {f}")))
-                })
-                .collect::<Result<_>>()?;
-            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-            // Selection: skip/select runs over the sorted wanted rows (duplicates read once).
-            let mut selectors = Vec::new();
-            let mut pos = 0u64;
             let mut distinct: Vec<u64> = wanted.iter().map(|w| w.0).collect();
             distinct.dedup();
-            for &r in &distinct {
-                if r >= entry.rows {
-                    return Err(Error::format(
-                        &path,
-                        format!("row {r} out of range ({} rows)", entry.rows),
-                    ));
-                }
-                if r > pos {
-                    selectors.push(RowSelector::skip((r - pos) as usize));
-                    selectors.push(RowSelector::select(1));
-                } else if let Some(last) = selectors.last_mut().filter(|s| !s.skip) {
-                    // Consecutive rows form one run.
-                    last.row_count += 1;
-                } else {
-                    selectors.push(RowSelector::select(1));
-                }
-                pos = r + 1;
-            }
-            // Selectors, never a boolean mask: a mask (parquet's choice for short runs, i.e. every random batch)
-            // decodes every page of the row group instead of skipping to the selected rows.
-            let reader = builder
-                .with_projection(mask)
-                .with_row_selection(RowSelection::from(selectors))
-                .with_row_selection_policy(RowSelectionPolicy::Selectors)
-                .with_batch_size(1024)
-                .build()
-                .map_err(|e| parquet_error(&path, checked.as_ref(), e))?;
-            let mut got: Vec<Sample> = Vec::with_capacity(distinct.len());
-            for batch in reader {
-                let batch = batch.map_err(|e| parquet_error(&path, checked.as_ref(), e))?;
-                let col =
-                    |name: &str| batch.column(batch.schema().index_of(name).expect("projected"));
-                let image = col(IMAGE).as_any().downcast_ref::<BinaryArray>().cloned();
-                let width = col(WIDTH).as_any().downcast_ref::<UInt16Array>().cloned();
-                let height = col(HEIGHT).as_any().downcast_ref::<UInt16Array>().cloned();
-                let ids = col(IMAGE_ID)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .cloned();
-                let (Some(ids), Some(image), Some(width), Some(height)) =
-                    (ids, image, width, height)
-                else {
-                    return Err(Error::format(
-                        &path,
-                        "image_id/image/width/height columns have unexpected types",
-                    ));
-                };
-                let label_arrays: Vec<Int8Array> = OBSERVATIONS
-                    .iter()
-                    .map(|o| {
-                        col(&label_column(source, *o))
-                            .as_any()
-                            .downcast_ref::<Int8Array>()
-                            .cloned()
-                            .ok_or_else(|| Error::format(&path, "label columns must be Int8"))
-                    })
-                    .collect::<Result<_>>()?;
-                for i in 0..batch.num_rows() {
-                    let mut labels = LabelRow::default();
-                    for (o, a) in OBSERVATIONS.iter().zip(&label_arrays) {
-                        let v = if a.is_null(i) { None } else { Some(a.value(i)) };
-                        labels.set(
-                            *o,
-                            Label::from_i8(v).ok_or_else(|| {
-                                Error::format(&path, format!("label value {v:?}"))
-                            })?,
-                        );
-                    }
-                    got.push(Sample {
-                        image_id: ids.value(i).to_string(),
-                        pixels: image.value(i).to_vec(),
-                        width: width.value(i),
-                        height: height.value(i),
-                        labels,
-                    });
-                }
-            }
-            if got.len() != distinct.len() {
-                return Err(Error::format(
-                    &path,
-                    format!(
-                        "read {} of {} selected rows: truncated shard?",
-                        got.len(),
-                        distinct.len()
-                    ),
-                ));
-            }
+            // The Parquet layer can panic on metadata that passes its checks (an offset before its column
+            // chunk, found by fuzzing): such a shard is an error naming it, not a crashed rank.
+            let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.read_rows(shard, &path, entry.rows, &distinct, source)
+            }))
+            .unwrap_or_else(|panic| Err(panicked(&path, &*panic)))?;
             // Hand each read row to the requests for it: moved to the last one, cloned only for repeats.
             let mut got: Vec<Option<Sample>> = got.into_iter().map(Some).collect();
             let mut k = 0;
@@ -458,5 +372,121 @@ impl ShardSet {
             .into_iter()
             .map(|s| s.expect("every requested row read"))
             .collect())
+    }
+
+    /// Reads the `distinct` sorted rows of shard `shard` (at `path`, `rows` rows) with `source`'s labels.
+    fn read_rows(
+        &self,
+        shard: usize,
+        path: &Path,
+        rows: u64,
+        distinct: &[u64],
+        source: &str,
+    ) -> Result<Vec<Sample>> {
+        let checked = self.checked(shard, path)?;
+        let builder = open_builder(path, checked.as_ref(), true)?;
+        let fields: Vec<String> = [IMAGE_ID, IMAGE, WIDTH, HEIGHT]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(OBSERVATIONS.iter().map(|o| label_column(source, *o)))
+            .collect();
+        let schema = builder.schema().clone();
+        let roots: Vec<usize> = fields
+            .iter()
+            .map(|f| {
+                schema
+                    .index_of(f)
+                    .map_err(|_| Error::format(path, format!("missing column {f}")))
+            })
+            .collect::<Result<_>>()?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        // Selection: skip/select runs over the sorted wanted rows (duplicates read once).
+        let mut selectors = Vec::new();
+        let mut pos = 0u64;
+        for &r in distinct {
+            if r >= rows {
+                return Err(Error::format(
+                    path,
+                    format!("row {r} out of range ({rows} rows)"),
+                ));
+            }
+            if r > pos {
+                selectors.push(RowSelector::skip((r - pos) as usize));
+                selectors.push(RowSelector::select(1));
+            } else if let Some(last) = selectors.last_mut().filter(|s| !s.skip) {
+                // Consecutive rows form one run.
+                last.row_count += 1;
+            } else {
+                selectors.push(RowSelector::select(1));
+            }
+            pos = r + 1;
+        }
+        // Selectors, never a boolean mask: a mask (parquet's choice for short runs, i.e. every random batch)
+        // decodes every page of the row group instead of skipping to the selected rows.
+        let reader = builder
+            .with_projection(mask)
+            .with_row_selection(RowSelection::from(selectors))
+            .with_row_selection_policy(RowSelectionPolicy::Selectors)
+            .with_batch_size(1024)
+            .build()
+            .map_err(|e| parquet_error(path, checked.as_ref(), e))?;
+        let mut got: Vec<Sample> = Vec::with_capacity(distinct.len());
+        for batch in reader {
+            let batch = batch.map_err(|e| parquet_error(path, checked.as_ref(), e))?;
+            let col = |name: &str| batch.column(batch.schema().index_of(name).expect("projected"));
+            let image = col(IMAGE).as_any().downcast_ref::<BinaryArray>().cloned();
+            let width = col(WIDTH).as_any().downcast_ref::<UInt16Array>().cloned();
+            let height = col(HEIGHT).as_any().downcast_ref::<UInt16Array>().cloned();
+            let ids = col(IMAGE_ID)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned();
+            let (Some(ids), Some(image), Some(width), Some(height)) = (ids, image, width, height)
+            else {
+                return Err(Error::format(
+                    path,
+                    "image_id/image/width/height columns have unexpected types",
+                ));
+            };
+            let label_arrays: Vec<Int8Array> = OBSERVATIONS
+                .iter()
+                .map(|o| {
+                    col(&label_column(source, *o))
+                        .as_any()
+                        .downcast_ref::<Int8Array>()
+                        .cloned()
+                        .ok_or_else(|| Error::format(path, "label columns must be Int8"))
+                })
+                .collect::<Result<_>>()?;
+            for i in 0..batch.num_rows() {
+                let mut labels = LabelRow::default();
+                for (o, a) in OBSERVATIONS.iter().zip(&label_arrays) {
+                    let v = if a.is_null(i) { None } else { Some(a.value(i)) };
+                    labels.set(
+                        *o,
+                        Label::from_i8(v)
+                            .ok_or_else(|| Error::format(path, format!("label value {v:?}")))?,
+                    );
+                }
+                got.push(Sample {
+                    image_id: ids.value(i).to_string(),
+                    pixels: image.value(i).to_vec(),
+                    width: width.value(i),
+                    height: height.value(i),
+                    labels,
+                });
+            }
+        }
+        if got.len() != distinct.len() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "read {} of {} selected rows: truncated shard?",
+                    got.len(),
+                    distinct.len()
+                ),
+            ));
+        }
+        Ok(got)
     }
 }

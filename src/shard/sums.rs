@@ -96,7 +96,16 @@ impl Sums {
             .iter()
             .map(|c| c.path().string())
             .collect();
-        let mut units = Vec::new();
+        let mut tail = [0u8; 8];
+        if file_len < 12 {
+            return Err(Error::format(path, "too short to be a Parquet file"));
+        }
+        f.read_exact_at(&mut tail, file_len - 8)
+            .map_err(|e| Error::io(path, e))?;
+        let footer_len = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
+        let footer_start = (file_len - 8)
+            .checked_sub(footer_len)
+            .ok_or_else(|| Error::format(path, "its footer is longer than the file"))?;
         let unit = |start: u64, len: u64, row_group: u32, column: u32| Unit {
             start,
             len,
@@ -104,44 +113,66 @@ impl Sums {
             row_group,
             column,
         };
+        // Offsets and sizes as the metadata gives them: a range before the footer, or the file is damaged.
+        let span = |start: i64, len: i64, g: usize, c: usize| -> Result<(u64, u64)> {
+            let (s, l) = (u64::try_from(start), u64::try_from(len));
+            match (s, l) {
+                (Ok(s), Ok(l)) if s.checked_add(l).is_some_and(|e| e <= footer_start) => Ok((s, l)),
+                _ => Err(Error::format(
+                    path,
+                    format!(
+                        "its metadata puts row group {g}, column {c} at bytes {start}+{len}, outside the data \
+                         (0..{footer_start})"
+                    ),
+                )),
+            }
+        };
+        let mut units = Vec::new();
         for (g, rg) in meta.row_groups().iter().enumerate() {
             for (c, col) in rg.columns().iter().enumerate() {
+                let (start, len) = span(
+                    col.dictionary_page_offset()
+                        .unwrap_or(col.data_page_offset()),
+                    col.compressed_size(),
+                    g,
+                    c,
+                )?;
+                let end = start + len;
                 let (g, c) = (g as u32, c as u32);
-                let start = col
-                    .dictionary_page_offset()
-                    .unwrap_or(col.data_page_offset()) as u64;
-                let end = start + col.compressed_size() as u64;
                 let page_index = meta.page_index_for_row_group(g as usize);
                 let pages = page_index
                     .page_locations(c as usize)
                     .map(|p| p.as_slice())
                     .unwrap_or_default();
                 let mut chunk = Vec::new();
-                let first = pages.first().map_or(end, |p| p.offset as u64);
+                let mut tiles = true;
+                let first = pages.first().map_or(end, |p| p.offset.max(0) as u64);
                 if first > start {
                     // The dictionary page (or, without an offset index, the whole chunk).
                     chunk.push(unit(start, first - start, g, c));
                 }
                 for p in pages {
-                    chunk.push(unit(p.offset as u64, p.compressed_page_size as u64, g, c));
+                    match span(
+                        p.offset,
+                        i64::from(p.compressed_page_size),
+                        g as usize,
+                        c as usize,
+                    ) {
+                        Ok((s, l)) if l > 0 => chunk.push(unit(s, l, g, c)),
+                        _ => tiles = false,
+                    }
                 }
-                let tiles = chunk.windows(2).all(|w| w[0].end() == w[1].start)
+                tiles = tiles
+                    && chunk.first().is_some_and(|u| u.start == start)
+                    && chunk.windows(2).all(|w| w[0].end() == w[1].start)
                     && chunk.last().is_some_and(|u| u.end() == end);
                 if tiles {
                     units.extend(chunk);
-                } else {
-                    units.push(unit(start, end - start, g, c));
+                } else if len > 0 {
+                    units.push(unit(start, len, g, c));
                 }
             }
         }
-        let mut tail = [0u8; 8];
-        if file_len < 12 {
-            return Err(Error::format(path, "too short to be a Parquet file"));
-        }
-        f.read_exact_at(&mut tail, file_len - 8)
-            .map_err(|e| Error::io(path, e))?;
-        let footer_start =
-            file_len - 8 - u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
         units.sort_by_key(|u| u.start);
         // Fill the gaps: the leading magic, the page indexes before the footer, anything else unindexed.
         let mut all = Vec::with_capacity(units.len() + 3);
