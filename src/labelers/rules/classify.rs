@@ -206,6 +206,9 @@ struct Scene<'a> {
     whole: Vec<Kind>,
     /// It says something of an organ's size ([`ENLARGED`]), computed when first asked.
     sizes: OnceCell<bool>,
+    /// It calls something stable and says nothing is enlarged, computed when first asked: once a sentence, not
+    /// once a mention (a long sentence of many heart mentions was quadratic).
+    stable: OnceCell<bool>,
 }
 
 /// Prefix counts at one token position.
@@ -271,6 +274,7 @@ impl<'a> Scene<'a> {
             at,
             sentence: &text[s.start..s.end],
             sizes: OnceCell::new(),
+            stable: OnceCell::new(),
         }
     }
 
@@ -278,6 +282,17 @@ impl<'a> Scene<'a> {
         *self
             .sizes
             .get_or_init(|| ENLARGED.iter().any(|w| self.sentence.contains(w)))
+    }
+
+    fn stable(&self) -> bool {
+        *self.stable.get_or_init(|| {
+            ["stable", "unchanged", "not changed", "similar"]
+                .iter()
+                .any(|w| self.sentence.contains(w))
+                && !["enlarg", "widen"]
+                    .iter()
+                    .any(|w| self.sentence.contains(w))
+        })
     }
 
     /// Whether tokens strictly between `from` and `to` (either order) let a scope through: no terminator, no
@@ -434,12 +449,7 @@ impl CueScopeClassifier {
                 .iter()
                 .any(|w| mtext.contains(w)))
             && !SAYS_LARGE.iter().any(|w| mtext.contains(w))
-            && ["stable", "unchanged", "not changed", "similar"]
-                .iter()
-                .any(|w| scene.sentence.contains(w))
-            && !["enlarg", "widen"]
-                .iter()
-                .any(|w| scene.sentence.contains(w))
+            && scene.stable()
         {
             return Label::Uncertain;
         }
