@@ -811,7 +811,11 @@ fn a_second_job_on_a_run_directory_is_refused_and_a_dead_job_s_lock_is_taken_ove
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert!(!refused.status.success());
-    assert!(text(&refused).contains("run: the run is in use"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("run: the run is in use"),
+        "{}",
+        text(&refused)
+    );
     assert_eq!(
         std::fs::read_to_string(d.join("run/config.resolved.toml")).unwrap(),
         "# the first job's\n",
