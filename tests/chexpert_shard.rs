@@ -12,6 +12,8 @@ use chexlab::observations::{Label, LabelRow, OBSERVATIONS, Observation};
 use chexlab::shard::writer::{LabelInput, SplitPlan};
 use chexlab::shard::{ShardSet, ShardSpec, write_shards};
 
+mod common;
+
 const HEADER: &str = "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,\
 Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,\
 Fracture,Support Devices";
@@ -546,16 +548,8 @@ fn the_paper_protocol_runs_end_to_end_on_a_chexpert_folder_with_its_real_test_la
         args.push("--set".into());
         args.push(s.clone());
     }
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_chexlab"))
-        .args(&args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{text}");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let text = common::chexlab_ok(&args, dir.path());
     assert!(
         text.contains("1 of 41 test studies have no images"),
         "{text}"

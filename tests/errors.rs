@@ -3,27 +3,15 @@
 //! do). One table, run whole; every failing case is reported, not only the first.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
+
+mod common;
+use common::chexlab as run;
 
 /// A world, its shards and a config that shards and trains it, made once for all cases (read-only to them).
 struct Base {
     _dir: tempfile::TempDir,
     root: PathBuf,
-}
-
-fn run(args: &[&str], cwd: &Path) -> (Option<i32>, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_chexlab"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.code(), text)
 }
 
 const CONFIG: &str = "seed = 1\nrun_dir = \"run\"\n[dataset]\nkind = \"synthetic\"\nroot = \"WORLD\"\n\

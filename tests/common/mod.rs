@@ -87,8 +87,8 @@ pub fn assert_close(a: &[f32], b: &[f32], rel: f32) {
     );
 }
 
-/// Runs the `chexlab` binary in `cwd`, asserts it succeeded, and returns its stdout and stderr together.
-pub fn chexlab_ok(args: &[&str], cwd: &Path) -> String {
+/// Runs the `chexlab` binary in `cwd`; returns its exit code and its stdout and stderr together.
+pub fn chexlab(args: &[&str], cwd: &Path) -> (Option<i32>, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_chexlab"))
         .args(args)
         .current_dir(cwd)
@@ -99,6 +99,12 @@ pub fn chexlab_ok(args: &[&str], cwd: &Path) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(o.status.success(), "chexlab {args:?} failed:\n{text}");
+    (o.status.code(), text)
+}
+
+/// Runs the `chexlab` binary in `cwd`, asserts it succeeded, and returns its stdout and stderr together.
+pub fn chexlab_ok(args: &[&str], cwd: &Path) -> String {
+    let (code, text) = chexlab(args, cwd);
+    assert_eq!(code, Some(0), "chexlab {args:?} failed:\n{text}");
     text
 }
