@@ -513,6 +513,11 @@ fn labeler_input_header_crlf_lines_empty_input_and_output_over_input() {
     let o = chexlab(&["label", "--reports", "header.csv", "--out", "h.csv"], dir);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("labelled 1 reports"), "{}", text(&o));
+    // So is CheXbert's input header, after an id column.
+    write("chexbert.csv", "id,Report Impression\nCXR1,\"Heart is not enlarged.\"\n");
+    let o = chexlab(&["label", "--reports", "chexbert.csv", "--out", "b.csv"], dir);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("labelled 1 reports"), "{}", text(&o));
     // CRLF line ends: the bad row is on line 5.
     write("crlf.csv", "1,a\r\n2,\"b\r\nb\"\r\n3,c\r\n4,d,e\r\n");
     let err = fails(&["label", "--reports", "crlf.csv", "--out", "c.csv"]);

@@ -2,7 +2,7 @@
 //!
 //! * Input: a headerless CSV, one report per row (quoted when it holds commas, quotes or newlines). With two
 //!   columns, the first is an id (e.g. a study id) and the last is the text. A first row whose last field is
-//!   `Reports` is a header.
+//!   `Reports` (or `Report Impression`, CheXbert's input column) is a header.
 //! * Output: header `Reports` + the 14 observations, values `1.0` / `0.0` / `-1.0` / empty, `\n` line ends,
 //!   minimal quoting. chexlab may add a leading id column (e.g. `study_id`) when the input had ids.
 
@@ -16,6 +16,10 @@ use crate::observations::{ColumnMap, LabelRow, OBSERVATIONS};
 
 /// Header name of the report text column.
 pub const REPORTS_COLUMN: &str = "Reports";
+
+/// Header names of the text column that mark a labeler input's first row as a header: the labeler's own output
+/// column and CheXbert's input column.
+const REPORT_HEADERS: [&str; 2] = [REPORTS_COLUMN, "Report Impression"];
 
 /// Column names accepted as a row id in labeled CSVs, in order of preference.
 pub const ID_COLUMNS: &[&str] = &["study_id", "Study", "id", "Path"];
@@ -117,13 +121,13 @@ pub fn read_reports_limited(
     policy: OnBadRecord,
     max_bytes: usize,
 ) -> Result<CsvStream<ReportParser>> {
-    // The input is headerless, but a `Reports` (or `id,Reports`) header row, as the labeler's own output and
-    // many exports have, is a header and not a report.
+    // The input is headerless, but a `Reports` (or `id,Reports`, or CheXbert's `Report Impression`) header row,
+    // as the labeler's own output and many exports have, is a header and not a report.
     let (_, first) = crate::data::csvstream::sniff(path)?;
     let header = first
         .rsplit(',')
         .next()
-        .is_some_and(|last| last.trim().trim_matches('"') == REPORTS_COLUMN);
+        .is_some_and(|last| REPORT_HEADERS.contains(&last.trim().trim_matches('"')));
     CsvStream::open(path, header, true, policy, move |_, _| {
         Ok(ReportParser::with_limit(max_bytes))
     })
