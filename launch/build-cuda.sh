@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds chexlab with Burn's CUDA backend, NCCL and MPI without network access at build time, and writes a
-# stripped copy of the binary for GPU machines that have no Rust toolchain.
+# Builds chexlab with Burn's CUDA backend and NCCL (and MPI when asked) without network access at build time, and
+# writes a stripped copy of the binary for GPU machines that have no Rust toolchain.
 #
 #   launch/build-cuda.sh [OUT_DIR]        (default OUT_DIR: target/cuda/dist; writes chexlab and chexlab.xz)
 #
@@ -13,7 +13,8 @@
 # (target/cuda), so the ordinary and MPI builds are untouched.
 #
 # Knobs (environment):
-#   FEATURES          cargo features (default: cuda-offline,nccl,mpi; drop mpi for a machine without Open MPI)
+#   FEATURES          cargo features (default: cuda-offline,nccl: one rank, no Open MPI needed where it runs, as
+#                     for a carried binary; add mpi for a cluster build: the binary then needs libmpi.so.40)
 #   PROFILE           cargo profile (default: release; CI uses cuda-ci, unoptimised, to check that it links)
 #   XZ                1 (default) also writes chexlab.xz
 #   CARGO_TARGET_DIR  build directory (default: target/cuda)
@@ -28,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${1:-target/cuda/dist}
-features=${FEATURES:-cuda-offline,nccl,mpi}
+features=${FEATURES:-cuda-offline,nccl}
 profile=${PROFILE:-release}
 export DOCS_RS=1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}

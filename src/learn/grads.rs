@@ -23,6 +23,14 @@ impl GradLayout {
         self.len
     }
 
+    /// Number of values of each parameter's gradient, in buffer order (to compare gradients tensor by tensor).
+    pub fn tensor_lengths(&self) -> Vec<usize> {
+        self.entries
+            .iter()
+            .map(|(_, _, shape)| shape.iter().product())
+            .collect()
+    }
+
     /// Whether the model has no trainable parameter with a gradient.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -46,6 +46,12 @@ pub struct StepBenchResult {
     pub first_loss: f32,
     /// L2 norm of the first step's gradient.
     pub first_grad_norm: f64,
+    /// Loss of the last step run (the batch is the same every step, so a working step makes it fall).
+    pub last_loss: f32,
+    /// With a gradient file: the number of values of each parameter's gradient in it, in order, so the file can
+    /// be compared tensor by tensor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grad_tensors: Vec<usize>,
     /// Wall time of the timed steps.
     pub seconds: f64,
     /// Training throughput.
@@ -90,6 +96,11 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
     let (layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad, spec.precision);
     let first_loss = super::step_loss(&layout, &flat);
     let first_grad_norm = super::grads::norm_tensor(&flat, layout.len());
+    let grad_tensors = if grads_out.is_some() {
+        layout.tensor_lengths()
+    } else {
+        Vec::new()
+    };
     if let Some(path) = grads_out {
         let host: Vec<f32> = flat
             .clone()
@@ -102,6 +113,7 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
     }
     let mut model = apply(model, &mut optim, &layout, &flat, 1e-4);
     let mut start = Instant::now();
+    let mut last_loss = first_loss;
     for i in 0..spec.warmup + spec.steps {
         if i == spec.warmup {
             start = Instant::now();
@@ -109,6 +121,7 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
         // Reading the norm back (as training does) waits for the device.
         let (layout, flat) = gradients(&model, x.clone(), shape, &y, &mask, &ad, spec.precision);
         let _ = super::grads::norm_tensor(&flat, layout.len());
+        last_loss = super::step_loss(&layout, &flat);
         model = apply(model, &mut optim, &layout, &flat, 1e-4);
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -116,6 +129,8 @@ pub fn bench_step(spec: &StepBench, grads_out: Option<&Path>) -> Result<StepBenc
         spec: spec.clone(),
         first_loss,
         first_grad_norm,
+        last_loss,
+        grad_tensors,
         seconds,
         images_per_s: (spec.steps * spec.batch) as f64 / seconds.max(1e-9),
     })
@@ -157,6 +172,12 @@ mod tests {
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         assert_eq!(ra.first_loss, rb.first_loss);
         assert!(ra.first_grad_norm > 0.0 && ra.images_per_s > 0.0);
+        // The layout names every value of the file; one step on the same batch lowers the loss.
+        let values = std::fs::read(&a).unwrap().len() / 4;
+        assert_eq!(ra.grad_tensors.iter().sum::<usize>(), values);
+        assert!(ra.grad_tensors.len() > 10, "{:?}", ra.grad_tensors);
+        assert!(ra.last_loss < ra.first_loss, "{ra:?}");
+        assert_eq!(rb.last_loss, rb.first_loss, "no step after the first");
         let other = bench_step(&StepBench { seed: 4, ..spec(0) }, None).unwrap();
         assert_ne!(other.first_loss, ra.first_loss);
     }
