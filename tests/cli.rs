@@ -514,8 +514,14 @@ fn labeler_input_header_crlf_lines_empty_input_and_output_over_input() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("labelled 1 reports"), "{}", text(&o));
     // So is CheXbert's input header, after an id column.
-    write("chexbert.csv", "id,Report Impression\nCXR1,\"Heart is not enlarged.\"\n");
-    let o = chexlab(&["label", "--reports", "chexbert.csv", "--out", "b.csv"], dir);
+    write(
+        "chexbert.csv",
+        "id,Report Impression\nCXR1,\"Heart is not enlarged.\"\n",
+    );
+    let o = chexlab(
+        &["label", "--reports", "chexbert.csv", "--out", "b.csv"],
+        dir,
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("labelled 1 reports"), "{}", text(&o));
     // CRLF line ends: the bad row is on line 5.
