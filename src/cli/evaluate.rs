@@ -121,19 +121,32 @@ impl EvaluateArgs {
         }
         if !results.comparisons.is_empty() {
             println!(
-                "\npaired differences (AUROC a − b, {:.0} % interval, DeLong p):",
+                "\npaired differences (AUROC a − b, {:.0} % interval, DeLong p, Holm-corrected bootstrap p):",
                 ev.ci * 100.0
             );
             for c in &results.comparisons {
                 println!(
-                    "  {:<16} {:<16} {:<24} {:+.4} [{:+.3}, {:+.3}]  p = {:.4}",
+                    "  {:<16} {:<16} {:<24} {:+.4} [{:+.3}, {:+.3}]  p = {:.4}  p (Holm) = {:.4}",
                     c.a,
                     c.b,
                     c.observation,
                     c.result.diff,
                     c.result.ci.0,
                     c.result.ci.1,
-                    c.result.delong.p
+                    c.result.delong.map_or(f64::NAN, |d| d.p),
+                    c.p_holm
+                );
+            }
+        }
+        if !results.effects.is_empty() {
+            println!(
+                "\noverall effect (mean AUROC a − b over observations, {:.0} % interval, Holm-corrected p):",
+                ev.ci * 100.0
+            );
+            for e in &results.effects {
+                println!(
+                    "  {:<16} {:<16} {:+.4} [{:+.3}, {:+.3}]  p = {:.4}",
+                    e.a, e.b, e.effect.diff, e.effect.ci.0, e.effect.ci.1, e.p_holm
                 );
             }
         }

@@ -153,7 +153,7 @@ pub fn score_files(
         .collect();
     for (name, path, own, rows) in read {
         let sc = align_to_truth(path, &own, &rows, truth, &truth_rows, &truth_keys, &obs)?;
-        preds.insert(name.clone(), sc);
+        preds.insert(name.clone(), vec![sc]);
     }
     let reference = truth
         .file_name()
@@ -162,17 +162,19 @@ pub fn score_files(
     let sources = preds
         .iter()
         .map(|(name, sc)| {
-            let s = summarise(sc, &obs, ev, seed, name, &reference, "test");
+            let s = summarise(&sc[0], &obs, ev, seed, name, &reference, "test");
             (name.clone(), s)
         })
         .collect();
+    let (comparisons, effects) = compare_all(&preds, &obs, ev, seed);
     Ok(Results {
         split: "test".into(),
         reference: Some(reference),
         bootstrap: ev.bootstrap,
         ci: ev.ci,
         sources,
-        comparisons: compare_all(&preds, &obs, ev, seed),
+        comparisons,
+        effects,
     })
 }
 

@@ -318,33 +318,71 @@ fn auroc_per_source(p: &mut Page) -> String {
     headline
 }
 
-/// The paired differences between sources, per observation.
+/// The paired differences between sources: each pair's overall effect first, then per observation.
 fn paired_differences(p: &mut Page) {
-    let (comps, level) = (&p.results.comparisons, &p.level);
-    if !comps.is_empty() {
+    let (comps, effects, level) = (&p.results.comparisons, &p.results.effects, &p.level);
+    let finite = |v: f64| Some(v).filter(|v| v.is_finite());
+    let interval = |(lo, hi): (f64, f64)| format!("[{}, {}]", f(finite(lo)), f(finite(hi)));
+    let signed = |d: f64, sig: bool| {
+        let d = finite(d).map_or("–".into(), |d| format!("{d:+.3}"));
+        if sig { format!("**{d}**") } else { d }
+    };
+    if !effects.is_empty() {
         p.blocks
-            .push(Block::H2("Paired differences between label sources".into()));
+            .push(Block::H2("Overall effect per pair of label sources".into()));
         p.blocks.push(Block::P(format!(
-            "AUROC(a) − AUROC(b) on the images both scored, with a paired bootstrap {level} interval and p-value, and \
-             DeLong's test. **Bold**: both tests give p < 0.05."
+            "Mean over the observations of AUROC(a) − AUROC(b), with a bootstrap {level} interval that resamples              whole test images (each with all its labels) and p-values before and after Holm's correction over the              {} pairs. **Bold**: Holm-corrected p < 0.05.",
+            effects.len()
+        )));
+        let rows = effects
+            .iter()
+            .map(|e| {
+                let sig = finite(e.p_holm).is_some_and(|p| p < 0.05);
+                vec![
+                    format!("{} − {}", e.a, e.b),
+                    e.effect.observations.to_string(),
+                    signed(e.effect.diff, sig),
+                    interval(e.effect.ci),
+                    p_value(finite(e.effect.p_bootstrap)),
+                    p_value(finite(e.p_holm)),
+                ]
+            })
+            .collect();
+        p.blocks.push(Block::T(Table {
+            head: [
+                "a − b",
+                "observations",
+                "mean difference",
+                "interval",
+                "p",
+                "p (Holm)",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        }));
+    }
+    if !comps.is_empty() {
+        p.blocks.push(Block::H2(
+            "Paired differences between label sources, per observation".into(),
+        ));
+        p.blocks.push(Block::P(format!(
+            "AUROC(a) − AUROC(b) on the images both scored, with a paired bootstrap {level} interval and p-value, the              bootstrap p-value after Holm's correction over all {} comparisons, and DeLong's test (uncorrected; one              classifier per source only). **Bold**: Holm-corrected p < 0.05.",
+            comps.len()
         )));
         let mut rows = Vec::new();
         let mut significant = 0;
         for c in comps {
-            let finite = |v: f64| Some(v).filter(|v| v.is_finite());
-            let p_b = finite(c.result.p_bootstrap);
-            let p_d = finite(c.result.delong.p);
-            let sig = p_b.is_some_and(|p| p < 0.05) && p_d.is_some_and(|p| p < 0.05);
+            let sig = finite(c.p_holm).is_some_and(|p| p < 0.05);
             significant += usize::from(sig);
-            let diff = finite(c.result.diff).map_or("–".into(), |d| format!("{d:+.3}"));
-            let (lo, hi) = c.result.ci;
             rows.push(vec![
                 c.observation.clone(),
                 format!("{} − {}", c.a, c.b),
-                if sig { format!("**{diff}**") } else { diff },
-                format!("[{}, {}]", f(finite(lo)), f(finite(hi))),
-                p_value(p_b),
-                p_value(p_d),
+                signed(c.result.diff, sig),
+                interval(c.result.ci),
+                p_value(finite(c.result.p_bootstrap)),
+                p_value(finite(c.p_holm)),
+                p_value(c.result.delong.map(|d| d.p).and_then(finite)),
             ]);
         }
         p.blocks.push(Block::T(Table {
@@ -354,6 +392,7 @@ fn paired_differences(p: &mut Page) {
                 "difference",
                 "interval",
                 "p (bootstrap)",
+                "p (Holm)",
                 "p (DeLong)",
             ]
             .map(String::from)
@@ -361,7 +400,7 @@ fn paired_differences(p: &mut Page) {
             rows,
         }));
         p.blocks.push(Block::P(format!(
-            "{significant} of {} comparisons are significant at 0.05 by both tests.",
+            "{significant} of {} comparisons are significant at 0.05 after Holm's correction.",
             comps.len()
         )));
     }
@@ -572,11 +611,22 @@ fn render_html(title: &str, blocks: &[Block]) -> Result<String> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::eval::results::SplitScores;
+    use crate::eval::compare::{Effect, Paired};
     use crate::eval::results::tests::scores;
+    use crate::eval::results::{Comparison, PairEffect, SplitScores};
 
     /// A run directory with a resolved config and `results.json` only (no plots to draw).
     fn run_with(reference: &str, sources: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+        run_with_pairs(reference, sources, vec![], vec![])
+    }
+
+    /// [`run_with`], with paired comparisons and overall effects in the results.
+    fn run_with_pairs(
+        reference: &str,
+        sources: &[(&str, &str)],
+        comparisons: Vec<Comparison>,
+        effects: Vec<PairEffect>,
+    ) -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::demo(&[
             format!(
@@ -598,7 +648,8 @@ mod tests {
             bootstrap: cfg.evaluation.bootstrap,
             ci: cfg.evaluation.ci,
             sources,
-            comparisons: vec![],
+            comparisons,
+            effects,
         }
         .write(&cfg.run().results())
         .unwrap();
@@ -622,6 +673,65 @@ mod tests {
         let (_dir, md) = run_with("chexpert", &[("a", "a"), ("b", "b")]);
         assert!(
             md.contains("against each source's own image labels"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn pairs_lead_with_the_overall_effect_and_bold_only_holm_significant_rows() {
+        let paired = |diff: f64, p: f64| Paired {
+            auroc_a: 0.8,
+            auroc_b: 0.8 - diff,
+            diff,
+            ci: (diff - 0.01, diff + 0.01),
+            p_bootstrap: p,
+            delong: None,
+        };
+        let comparison = |o: &str, diff, p, p_holm| Comparison {
+            a: "a".into(),
+            b: "b".into(),
+            observation: o.into(),
+            images: 2,
+            result: paired(diff, p),
+            p_holm,
+        };
+        let effect = PairEffect {
+            a: "a".into(),
+            b: "b".into(),
+            images: 2,
+            effect: Effect {
+                observations: 2,
+                diff: 0.05,
+                ci: (0.02, 0.08),
+                p_bootstrap: 0.004,
+            },
+            p_holm: 0.004,
+        };
+        let (_dir, md) = run_with_pairs(
+            "truth",
+            &[("a", "truth"), ("b", "truth")],
+            vec![
+                comparison("Edema", 0.1, 0.01, 0.02),
+                comparison("Cardiomegaly", 0.03, 0.04, 0.08),
+            ],
+            vec![effect],
+        );
+        let overall = md
+            .find("## Overall effect per pair")
+            .expect("overall section");
+        let per_obs = md.find("## Paired differences between label sources, per observation");
+        assert!(per_obs.is_some_and(|k| k > overall), "{md}");
+        assert!(
+            md.contains("| a − b | 2 | **+0.050** | [0.020, 0.080] | 0.004 | 0.004 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Edema | a − b | **+0.100** | [0.090, 0.110] | 0.010 | 0.020 | – |"),
+            "{md}"
+        );
+        assert!(md.contains("| Cardiomegaly | a − b | +0.030 |"), "{md}");
+        assert!(
+            md.contains("1 of 2 comparisons are significant at 0.05 after Holm's correction"),
             "{md}"
         );
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::compare::Paired;
+use super::compare::{Effect, Paired, f64_or_nan, nan};
 use crate::error::{Error, Result};
 
 /// File name of the results under the run directory.
@@ -71,6 +71,26 @@ pub struct Comparison {
     /// AUROC(a) − AUROC(b) with its interval and p-values.
     #[serde(flatten)]
     pub result: Paired,
+    /// The bootstrap p-value after Holm's correction over every comparison of the results.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub p_holm: f64,
+}
+
+/// Two label sources' overall effect: their AUROC difference averaged over the observations compared.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairEffect {
+    /// First source.
+    pub a: String,
+    /// Second source.
+    pub b: String,
+    /// Images both scored.
+    pub images: usize,
+    /// Mean difference, interval and p-value.
+    #[serde(flatten)]
+    pub effect: Effect,
+    /// The p-value after Holm's correction over every pair of the results.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub p_holm: f64,
 }
 
 /// The whole `results.json`.
@@ -90,6 +110,9 @@ pub struct Results {
     pub sources: BTreeMap<String, SplitScores>,
     /// Paired differences between every two sources, per observation.
     pub comparisons: Vec<Comparison>,
+    /// Every two sources' overall effect (mean AUROC difference over the observations).
+    #[serde(default)]
+    pub effects: Vec<PairEffect>,
 }
 
 impl Results {
@@ -163,6 +186,7 @@ pub(crate) mod tests {
             ci: 0.95,
             sources: [("a".to_string(), scores("a", "truth"))].into(),
             comparisons: vec![],
+            effects: vec![],
         };
         let path = dir.path().join(RESULTS);
         r.write(&path).unwrap();

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::EvaluationConfig;
 use super::bootstrap::auroc_ci;
-use super::compare::paired;
-use super::results::{Comparison, Results, SplitScores};
+use super::results::{Comparison, PairEffect, Results, SplitScores};
 use super::{auprc, auroc};
 use crate::comm::Communicator;
 use crate::data::Split;
@@ -368,35 +367,116 @@ pub fn summarise(
     }
 }
 
-/// For every two of `preds` (by name) and every observation, the paired difference of their AUROCs (bootstrap
-/// interval and p-value, DeLong's test) on the images both scored.
+/// For every two of `preds` (by name; each source's replicates, paired by index) and every observation, the paired
+/// difference of their mean AUROCs over replicates (bootstrap interval and p-value; DeLong's test with one
+/// replicate) on the images all of them scored; and every pair's overall effect (the difference averaged over the
+/// observations). The p-values are Holm-corrected, over all comparisons and over all pairs.
 pub fn compare_all(
-    preds: &std::collections::BTreeMap<String, Scored>,
+    preds: &std::collections::BTreeMap<String, Vec<Scored>>,
     obs: &[Observation],
     ev: &EvaluationConfig,
     seed: u64,
-) -> Vec<Comparison> {
+) -> (Vec<Comparison>, Vec<PairEffect>) {
+    use super::compare::{ObservationArms, holm, overall_effect, paired_replicates};
     let names: Vec<&String> = preds.keys().collect();
-    let mut comparisons = Vec::new();
+    let (mut comparisons, mut effects) = (Vec::new(), Vec::new());
     for (x, a) in names.iter().enumerate() {
         for b in &names[x + 1..] {
-            let (pa, pb) = aligned(&preds[*a], &preds[*b], obs.len());
+            let n = preds[*a].len().min(preds[*b].len());
+            if n == 0 {
+                continue;
+            }
+            let runs: Vec<&Scored> = preds[*a][..n].iter().chain(&preds[*b][..n]).collect();
+            let common = aligned(&runs, obs.len());
+            // Per observation: the images with a defined label, and every run's scores on them.
+            let mut kept = Vec::new();
             for (j, &o) in obs.iter().enumerate() {
-                let (sa, y) = observation_pairs(&pa, obs, j);
-                let (sb, _) = observation_pairs(&pb, obs, j);
-                if let Some(result) = paired(&sa, &sb, &y, ev.bootstrap, ev.ci, seed) {
-                    comparisons.push(Comparison {
-                        a: (*a).clone(),
-                        b: (*b).clone(),
-                        observation: o.name().to_string(),
-                        images: y.len(),
-                        result,
-                    });
-                }
+                let (images, y) = observation_index(&common[0], obs, j);
+                let probs: Vec<Vec<f32>> = common
+                    .iter()
+                    .map(|sc| {
+                        images
+                            .iter()
+                            .map(|&i| sc.probs[i as usize * obs.len() + j])
+                            .collect()
+                    })
+                    .collect();
+                let (pa, pb) = probs.split_at(n);
+                let Some(result) =
+                    paired_replicates(&views(pa), &views(pb), &y, ev.bootstrap, ev.ci, seed)
+                else {
+                    continue;
+                };
+                comparisons.push(Comparison {
+                    a: (*a).clone(),
+                    b: (*b).clone(),
+                    observation: o.name().to_string(),
+                    images: y.len(),
+                    result,
+                    p_holm: f64::NAN,
+                });
+                kept.push((images, y, probs));
+            }
+            let arms: Vec<ObservationArms> = kept
+                .iter()
+                .map(|(images, labels, probs)| ObservationArms {
+                    images,
+                    labels,
+                    a: views(&probs[..n]),
+                    b: views(&probs[n..]),
+                })
+                .collect();
+            let images = common[0].image_ids.len();
+            if let Some(effect) = overall_effect(&arms, images, ev.bootstrap, ev.ci, seed) {
+                effects.push(PairEffect {
+                    a: (*a).clone(),
+                    b: (*b).clone(),
+                    images,
+                    effect,
+                    p_holm: f64::NAN,
+                });
             }
         }
     }
-    comparisons
+    let adjusted = holm(
+        &comparisons
+            .iter()
+            .map(|c| c.result.p_bootstrap)
+            .collect::<Vec<_>>(),
+    );
+    for (c, p) in comparisons.iter_mut().zip(adjusted) {
+        c.p_holm = p;
+    }
+    let adjusted = holm(
+        &effects
+            .iter()
+            .map(|e| e.effect.p_bootstrap)
+            .collect::<Vec<_>>(),
+    );
+    for (e, p) in effects.iter_mut().zip(adjusted) {
+        e.p_holm = p;
+    }
+    (comparisons, effects)
+}
+
+/// Borrowed views of score vectors.
+fn views(v: &[Vec<f32>]) -> Vec<&[f32]> {
+    v.iter().map(Vec::as_slice).collect()
+}
+
+/// One observation's images with a defined label (indices into `sc`) and those labels (positive or not).
+fn observation_index(sc: &Scored, obs: &[Observation], j: usize) -> (Vec<u32>, Vec<bool>) {
+    let (mut images, mut y) = (Vec::new(), Vec::new());
+    for (i, l) in sc.labels.iter().enumerate() {
+        match l.get(obs[j]) {
+            Label::Uncertain => continue,
+            l => {
+                images.push(i as u32);
+                y.push(l == Label::Positive);
+            }
+        }
+    }
+    (images, y)
 }
 
 /// Writes scores as a predictions CSV: image id, `p_<observation>` per observation, `ref_<observation>` labels.
@@ -419,28 +499,34 @@ fn write_predictions(csv_path: &Path, sc: &Scored, obs: &[Observation]) -> Resul
     crate::io::commit_csv(w, csv_path)
 }
 
-/// The images both `a` and `b` scored, in `a`'s order, as two score sets that share `a`'s reference labels (so
-/// that [`observation_pairs`] keeps the same images of both).
-fn aligned(a: &Scored, b: &Scored, n_obs: usize) -> (Scored, Scored) {
-    let index: std::collections::HashMap<&str, usize> = b
-        .image_ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.as_str(), i))
-        .collect();
-    let (mut a2, mut b2) = (Scored::default(), Scored::default());
-    for (i, id) in a.image_ids.iter().enumerate() {
-        let Some(&k) = index.get(id.as_str()) else {
+/// The images every one of `runs` scored, in the first's order, as score sets that all carry the first's
+/// reference labels (so that the same images count for every run).
+fn aligned(runs: &[&Scored], n_obs: usize) -> Vec<Scored> {
+    let index = |sc: &Scored| -> std::collections::HashMap<String, usize> {
+        sc.image_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect()
+    };
+    let indexes: Vec<_> = runs[1..].iter().map(|sc| index(sc)).collect();
+    let mut out = vec![Scored::default(); runs.len()];
+    let first = runs[0];
+    for (i, id) in first.image_ids.iter().enumerate() {
+        let Some(rows) = std::iter::once(Some(i))
+            .chain(indexes.iter().map(|ix| ix.get(id).copied()))
+            .collect::<Option<Vec<usize>>>()
+        else {
             continue;
         };
-        for (from, row, to) in [(a, i, &mut a2), (b, k, &mut b2)] {
+        for ((to, from), row) in out.iter_mut().zip(runs).zip(rows) {
             to.image_ids.push(id.clone());
-            to.labels.push(a.labels[i]);
+            to.labels.push(first.labels[i]);
             to.probs
                 .extend_from_slice(&from.probs[row * n_obs..(row + 1) * n_obs]);
         }
     }
-    (a2, b2)
+    out
 }
 
 /// Collects every source's `eval/<source>/scores_<split>.json` of a run into `RUN_DIR/results.json` — the
@@ -466,10 +552,10 @@ pub fn write_results(
         let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
         let scores: SplitScores = serde_json::from_str(&text).map_err(|e| Error::json(&file, e))?;
         let p = read_predictions(&dir.join(format!("predictions_{}.csv", split.name())), obs)?;
-        preds.insert(scores.source.clone(), p);
+        preds.insert(scores.source.clone(), vec![p]);
         sources.insert(scores.source.clone(), scores);
     }
-    let comparisons = compare_all(&preds, obs, ev, seed);
+    let (comparisons, effects) = compare_all(&preds, obs, ev, seed);
     let path = run_dir.results();
     let results = Results {
         split: split.name().to_string(),
@@ -478,6 +564,7 @@ pub fn write_results(
         ci: ev.ci,
         sources,
         comparisons,
+        effects,
     };
     results.write(&path)?;
     Ok(path)
@@ -501,7 +588,7 @@ mod tests {
             labels: vec![LabelRow::default(); 2],
             probs: vec![0.9, 0.8],
         };
-        let (a2, b2) = aligned(&a, &b, 1);
+        let [a2, b2] = <[Scored; 2]>::try_from(aligned(&[&a, &b], 1)).unwrap();
         assert_eq!(a2.image_ids, vec!["x", "z"]);
         assert_eq!(b2.image_ids, vec!["x", "z"]);
         assert_eq!((a2.probs, b2.probs), (vec![0.1, 0.3], vec![0.8, 0.9]));
