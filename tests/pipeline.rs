@@ -96,13 +96,19 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
         "## Configuration",
         "## Labelers against the truth",
         "## Test AUROC",
+        "## Overall effect per pair of label sources",
         "## Paired differences",
+        "after Holm's correction",
         "## ROC curves",
     ] {
         assert!(md.contains(section), "report.md lacks {section}");
     }
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("<table>") && html.starts_with("<!DOCTYPE html>"));
+    assert!(
+        html.contains("<code>truth</code>") && !html.contains("`truth`"),
+        "code spans are rendered in the HTML"
+    );
     if chexlab::eval::plots::font().is_some() {
         assert!(html.contains("<svg"), "plots are inline in the HTML");
         let png = image::open(run.join("plots/roc_edema.png")).unwrap();

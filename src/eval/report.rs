@@ -68,12 +68,32 @@ fn f(v: Option<f64>) -> String {
     v.map_or("–".into(), |x| format!("{x:.3}"))
 }
 
-/// Markdown-ish text as HTML text: escaped, `**` emphasis marks dropped.
+/// Markdown-ish text as HTML text: escaped, `**strong**` and `` `code` `` spans rendered (a mark without its
+/// closing partner stays as text).
 fn html_text(t: &str) -> String {
-    t.replace('&', "&amp;")
+    let escaped = t
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace("**", "")
+        .replace('>', "&gt;");
+    let spans = span(&escaped, "`", "code");
+    span(&spans, "**", "strong")
+}
+
+/// `text` with every closed pair of `mark` around a span turned into that span inside `<tag>`.
+fn span(text: &str, mark: &str, tag: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find(mark) {
+        let after = &rest[open + mark.len()..];
+        let Some(close) = after.find(mark) else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        out.push_str(&format!("<{tag}>{}</{tag}>", &after[..close]));
+        rest = &after[close + mark.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A Markdown table (the HTML version is rendered from the same rows).
@@ -734,5 +754,15 @@ mod tests {
             md.contains("1 of 2 comparisons are significant at 0.05 after Holm's correction"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn html_renders_code_and_strong_spans_and_escapes() {
+        assert_eq!(
+            html_text("against `truth` labels, **+0.050** and a < b"),
+            "against <code>truth</code> labels, <strong>+0.050</strong> and a &lt; b"
+        );
+        assert_eq!(html_text("a ` alone and ** too"), "a ` alone and ** too");
+        assert_eq!(html_text("`<x>`"), "<code>&lt;x&gt;</code>");
     }
 }
