@@ -201,6 +201,11 @@ pub fn replicate_draw(n: usize, seed: u64, b: u32) -> Vec<usize> {
     (0..n).map(|_| rng.random_range(0..n)).collect()
 }
 
+/// Each replicate's scores ranked against the same labels.
+fn rank_each(replicates: &[&[f32]], labels: &[bool]) -> Vec<Ranked> {
+    replicates.iter().map(|s| Ranked::new(s, labels)).collect()
+}
+
 /// Mean over `draw` of each replicate's AUROC under `weights`; NaN when one is undefined.
 fn mean_over(ranked: &[Ranked], draw: &[usize], weights: &[u32]) -> f64 {
     let mut sum = 0.0;
@@ -239,8 +244,7 @@ pub fn paired_replicates(
     if a.is_empty() || a.len() != b.len() {
         return None;
     }
-    let rank = |v: &[&[f32]]| v.iter().map(|s| Ranked::new(s, labels)).collect::<Vec<_>>();
-    let (ra, rb) = (rank(a), rank(b));
+    let (ra, rb) = (rank_each(a, labels), rank_each(b, labels));
     let all: Vec<usize> = (0..a.len()).collect();
     let ones = vec![1; labels.len()];
     let (auroc_a, auroc_b) = (mean_over(&ra, &all, &ones), mean_over(&rb, &all, &ones));
@@ -317,10 +321,7 @@ pub fn overall_effect(
     }
     let ranked: Vec<(Vec<Ranked>, Vec<Ranked>)> = obs
         .iter()
-        .map(|o| {
-            let rank = |v: &[&[f32]]| v.iter().map(|s| Ranked::new(s, o.labels)).collect();
-            (rank(&o.a), rank(&o.b))
-        })
+        .map(|o| (rank_each(&o.a, o.labels), rank_each(&o.b, o.labels)))
         .collect();
     let diff_under = |draw: &[usize], image_w: Option<&[u32]>, w: &mut Vec<u32>| -> f64 {
         let mut sum = 0.0;

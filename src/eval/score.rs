@@ -114,17 +114,33 @@ pub fn predict_distributed(
 
 /// One observation's scores and binary labels (images with an uncertain reference label are left out).
 pub fn observation_pairs(sc: &Scored, obs: &[Observation], j: usize) -> (Vec<f32>, Vec<bool>) {
-    let (mut p, mut y) = (Vec::new(), Vec::new());
+    let (images, y) = observation_index(sc, obs, j);
+    (sc.observation_scores(&images, obs.len(), j), y)
+}
+
+/// One observation's images with a defined label (indices into `sc`) and those labels (positive or not).
+fn observation_index(sc: &Scored, obs: &[Observation], j: usize) -> (Vec<u32>, Vec<bool>) {
+    let (mut images, mut y) = (Vec::new(), Vec::new());
     for (i, l) in sc.labels.iter().enumerate() {
         match l.get(obs[j]) {
             Label::Uncertain => continue,
             l => {
-                p.push(sc.probs[i * obs.len() + j]);
+                images.push(i as u32);
                 y.push(l == Label::Positive);
             }
         }
     }
-    (p, y)
+    (images, y)
+}
+
+impl Scored {
+    /// Observation `j`'s probabilities (of `n_obs`) for `images` (indices into the scored images).
+    fn observation_scores(&self, images: &[u32], n_obs: usize, j: usize) -> Vec<f32> {
+        images
+            .iter()
+            .map(|&i| self.probs[i as usize * n_obs + j])
+            .collect()
+    }
 }
 
 /// Per-observation AUROC of the scores against their labels (uncertain reference labels are left out).
@@ -377,7 +393,7 @@ pub fn compare_all(
     ev: &EvaluationConfig,
     seed: u64,
 ) -> (Vec<Comparison>, Vec<PairEffect>) {
-    use super::compare::{ObservationArms, holm, overall_effect, paired_replicates};
+    use super::compare::{ObservationArms, overall_effect, paired_replicates};
     let names: Vec<&String> = preds.keys().collect();
     let (mut comparisons, mut effects) = (Vec::new(), Vec::new());
     for (x, a) in names.iter().enumerate() {
@@ -394,12 +410,7 @@ pub fn compare_all(
                 let (images, y) = observation_index(&common[0], obs, j);
                 let probs: Vec<Vec<f32>> = common
                     .iter()
-                    .map(|sc| {
-                        images
-                            .iter()
-                            .map(|&i| sc.probs[i as usize * obs.len() + j])
-                            .collect()
-                    })
+                    .map(|sc| sc.observation_scores(&images, obs.len(), j))
                     .collect();
                 let (pa, pb) = probs.split_at(n);
                 let Some(result) =
@@ -438,45 +449,26 @@ pub fn compare_all(
             }
         }
     }
-    let adjusted = holm(
-        &comparisons
-            .iter()
-            .map(|c| c.result.p_bootstrap)
-            .collect::<Vec<_>>(),
+    set_holm(
+        &mut comparisons,
+        |c| c.result.p_bootstrap,
+        |c| &mut c.p_holm,
     );
-    for (c, p) in comparisons.iter_mut().zip(adjusted) {
-        c.p_holm = p;
-    }
-    let adjusted = holm(
-        &effects
-            .iter()
-            .map(|e| e.effect.p_bootstrap)
-            .collect::<Vec<_>>(),
-    );
-    for (e, p) in effects.iter_mut().zip(adjusted) {
-        e.p_holm = p;
-    }
+    set_holm(&mut effects, |e| e.effect.p_bootstrap, |e| &mut e.p_holm);
     (comparisons, effects)
+}
+
+/// Sets each item's Holm-corrected p-value, the family being all of `items`.
+fn set_holm<T>(items: &mut [T], p: impl Fn(&T) -> f64, adjusted: impl Fn(&mut T) -> &mut f64) {
+    let family: Vec<f64> = items.iter().map(&p).collect();
+    for (item, q) in items.iter_mut().zip(super::compare::holm(&family)) {
+        *adjusted(item) = q;
+    }
 }
 
 /// Borrowed views of score vectors.
 fn views(v: &[Vec<f32>]) -> Vec<&[f32]> {
     v.iter().map(Vec::as_slice).collect()
-}
-
-/// One observation's images with a defined label (indices into `sc`) and those labels (positive or not).
-fn observation_index(sc: &Scored, obs: &[Observation], j: usize) -> (Vec<u32>, Vec<bool>) {
-    let (mut images, mut y) = (Vec::new(), Vec::new());
-    for (i, l) in sc.labels.iter().enumerate() {
-        match l.get(obs[j]) {
-            Label::Uncertain => continue,
-            l => {
-                images.push(i as u32);
-                y.push(l == Label::Positive);
-            }
-        }
-    }
-    (images, y)
 }
 
 /// Writes scores as a predictions CSV: image id, `p_<observation>` per observation, `ref_<observation>` labels.
@@ -502,19 +494,21 @@ fn write_predictions(csv_path: &Path, sc: &Scored, obs: &[Observation]) -> Resul
 /// The images every one of `runs` scored, in the first's order, as score sets that all carry the first's
 /// reference labels (so that the same images count for every run).
 fn aligned(runs: &[&Scored], n_obs: usize) -> Vec<Scored> {
-    let index = |sc: &Scored| -> std::collections::HashMap<String, usize> {
-        sc.image_ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), i))
-            .collect()
-    };
-    let indexes: Vec<_> = runs[1..].iter().map(|sc| index(sc)).collect();
+    let indexes: Vec<std::collections::HashMap<&str, usize>> = runs[1..]
+        .iter()
+        .map(|sc| {
+            sc.image_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect()
+        })
+        .collect();
     let mut out = vec![Scored::default(); runs.len()];
     let first = runs[0];
     for (i, id) in first.image_ids.iter().enumerate() {
         let Some(rows) = std::iter::once(Some(i))
-            .chain(indexes.iter().map(|ix| ix.get(id).copied()))
+            .chain(indexes.iter().map(|ix| ix.get(id.as_str()).copied()))
             .collect::<Option<Vec<usize>>>()
         else {
             continue;
