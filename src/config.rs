@@ -20,7 +20,7 @@ pub use crate::learn::OptimizerConfig;
 pub use crate::model::{Arch, ModelConfig, Precision};
 use crate::observations::Observation;
 pub use crate::observations::UncertaintyPolicy;
-use crate::run_dir::RunDir;
+use crate::run_dir::{ReplicateId, RunDir};
 pub use crate::shard::ShardConfig;
 use crate::shard::{ShardSet, ShardSpec};
 pub use crate::train::{LrDecay, ScheduleConfig};
@@ -39,8 +39,11 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// The dataset and its layout.
     pub dataset: DatasetConfig,
-    /// The label sources to compare; each trains one classifier.
+    /// The label sources to compare; each trains `study.replicates` classifiers.
     pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    /// The study's design: replicates per label source.
+    pub study: StudyConfig,
     #[serde(default)]
     /// How shards are written.
     pub shard: ShardConfig,
@@ -63,6 +66,25 @@ pub struct Config {
     /// The BERT labelers.
     pub bert: BertSection,
 }
+
+/// The study's design beyond its label sources.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StudyConfig {
+    /// Classifiers trained per label source, on the same shards, differing only in their training seed
+    /// (initialisation, order, augmentation). With more than one, every AUROC and difference is a mean over
+    /// replicates and its interval resamples replicates as well as test images, so it includes training noise.
+    pub replicates: u32,
+}
+
+impl Default for StudyConfig {
+    fn default() -> Self {
+        StudyConfig { replicates: 1 }
+    }
+}
+
+/// The most replicates per source a config may ask for (a typo guard: each is a full training run).
+pub const MAX_REPLICATES: u32 = 1000;
 
 /// Applies one `a.b.c=value` override to a TOML document. `value` is parsed as a TOML value when it is one
 /// (`3`, `1e-4`, `true`, `[1, 2]`, `"x"`), else taken as a string. Array elements are addressed by index
@@ -237,6 +259,12 @@ impl Config {
                 _ => {}
             }
         }
+        if !(1..=MAX_REPLICATES).contains(&self.study.replicates) {
+            return bad(format!(
+                "study.replicates {} must be within 1..={MAX_REPLICATES}",
+                self.study.replicates
+            ));
+        }
         if !(0.0..1.0).contains(&self.dataset.holdout_fraction) {
             return bad(format!(
                 "dataset.holdout_fraction {} must be within [0, 1)",
@@ -337,9 +365,28 @@ impl Config {
         self.model.observations.clone()
     }
 
-    /// The settings for training `source` on a shard set.
-    pub fn train_settings(&self, source: &str, shards: &ShardSet) -> Result<TrainSettings> {
+    /// Every classifier of the study for the sources `names`, replicate by replicate (each source's first replicate,
+    /// then each source's second, …): the order in which sequential training takes them, so that an interrupted
+    /// study has every source's first replicates first. `only` keeps one replicate.
+    pub fn replicates(&self, names: &[String], only: Option<u32>) -> Result<Vec<ReplicateId>> {
+        let n = self.study.replicates;
+        if let Some(k) = only
+            && !(1..=n).contains(&k)
+        {
+            return Err(Error::Config(format!(
+                "replicate {k}: the study has replicates 1..={n} (study.replicates = {n})"
+            )));
+        }
+        Ok((1..=n)
+            .filter(|k| only.is_none_or(|o| o == *k))
+            .flat_map(|k| names.iter().map(move |s| ReplicateId::new(s.clone(), k)))
+            .collect())
+    }
+
+    /// The settings for training replicate `id` on a shard set.
+    pub fn train_settings(&self, id: &ReplicateId, shards: &ShardSet) -> Result<TrainSettings> {
         let cfg = self;
+        let source = id.source.as_str();
         let src = cfg
             .sources
             .iter()
@@ -365,15 +412,22 @@ impl Config {
             model: cfg.model.clone(),
             optimizer: cfg.optimizer.clone(),
             schedule: cfg.schedule.clone(),
-            seed: cfg.seed,
+            seed: crate::train::replicate_seed(cfg.seed, id.replicate),
+            replicate: id.replicate,
             lr_scaling: cfg.distributed.lr_scaling,
             shards: shards.index.config_hash.clone(),
         })
     }
 
-    /// One training job per source of `names`: its settings on `shards` and its directory
-    /// (`RUN_DIR/train/<source>`).
-    pub fn train_jobs(&self, names: &[String], shards: &ShardSet) -> Result<Vec<TrainJob>> {
+    /// One training job per replicate of `ids`: its settings on `shards` and its directory
+    /// (`RUN_DIR/train/<run>`).
+    pub fn train_jobs(&self, ids: &[ReplicateId], shards: &ShardSet) -> Result<Vec<TrainJob>> {
+        let mut names: Vec<&str> = Vec::new();
+        for id in ids {
+            if !names.contains(&id.source.as_str()) {
+                names.push(&id.source);
+            }
+        }
         // Sources each measured against their own labels give AUROCs that do not compare.
         if names.len() > 1
             && self.evaluation.reference.is_none()
@@ -388,12 +442,11 @@ impl Config {
                 shards.index.sources.join(", ")
             )));
         }
-        names
-            .iter()
-            .map(|n| {
+        ids.iter()
+            .map(|id| {
                 Ok(TrainJob {
-                    settings: self.train_settings(n, shards)?,
-                    out: self.run().train(n),
+                    settings: self.train_settings(id, shards)?,
+                    out: self.run().train(&id.dir_name()),
                 })
             })
             .collect()
@@ -633,6 +686,45 @@ mod tests {
         assert!(err.contains("'seed' is not a table"), "{err}");
         let err = Config::demo(&["noequals".into()]).unwrap_err().to_string();
         assert!(err.contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn replicates_come_replicate_by_replicate_with_seeds_of_their_own() {
+        let cfg = Config::demo(&["study.replicates=3".into()]).unwrap();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let dirs: Vec<String> = cfg
+            .replicates(&names, None)
+            .unwrap()
+            .iter()
+            .map(ReplicateId::dir_name)
+            .collect();
+        assert_eq!(dirs, ["a", "b", "a.r2", "b.r2", "a.r3", "b.r3"]);
+        let only: Vec<String> = cfg
+            .replicates(&names, Some(2))
+            .unwrap()
+            .iter()
+            .map(ReplicateId::dir_name)
+            .collect();
+        assert_eq!(only, ["a.r2", "b.r2"]);
+        let err = cfg.replicates(&names, Some(4)).unwrap_err().to_string();
+        assert!(err.contains("replicates 1..=3"), "{err}");
+        // Replicate 1 trains with the study's seed (single-run studies are unchanged); the others with seeds of
+        // their own, the same on every call.
+        let seeds: Vec<u64> = (1..=3)
+            .map(|k| crate::train::replicate_seed(cfg.seed, k))
+            .collect();
+        assert_eq!(seeds[0], cfg.seed);
+        assert!(seeds[1] != seeds[0] && seeds[2] != seeds[1] && seeds[2] != seeds[0]);
+        assert_eq!(crate::train::replicate_seed(cfg.seed, 2), seeds[1]);
+        assert_ne!(crate::train::replicate_seed(cfg.seed + 1, 2), seeds[1]);
+        for bad in ["study.replicates=0", "study.replicates=1001"] {
+            let err = Config::demo(&[bad.into()]).unwrap_err().to_string();
+            assert!(err.contains("study.replicates"), "{err}");
+        }
+        let err = Config::demo(&["study.repeats=2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("repeats"), "{err}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::labelers::bert::model::HeadKind;
 use crate::labelers::bert::pipeline::train_labeler;
 use crate::labelers::rules::RuleLabeler;
 use crate::labelers::{ReportLabeler, label_dataset};
-use crate::run_dir::RunDir;
+use crate::run_dir::{ReplicateId, RunDir};
 use crate::shard::ShardSet;
 use crate::train::{Resume, TrainOptions};
 
@@ -103,9 +103,11 @@ impl Stage {
             Stage::Shard => json!({"shard": cfg.shard, "image_size": cfg.model.image_size}),
             Stage::Train => {
                 json!({"model": cfg.model, "optimizer": cfg.optimizer, "schedule": cfg.schedule,
-                                   "distributed": cfg.distributed})
+                                   "distributed": cfg.distributed, "study": cfg.study})
             }
-            Stage::Evaluate | Stage::Report => json!({"evaluation": cfg.evaluation}),
+            Stage::Evaluate | Stage::Report => {
+                json!({"evaluation": cfg.evaluation, "study": cfg.study})
+            }
         }
     }
 }
@@ -240,12 +242,12 @@ fn auroc_table(md: &str) -> String {
 }
 
 /// The `evaluate` stage of a run from its config: scores `split` with the best checkpoint of each of `sources`
-/// (a source without one is skipped, or an error when `strict`) and writes `results.json`; rank 0's scores.
+/// (one without is skipped, or an error when `strict`) and writes `results.json`; rank 0's scores by run.
 pub fn evaluate(
     cfg: &Config,
     run: &RunDir,
     split: Split,
-    sources: &[String],
+    sources: &[ReplicateId],
     strict: bool,
     comm: &dyn Communicator,
 ) -> Result<Vec<(String, SplitScores)>> {
@@ -260,9 +262,9 @@ pub fn evaluate(
         seed: cfg.seed,
         device: cfg.distributed.device,
     };
-    let load = |source: &str, shards: &ShardSet, device: &burn::tensor::Device| {
-        let s = cfg.train_settings(source, shards)?;
-        crate::train::load_best(&run.train(source), &s, device)
+    let load = |id: &ReplicateId, shards: &ShardSet, device: &burn::tensor::Device| {
+        let s = cfg.train_settings(id, shards)?;
+        crate::train::load_best(&run.train(&id.dir_name()), &s, device)
     };
     evaluate_run(&job, &load, comm)
 }
@@ -283,6 +285,11 @@ fn on_root(comm: &dyn Communicator, what: &str, body: impl FnOnce() -> Result<()
         tracing::error!("{e}");
     }
     crate::comm::share_outcome(comm, r, 0)
+}
+
+/// The names of the config's label sources.
+fn source_names(cfg: &Config) -> Vec<String> {
+    cfg.sources.iter().map(|s| s.name.clone()).collect()
 }
 
 fn labels_path(cfg: &Config, name: &str) -> PathBuf {
@@ -338,8 +345,8 @@ fn run_stage(
         })?,
         Stage::Train => return train_classifiers(cfg, fresh, comm, stop),
         Stage::Evaluate => {
-            let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
-            evaluate(cfg, &cfg.run(), Split::Test, &names, true, comm)?;
+            let ids = cfg.replicates(&source_names(cfg), None)?;
+            evaluate(cfg, &cfg.run(), Split::Test, &ids, true, comm)?;
         }
         Stage::Report => {
             let mut headline = None;
@@ -543,14 +550,13 @@ fn train_classifiers(
         })?;
     }
     let shards = crate::shard::ShardSet::open(&cfg.run().shards())?;
-    let names: Vec<String> = cfg.sources.iter().map(|s| s.name.clone()).collect();
     let opts = TrainOptions {
         resume: Resume::Auto,
         threads: cfg.distributed.compute_threads,
         stop,
         device: cfg.distributed.device,
     };
-    let jobs = cfg.train_jobs(&names, &shards)?;
+    let jobs = cfg.train_jobs(&cfg.replicates(&source_names(cfg), None)?, &shards)?;
     let runs = crate::train::train_sources(&jobs, cfg.distributed.schedule, &shards, &opts, comm)?;
     // Every rank learns whether any group was preempted.
     crate::comm::any(comm, runs.iter().any(|r| r.summary.preempted))
@@ -578,6 +584,9 @@ fn teacher(
         })?;
     let mut t = cfg.clone();
     t.run_dir = cfg.run().teacher().path().to_path_buf();
+    // One teacher, whatever the study's replicates.
+    t.study = crate::config::StudyConfig::default();
+    let id = ReplicateId::new(src.name.clone(), 1);
     t.sources = vec![SourceConfig {
         name: src.name.clone(),
         kind: SourceKind::External,
@@ -598,7 +607,7 @@ fn teacher(
         stop,
         device: t.distributed.device,
     };
-    let jobs = t.train_jobs(std::slice::from_ref(&src.name), &shards)?;
+    let jobs = t.train_jobs(std::slice::from_ref(&id), &shards)?;
     let runs = crate::train::train_sources(&jobs, t.distributed.schedule, &shards, &opts, comm)?;
     if crate::comm::any(comm, runs.iter().any(|r| r.summary.preempted))? {
         return Ok(None);
@@ -607,12 +616,12 @@ fn teacher(
         &t,
         &t.run(),
         Split::Train,
-        std::slice::from_ref(&src.name),
+        std::slice::from_ref(&id),
         true,
         comm,
     )?;
     // Absolute: `bert.teacher` is otherwise taken relative to the dataset root.
-    let path = t.run().eval(&src.name).join("predictions_train.csv");
+    let path = t.run().eval(&id.dir_name()).join("predictions_train.csv");
     std::path::absolute(&path)
         .map(Some)
         .map_err(|e| Error::io(&path, e))

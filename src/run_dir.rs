@@ -7,8 +7,14 @@
 //!         labelers/<name>/       trained BERT labelers
 //!         teacher/               VisualCheXbert's teacher classifier: a run directory of its own
 //!         shards/                Parquet shards and index.json
-//!         train/<source>/        checkpoints, best.ckpt, metrics.csv/jsonl, summary.json
-//!         eval/<source>/         predictions_<split>.csv, scores_<split>.json
+//!         train/<run>/           checkpoints, best.ckpt, metrics.csv/jsonl, summary.json
+//!         eval/<run>/            predictions_<split>.csv, scores_<split>.json
+//! ```
+//!
+//! A `<run>` is one trained classifier ([`ReplicateId::dir_name`]): `<source>` for a source's first replicate (a
+//! study of one replicate per source has exactly the directories it always had), `<source>.r<k>` for replicate k.
+//!
+//! ```text
 //!         results.json           every number of the report
 //!         report.md, report.html, plots/
 //!         .lock                  held by the job writing the run (see RunDir::lock)
@@ -17,6 +23,41 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+/// One classifier of a study: a label source and its replicate, 1-based (replicates differ in their training seed).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicateId {
+    /// The label source.
+    pub source: String,
+    /// The replicate, from 1.
+    pub replicate: u32,
+}
+
+impl ReplicateId {
+    /// Replicate `replicate` of `source`.
+    pub fn new(source: impl Into<String>, replicate: u32) -> Self {
+        ReplicateId {
+            source: source.into(),
+            replicate,
+        }
+    }
+
+    /// Its directory under `train/` and `eval/`: the source's name for replicate 1, `<source>.r<k>` for replicate k.
+    /// Source names are `[a-z0-9_]+`, so no source's name is another's replicate.
+    pub fn dir_name(&self) -> String {
+        if self.replicate <= 1 {
+            self.source.clone()
+        } else {
+            format!("{}.r{}", self.source, self.replicate)
+        }
+    }
+}
+
+impl std::fmt::Display for ReplicateId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (replicate {})", self.source, self.replicate)
+    }
+}
 
 /// A run directory (see the module documentation for its layout).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,9 +124,10 @@ impl RunDir {
         self.0.join("train")
     }
 
-    /// `train/<source>/`: one classifier's checkpoints and logs.
-    pub fn train(&self, source: &str) -> PathBuf {
-        self.train_root().join(source)
+    /// `train/<run>/`: one classifier's checkpoints and logs (`run` is a source's name, or a
+    /// [`ReplicateId::dir_name`]).
+    pub fn train(&self, run: &str) -> PathBuf {
+        self.train_root().join(run)
     }
 
     /// `eval/`.
@@ -93,9 +135,9 @@ impl RunDir {
         self.0.join("eval")
     }
 
-    /// `eval/<source>/`: one classifier's predictions and scores.
-    pub fn eval(&self, source: &str) -> PathBuf {
-        self.eval_root().join(source)
+    /// `eval/<run>/`: one classifier's predictions and scores (`run` as for [`RunDir::train`]).
+    pub fn eval(&self, run: &str) -> PathBuf {
+        self.eval_root().join(run)
     }
 
     /// `results.json`.

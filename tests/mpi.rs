@@ -255,7 +255,9 @@ fn two_ranks_with_batch_b_match_one_process_with_batch_2b() {
     let shards = ShardSet::open(&run.join("shards")).unwrap();
     let weights = |dir: &Path, batch: &str| -> Vec<f32> {
         let c = Config::load(&cfg, &[format!("schedule.batch_size={batch}")]).unwrap();
-        let s = c.train_settings("truth", &shards).unwrap();
+        let s = c
+            .train_settings(&chexlab::run_dir::ReplicateId::new("truth", 1), &shards)
+            .unwrap();
         let last = checkpoint::list(&dir.join("checkpoints"))
             .last()
             .unwrap()
@@ -271,7 +273,7 @@ fn two_ranks_with_batch_b_match_one_process_with_batch_2b() {
 #[test]
 fn reduced_demo_pipeline_runs_on_two_ranks() {
     // Every stage under `mpirun -np 2`: BERT labeler training, the teacher, the four DenseNets (two groups of
-    // ranks) and the gathered evaluation use both ranks; the other stages run on rank 0.
+    // one rank, two sources each) and the gathered evaluation use both ranks; the other stages run on rank 0.
     let tmp = tempfile::tempdir().unwrap();
     let sets = [
         "dataset.studies=240",
@@ -307,14 +309,11 @@ fn reduced_demo_pipeline_runs_on_two_ranks() {
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("d/results.json")).unwrap())
             .unwrap();
     assert_eq!(results["sources"].as_object().unwrap().len(), 4);
-    // 4 sources on 2 ranks: one after another on both ranks, which end with the same weights.
-    let s: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("d/train/truth/summary.json")).unwrap(),
-    )
-    .unwrap();
-    let digests = s["rank_state_sha256"].as_array().unwrap();
-    assert_eq!(digests.len(), 2, "{s}");
-    assert_eq!(digests[0], digests[1]);
+    // 4 sources on 2 ranks: two groups of one rank, each training two sources in turn.
+    for source in ["chexpert", "chexbert", "visualchexbert", "truth"] {
+        let s = summary_of(&tmp.path().join("d"), source);
+        assert_eq!(s["ranks"], 1, "{source}: {s}");
+    }
 }
 
 /// `dir/synth.toml`: a study on a synthetic world of `studies` studies at 16 px, with a 1 s collective timeout
@@ -469,4 +468,97 @@ fn a_resume_with_another_rank_count_is_refused_both_ways() {
             .collect();
         assert_eq!(before, after, "a refused resume changed the checkpoints");
     }
+}
+
+fn summary_of(run: &Path, dir_name: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(run.join("train").join(dir_name).join("summary.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn two_sources_by_two_replicates_share_two_ranks_concurrently_or_in_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = common::replicate_study(tmp.path());
+    let run = tmp.path().join("run");
+    let dirs = ["truth", "report", "truth.r2", "report.r2"];
+    // Auto: 4 runs on 2 ranks make two groups of one rank, each training two runs in turn.
+    let out = train_on(2, &cfg, &[]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let auto: Vec<serde_json::Value> = dirs.iter().map(|d| summary_of(&run, d)).collect();
+    for (d, s) in dirs.iter().zip(&auto) {
+        assert_eq!(s["ranks"], 1, "{d}: {s}");
+        assert_eq!(
+            s["replicate"].as_u64().unwrap_or(1),
+            if d.ends_with(".r2") { 2 } else { 1 }
+        );
+    }
+    // Replicates differ in their seed: the same source, other weights.
+    assert_ne!(auto[0]["rank_state_sha256"], auto[2]["rank_state_sha256"]);
+    // The gathered evaluation on both ranks: each source's mean over its two replicates, and each replicate.
+    let mut ev = Command::new("mpirun");
+    ev.args(["-np", "2", "--oversubscribe"])
+        .arg(env!("CARGO_BIN_EXE_chexlab"))
+        .args(["--quiet", "evaluate", "--run"])
+        .arg(&cfg)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    let o = ev.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    for source in ["truth", "report"] {
+        assert_eq!(results["sources"][source]["replicates"], 2, "{results}");
+        let reps = results["replicates"][source].as_array().unwrap();
+        assert_eq!(reps.len(), 2);
+        let mean: f64 = reps
+            .iter()
+            .map(|r| r["mean_auroc"].as_f64().unwrap())
+            .sum::<f64>()
+            / 2.0;
+        let got = results["sources"][source]["mean_auroc"].as_f64().unwrap();
+        assert!((got - mean).abs() < 1e-9, "{source}: {got} vs {mean}");
+    }
+    assert!(!results["effects"].as_array().unwrap().is_empty());
+
+    // Sequential: each run on both ranks, one after another; the ranks stay in step, and a run trained on two
+    // ranks is not the one trained on one (the global batch doubles).
+    std::fs::remove_dir_all(run.join("train")).unwrap();
+    let out = train_on(2, &cfg, &["--schedule", "sequential"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for d in dirs {
+        let s = summary_of(&run, d);
+        assert_eq!(s["ranks"], 2, "{d}: {s}");
+        let h = s["rank_state_sha256"].as_array().unwrap();
+        assert_eq!(h[0], h[1], "{d}: ranks ended with different weights");
+    }
+    // One replicate alone, as a job array's task trains it.
+    std::fs::remove_dir_all(run.join("train")).unwrap();
+    let out = train_on(1, &cfg, &["--replicate", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        run.join("train/truth.r2/best.ckpt").is_file()
+            && run.join("train/report.r2/best.ckpt").is_file()
+    );
+    assert!(!run.join("train/truth").exists());
+    // Trained alone on one rank, replicate 2 is the replicate 2 the auto schedule trained on a group of one.
+    assert_eq!(
+        summary_of(&run, "truth.r2")["rank_state_sha256"],
+        auto[2]["rank_state_sha256"]
+    );
+    let out = train_on(1, &cfg, &["--replicate", "3"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && log.contains("replicates 1..=2"),
+        "{log}"
+    );
 }

@@ -28,8 +28,20 @@ fn script(name: &str) -> PathBuf {
 }
 
 fn sbatch(dir: &Path, config: &Path, script_name: &str, wait: bool) -> (bool, String) {
+    sbatch_with(dir, config, script_name, wait, &[])
+}
+
+/// [`sbatch`] with extra `sbatch` options (`--array`, `--dependency`).
+fn sbatch_with(
+    dir: &Path,
+    config: &Path,
+    script_name: &str,
+    wait: bool,
+    options: &[&str],
+) -> (bool, String) {
     let mut c = Command::new("sbatch");
     c.arg("--parsable")
+        .args(options)
         .arg(format!("--chdir={}", dir.display()))
         .arg(format!(
             "--export=ALL,CONFIG={},CHEXLAB={}",
@@ -175,4 +187,40 @@ fn run_sbatch_requeues_after_preemption_and_finishes() {
             .is_file(),
         "{log}"
     );
+}
+
+#[test]
+fn a_job_array_trains_the_replicates_and_the_gather_job_reports_them() {
+    if !cluster() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = common::replicate_study(tmp.path());
+    // Gathering before any replicate is trained fails and names what is missing.
+    let (ok, early) = sbatch(tmp.path(), &cfg, "gather.sbatch", true);
+    let log = job_log(tmp.path(), "chexlab-gather", &early);
+    assert!(!ok && log.contains("no trained classifier"), "{log}");
+    let (ok, array) = sbatch_with(tmp.path(), &cfg, "train.sbatch", false, &["--array=1-2"]);
+    assert!(ok, "sbatch --array failed");
+    let dependency = format!("--dependency=afterok:{array}");
+    let (ok, gather) = sbatch_with(tmp.path(), &cfg, "gather.sbatch", true, &[&dependency]);
+    let log = job_log(tmp.path(), "chexlab-gather", &gather);
+    assert!(ok, "gather job {gather} failed:\n{log}");
+    let run = tmp.path().join("run");
+    // Each array task trained one replicate of both sources, on the task's two ranks.
+    for dir in ["truth", "report", "truth.r2", "report.r2"] {
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("train").join(dir).join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s["ranks"], 1, "{dir}: {s}");
+    }
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    for source in ["truth", "report"] {
+        assert_eq!(results["sources"][source]["replicates"], 2, "{results}");
+    }
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(md.contains("## Test AUROC per replicate"), "{md}");
+    assert!(log.contains("report:"), "{log}");
 }

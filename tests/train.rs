@@ -79,6 +79,7 @@ fn settings(set: &ShardSet) -> TrainSettings {
             ..ScheduleConfig::default()
         },
         seed: 11,
+        replicate: 1,
         lr_scaling: Default::default(),
         shards: set.index.config_hash.clone(),
     }

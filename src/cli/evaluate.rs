@@ -19,6 +19,14 @@ pub struct EvaluateArgs {
     /// Score only these label sources (default: every trained source).
     #[arg(long = "source", value_name = "NAME")]
     sources: Vec<String>,
+    /// Score only this replicate of each source (default: all of them).
+    #[arg(long, value_name = "K", conflicts_with = "predictions")]
+    replicate: Option<u32>,
+    /// Fail when a classifier of the selection has no best.ckpt (the default when --source or --replicate names
+    /// them; otherwise one without is skipped with a warning). The gather step of a study trained in several
+    /// jobs uses it: no results over an incomplete study.
+    #[arg(long, conflicts_with = "predictions")]
+    strict: bool,
     /// Instead of a run: a model's probability file, NAME=FILE or FILE (named after its file): an id column
     /// (Study, Path, study_id, id) and one column per observation. Repeat to compare models.
     #[arg(long = "predictions", value_name = "[NAME=]FILE", value_parser = parse_model,
@@ -73,8 +81,8 @@ impl EvaluateArgs {
                 &cfg,
                 &run,
                 self.split,
-                &names,
-                !self.sources.is_empty(),
+                &cfg.replicates(&names, self.replicate)?,
+                self.strict || !self.sources.is_empty() || self.replicate.is_some(),
                 comm,
             )?;
             for (source, sc) in &scores {

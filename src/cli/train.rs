@@ -14,11 +14,16 @@ pub struct TrainArgs {
     /// Train only these label sources (default: every source in the config).
     #[arg(long = "source", value_name = "NAME")]
     sources: Vec<String>,
+    /// Train only this replicate of each source, 1..=study.replicates (default: all of them). A Slurm job array
+    /// over the replicates passes its task id here (launch/slurm/train.sbatch).
+    #[arg(long, value_name = "K")]
+    replicate: Option<u32>,
     /// Resume: `auto` picks up the newest valid checkpoint of each source; or a checkpoint file.
     #[arg(long, value_name = "auto|CHECKPOINT")]
     resume: Option<Resume>,
-    /// How sources share the ranks: concurrent groups of ranks, or one source after another on all ranks
-    /// (default: the config's distributed.schedule; auto = concurrent when the rank count divides).
+    /// How the training runs (sources × replicates) share the ranks: concurrent groups of ranks, or one run after
+    /// another on all ranks (default: the config's distributed.schedule; auto = as many concurrent groups as
+    /// divide both the ranks and the runs, each taking its runs in turn).
     #[arg(long, value_enum)]
     schedule: Option<SourceSchedule>,
 }
@@ -39,7 +44,7 @@ impl TrainArgs {
                 stop: Some(super::stop_flag()?),
             };
             let names = super::selected_sources(&cfg, &self.sources)?;
-            let jobs = cfg.train_jobs(&names, &shards)?;
+            let jobs = cfg.train_jobs(&cfg.replicates(&names, self.replicate)?, &shards)?;
             let runs = chexlab::train::train_sources(
                 &jobs,
                 cfg.distributed.schedule,
@@ -51,7 +56,7 @@ impl TrainArgs {
                 let sum = &run.summary;
                 println!(
                     "{}: {} steps on {} rank(s), {} images in {:.0} s ({:.1} img/s); best valid mean AUROC {}{}",
-                    run.source,
+                    run.id.dir_name(),
                     sum.steps,
                     sum.ranks,
                     sum.images_seen,

@@ -218,6 +218,37 @@ fn mean_over(ranked: &[Ranked], draw: &[usize], weights: &[u32]) -> f64 {
     sum / draw.len() as f64
 }
 
+/// One label source's mean AUROC over its replicates' scores on the same labelled images, with a two-level
+/// bootstrap percentile interval: each resample draws the replicate indices ([`replicate_draw`]) and stratified
+/// images ([`resample_rng`]), so the interval holds training noise as well as test-set sampling. With one
+/// replicate it is exactly [`super::bootstrap::auroc_ci`]. `None` without replicates or when an AUROC is undefined.
+pub fn replicates_auroc_ci(
+    replicates: &[&[f32]],
+    labels: &[bool],
+    resamples: u32,
+    level: f64,
+    seed: u64,
+) -> Option<(f64, (f64, f64))> {
+    use rayon::prelude::*;
+    if replicates.is_empty() {
+        return None;
+    }
+    let ranked = rank_each(replicates, labels);
+    let all: Vec<usize> = (0..replicates.len()).collect();
+    let point = mean_over(&ranked, &all, &vec![1; labels.len()]);
+    if !point.is_finite() {
+        return None;
+    }
+    let stats: Vec<f64> = (0..resamples)
+        .into_par_iter()
+        .map_init(Vec::new, |w, k| {
+            ranked[0].resample(&mut resample_rng(seed, k), w);
+            mean_over(&ranked, &replicate_draw(replicates.len(), seed, k), w)
+        })
+        .collect();
+    Some((point, percentile_interval(stats, level)?))
+}
+
 /// Two-sided bootstrap p-value of a difference: twice the smaller share of resampled differences on either side of
 /// 0 (NaN resamples left out).
 fn two_sided_p(diffs: &[f64]) -> f64 {
@@ -489,6 +520,34 @@ mod tests {
         assert_eq!(d, replicate_draw(5, 1, 3));
         assert!(d.len() == 5 && d.iter().all(|&r| r < 5));
         assert_eq!(replicate_draw(1, 1, 3), vec![0]);
+    }
+
+    #[test]
+    fn one_source_over_replicates_is_the_one_level_interval_for_one_and_wider_for_spread() {
+        let (y, good, weak) = two_classifiers(0.0);
+        let (_, better, _) = two_classifiers(0.3);
+        let one = super::super::bootstrap::auroc_ci(&good, &y, 300, 0.95, 9).unwrap();
+        assert_eq!(replicates_auroc_ci(&[&good], &y, 300, 0.95, 9), Some(one));
+        // Identical replicates: the same point and the same interval.
+        let same = replicates_auroc_ci(&[good.as_slice(); 2], &y, 300, 0.95, 9).unwrap();
+        assert!(
+            (same.0 - one.0).abs() < 1e-12 && same.1 == one.1,
+            "{same:?} vs {one:?}"
+        );
+        // Replicates that differ: the mean of their AUROCs, and an interval that holds the spread.
+        let spread =
+            replicates_auroc_ci(&[good.as_slice(), &weak, &better], &y, 300, 0.95, 9).unwrap();
+        let aurocs: Vec<f64> = [&good, &weak, &better]
+            .iter()
+            .map(|s| Ranked::new(s, &y).weighted_auroc(&[1; 200]).unwrap())
+            .collect();
+        assert!((spread.0 - aurocs.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+        let width = |c: (f64, f64)| c.1 - c.0;
+        assert!(
+            width(spread.1) > 2.0 * width(one.1),
+            "{spread:?} vs {one:?}"
+        );
+        assert!(replicates_auroc_ci(&[], &y, 10, 0.95, 9).is_none());
     }
 
     #[test]

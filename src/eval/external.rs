@@ -173,6 +173,7 @@ pub fn score_files(
         bootstrap: ev.bootstrap,
         ci: ev.ci,
         sources,
+        replicates: Default::default(),
         comparisons,
         effects,
     })

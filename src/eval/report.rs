@@ -329,13 +329,67 @@ fn auroc_per_source(p: &mut Page) -> String {
     p.blocks.push(Block::H2(format!(
         "Test AUROC per label source ({level} bootstrap intervals)"
     )));
-    p.blocks.push(Block::P(format!(
-        "One classifier per label source, each scored on the same {} images against {reference} image labels.",
-        split.name(),
-    )));
+    let most = results
+        .sources
+        .values()
+        .map(|s| s.replicates)
+        .max()
+        .unwrap_or(1);
+    p.blocks.push(Block::P(if most > 1 {
+        format!(
+            "Up to {most} classifiers per label source (replicates that differ only in their training seed: \
+             initialisation, order, augmentation), each scored on the same {} images against {reference} image \
+             labels. Each AUROC is the mean over the source's replicates, and its interval resamples the replicates \
+             as well as the images (a two-level bootstrap), so it holds the run-to-run spread of training and not \
+             only the test set's sampling. Each replicate's own AUROCs follow the table.",
+            split.name(),
+        )
+    } else {
+        format!(
+            "One classifier per label source, each scored on the same {} images against {reference} image labels.",
+            split.name(),
+        )
+    }));
     let headline = auroc_table.markdown();
     p.blocks.push(Block::T(auroc_table));
+    per_replicate(p);
     headline
+}
+
+/// Each replicate's AUROCs, for the sources trained more than once: how far apart the runs of one source are.
+fn per_replicate(p: &mut Page) {
+    let (results, obs) = (p.results, &p.study.observations);
+    if results.replicates.is_empty() {
+        return;
+    }
+    let mut head = vec!["source".to_string(), "replicate".to_string()];
+    head.extend(obs.iter().map(|o| o.name().to_string()));
+    head.push("mean".into());
+    let mut rows = Vec::new();
+    for (source, reps) in &results.replicates {
+        for r in reps {
+            let mut row = vec![format!("`{source}`"), r.replicate.to_string()];
+            row.extend(obs.iter().map(|o| f(r.auroc_of(o.name()))));
+            row.push(f(r.mean_auroc));
+            rows.push(row);
+        }
+        let means: Vec<f64> = reps.iter().filter_map(|r| r.mean_auroc).collect();
+        if means.len() > 1 {
+            let lo = means.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let mut row = vec![format!("`{source}`"), "range of the means".into()];
+            row.extend(obs.iter().map(|_| String::new()));
+            row.push(format!("{:.3}", hi - lo));
+            rows.push(row);
+        }
+    }
+    p.blocks.push(Block::H2("Test AUROC per replicate".into()));
+    p.blocks.push(Block::P(
+        "Every classifier trained on a source, by replicate; the paired comparisons below pair replicates by \
+         number (replicate 1 with replicate 1, …), over the replicates both sources have."
+            .into(),
+    ));
+    p.blocks.push(Block::T(Table { head, rows }));
 }
 
 /// The paired differences between sources: each pair's overall effect first, then per observation.
@@ -647,6 +701,18 @@ mod tests {
         comparisons: Vec<Comparison>,
         effects: Vec<PairEffect>,
     ) -> (tempfile::TempDir, String) {
+        run_edited(reference, sources, |r| {
+            r.comparisons = comparisons;
+            r.effects = effects;
+        })
+    }
+
+    /// [`run_with`], with the results changed by `edit` before the report is written.
+    fn run_edited(
+        reference: &str,
+        sources: &[(&str, &str)],
+        edit: impl FnOnce(&mut Results),
+    ) -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::demo(&[
             format!(
@@ -662,20 +728,45 @@ mod tests {
             .iter()
             .map(|(s, r)| (s.to_string(), scores(s, r)))
             .collect();
-        Results {
+        let mut results = Results {
             split: "test".into(),
             reference: Results::shared_reference(sources.values()),
             bootstrap: cfg.evaluation.bootstrap,
             ci: cfg.evaluation.ci,
             sources,
-            comparisons,
-            effects,
-        }
-        .write(&cfg.run().results())
-        .unwrap();
+            replicates: BTreeMap::new(),
+            comparisons: vec![],
+            effects: vec![],
+        };
+        edit(&mut results);
+        results.write(&cfg.run().results()).unwrap();
         let r = write_report(&cfg.run(), Split::Test, &cfg.report_study()).unwrap();
         let md = std::fs::read_to_string(r.markdown).unwrap();
         (dir, md)
+    }
+
+    #[test]
+    fn replicates_get_their_own_table_and_the_text_says_what_the_interval_holds() {
+        let (_dir, single) = run_with("truth", &[("a", "truth")]);
+        assert!(single.contains("One classifier per label source"));
+        assert!(!single.contains("per replicate"));
+        let (_dir, md) = run_edited("truth", &[("a", "truth")], |r| {
+            r.sources.get_mut("a").unwrap().replicates = 2;
+            let mut second = scores("a", "truth");
+            second.replicate = 2;
+            second.mean_auroc = Some(0.70);
+            r.replicates
+                .insert("a".into(), vec![scores("a", "truth"), second]);
+        });
+        assert!(md.contains("Up to 2 classifiers per label source"), "{md}");
+        assert!(md.contains("two-level bootstrap"));
+        let table = md
+            .split("## Test AUROC per replicate")
+            .nth(1)
+            .expect("the section");
+        assert!(table.contains("| `a` | 1 | 0.750 | 0.750 |"), "{table}");
+        assert!(table.contains("| `a` | 2 | 0.750 | 0.700 |"), "{table}");
+        assert!(table.contains("range of the means |  | 0.050 |"), "{table}");
     }
 
     #[test]

@@ -21,8 +21,15 @@ pub struct SplitScores {
     pub reference: String,
     /// The split scored.
     pub split: String,
-    /// Optimizer step of the checkpoint scored.
+    /// Optimizer step of the checkpoint scored (the first replicate's, for a source's mean over replicates).
     pub checkpoint_step: u64,
+    /// The replicate scored, from 1 (absent from the JSON for 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicate: u32,
+    /// Replicates averaged: with more than one, every AUROC is the mean over the replicates and its interval the
+    /// two-level bootstrap's (absent from the JSON for 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicates: u32,
     /// Images scored.
     pub images: usize,
     /// Positives per observation in the reference labels.
@@ -93,6 +100,14 @@ pub struct PairEffect {
     pub p_holm: f64,
 }
 
+fn one() -> u32 {
+    1
+}
+
+fn is_one(k: &u32) -> bool {
+    *k == 1
+}
+
 /// The whole `results.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Results {
@@ -106,8 +121,11 @@ pub struct Results {
     pub bootstrap: u32,
     /// Confidence level of the intervals.
     pub ci: f64,
-    /// Scores per source.
+    /// Scores per source: a single run's, or the mean over the source's replicates.
     pub sources: BTreeMap<String, SplitScores>,
+    /// Each replicate's own scores, for the sources with more than one (absent when none has).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replicates: BTreeMap<String, Vec<SplitScores>>,
     /// Paired differences between every two sources, per observation.
     pub comparisons: Vec<Comparison>,
     /// Every two sources' overall effect (mean AUROC difference over the observations).
@@ -153,6 +171,8 @@ pub(crate) mod tests {
             reference: reference.into(),
             split: "test".into(),
             checkpoint_step: 1,
+            replicate: 1,
+            replicates: 1,
             images: 2,
             positives: vec![],
             auroc: vec![("Edema".into(), Some(0.75))],
@@ -185,6 +205,7 @@ pub(crate) mod tests {
             bootstrap: 10,
             ci: 0.95,
             sources: [("a".to_string(), scores("a", "truth"))].into(),
+            replicates: [("a".to_string(), vec![scores("a", "truth")])].into(),
             comparisons: vec![],
             effects: vec![],
         };

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::DenseNet;
 use crate::model::ModelConfig;
 use crate::observations::{Label, LabelRow, Observation};
-use crate::run_dir::RunDir;
+use crate::run_dir::{ReplicateId, RunDir};
 use crate::shard::to_batch;
 use crate::shard::{RowRef, Sample, ShardSet};
 
@@ -210,8 +210,8 @@ pub fn mean_auroc(table: &[(String, Option<f64>)]) -> Option<f64> {
 
 /// A trained classifier ready to score: its model, what it predicts, and what it is measured against.
 pub struct Classifier {
-    /// The label source it was trained on.
-    pub source: String,
+    /// The label source it was trained on, and which replicate.
+    pub id: ReplicateId,
     /// The label source its AUROC is measured against.
     pub reference: String,
     /// The network, on the device it scores on.
@@ -222,18 +222,19 @@ pub struct Classifier {
     pub checkpoint_step: u64,
 }
 
-/// Loads the best classifier of a label source onto a device: `None` when the source has none yet. The caller
+/// Loads the best classifier of a label source's replicate onto a device: `None` when it has none yet. The caller
 /// (the training room knows checkpoints) provides it, so that scoring needs nothing of training.
-pub type LoadClassifier<'a> = dyn Fn(&str, &ShardSet, &Device) -> Result<Option<Classifier>> + 'a;
+pub type LoadClassifier<'a> =
+    dyn Fn(&ReplicateId, &ShardSet, &Device) -> Result<Option<Classifier>> + 'a;
 
 /// What to score: a split of a run, for some of its sources, with the evaluation settings.
 pub struct ScoreJob<'a> {
-    /// The run directory (`shards/` in, `eval/<source>/` and `results.json` out).
+    /// The run directory (`shards/` in, `eval/<run>/` and `results.json` out).
     pub run: &'a RunDir,
     /// The split to score.
     pub split: Split,
-    /// The sources to score.
-    pub sources: &'a [String],
+    /// The classifiers to score.
+    pub sources: &'a [ReplicateId],
     /// A source without a trained classifier is an error (else it is skipped with a warning).
     pub strict: bool,
     /// Bootstrap settings.
@@ -246,9 +247,9 @@ pub struct ScoreJob<'a> {
     pub device: crate::comm::ComputeDevice,
 }
 
-/// Scores the job's split for every source that `load` finds a classifier for, into `run/eval/<source>/`; then
-/// rank 0 writes `run/results.json`. Returns rank 0's scores (other ranks only score their share). Fails when
-/// nothing could be scored.
+/// Scores the job's split with every classifier that `load` finds, into `run/eval/<run>/`; then rank 0 writes
+/// `run/results.json`. Returns rank 0's scores by run directory name (other ranks only score their share). Fails
+/// when nothing could be scored.
 pub fn evaluate_run(
     job: &ScoreJob,
     load: &LoadClassifier,
@@ -258,21 +259,21 @@ pub fn evaluate_run(
     let device = crate::comm::compute_device(job.device, comm.local_rank())?;
     let mut evaluated = 0;
     let mut out = Vec::new();
-    for source in job.sources {
-        let Some(classifier) = load(source, &shards, &device)? else {
-            let train_dir = job.run.train(source);
+    for id in job.sources {
+        let train_dir = job.run.train(&id.dir_name());
+        let Some(classifier) = load(id, &shards, &device)? else {
             if job.strict {
                 return Err(Error::Input(format!(
-                    "{source}: no trained classifier (best.ckpt) in {}",
+                    "{id}: no trained classifier (best.ckpt) in {}",
                     train_dir.display()
                 )));
             }
-            tracing::warn!("{source}: no best.ckpt in {}; skipped", train_dir.display());
+            tracing::warn!("{id}: no best.ckpt in {}; skipped", train_dir.display());
             continue;
         };
         let scored = score(&classifier, &shards, job, &device, comm)?;
         evaluated += 1;
-        out.extend(scored.map(|sc| (source.clone(), sc)));
+        out.extend(scored.map(|sc| (id.dir_name(), sc)));
     }
     if evaluated == 0 {
         return Err(Error::Input(format!(
@@ -293,7 +294,7 @@ pub fn evaluate_run(
 }
 
 /// Scores the job's split with `c` on `device`, writes `predictions_<split>.csv` (image id, one probability per
-/// observation, then the reference labels) and `scores_<split>.json` into `run/eval/<source>/`. The ranks of
+/// observation, then the reference labels) and `scores_<split>.json` into `run/eval/<run>/`. The ranks of
 /// `comm` share the images; rank 0 writes the files and returns the scores, the others `None`.
 pub fn score(
     c: &Classifier,
@@ -302,7 +303,7 @@ pub fn score(
     device: &Device,
     comm: &dyn Communicator,
 ) -> Result<Option<SplitScores>> {
-    let out = &job.run.eval(&c.source);
+    let out = &job.run.eval(&c.id.dir_name());
     let rows = shards.rows(job.split);
     let Some(sc) = predict_distributed(
         &c.model,
@@ -321,12 +322,13 @@ pub fn score(
     write_predictions(&out.join(format!("predictions_{name}.csv")), &sc, obs)?;
     let scores = SplitScores {
         checkpoint_step: c.checkpoint_step,
+        replicate: c.id.replicate,
         ..summarise(
             &sc,
             obs,
             job.evaluation,
             job.seed,
-            &c.source,
+            &c.id.source,
             &c.reference,
             name,
         )
@@ -364,6 +366,8 @@ pub fn summarise(
         reference: reference.to_string(),
         split: split.to_string(),
         checkpoint_step: 0,
+        replicate: 1,
+        replicates: 1,
         images: sc.image_ids.len(),
         positives: obs
             .iter()
@@ -523,9 +527,11 @@ fn aligned(runs: &[&Scored], n_obs: usize) -> Vec<Scored> {
     out
 }
 
-/// Collects every source's `eval/<source>/scores_<split>.json` of a run into `RUN_DIR/results.json` — the
-/// per-source AUROC tables with intervals, and for every pair of sources and every observation the paired
-/// difference (bootstrap interval and p-value, DeLong's test) on the images both scored; returns its path.
+/// Collects every classifier's `eval/<run>/scores_<split>.json` of a run into `RUN_DIR/results.json` — per
+/// source the AUROC table with intervals (with several replicates, the mean over them with two-level intervals,
+/// and each replicate's own table), and for every pair of sources and every observation the paired difference
+/// (bootstrap interval and p-value; DeLong's test for single runs) on the images all of them scored; returns its
+/// path.
 pub fn write_results(
     run_dir: &RunDir,
     split: Split,
@@ -533,10 +539,10 @@ pub fn write_results(
     ev: &EvaluationConfig,
     seed: u64,
 ) -> Result<std::path::PathBuf> {
+    use std::collections::BTreeMap;
     let eval = run_dir.eval_root();
-    let mut sources: std::collections::BTreeMap<String, SplitScores> =
-        std::collections::BTreeMap::new();
-    let mut preds = std::collections::BTreeMap::new();
+    // Per source, its replicates' scores and predictions, by replicate.
+    let mut runs: BTreeMap<String, BTreeMap<u32, (SplitScores, Scored)>> = BTreeMap::new();
     for entry in std::fs::read_dir(&eval).map_err(|e| Error::io(&eval, e))? {
         let dir = entry.map_err(|e| Error::io(&eval, e))?.path();
         let file = dir.join(format!("scores_{}.json", split.name()));
@@ -546,8 +552,33 @@ pub fn write_results(
         let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
         let scores: SplitScores = serde_json::from_str(&text).map_err(|e| Error::json(&file, e))?;
         let p = read_predictions(&dir.join(format!("predictions_{}.csv", split.name())), obs)?;
-        preds.insert(scores.source.clone(), vec![p]);
-        sources.insert(scores.source.clone(), scores);
+        let (source, replicate) = (scores.source.clone(), scores.replicate);
+        if runs
+            .entry(source.clone())
+            .or_default()
+            .insert(replicate, (scores, p))
+            .is_some()
+        {
+            return Err(Error::format(
+                &file,
+                format!("a second set of scores of '{source}' replicate {replicate}"),
+            ));
+        }
+    }
+    let (mut sources, mut replicates, mut preds) =
+        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    for (source, reps) in runs {
+        let (scores, scored): (Vec<SplitScores>, Vec<Scored>) = reps.into_values().unzip();
+        if scores.len() == 1 {
+            sources.insert(source.clone(), scores[0].clone());
+        } else {
+            sources.insert(
+                source.clone(),
+                over_replicates(&scores, &scored, obs, ev, seed),
+            );
+            replicates.insert(source.clone(), scores);
+        }
+        preds.insert(source, scored);
     }
     let (comparisons, effects) = compare_all(&preds, obs, ev, seed);
     let path = run_dir.results();
@@ -557,6 +588,7 @@ pub fn write_results(
         bootstrap: ev.bootstrap,
         ci: ev.ci,
         sources,
+        replicates,
         comparisons,
         effects,
     };
@@ -564,9 +596,151 @@ pub fn write_results(
     Ok(path)
 }
 
+/// One source's scores over its replicates (`scores[r]` and `scored[r]` are replicate r's) on the images all of
+/// them scored: per observation the mean AUROC with its two-level bootstrap interval
+/// ([`super::compare::replicates_auroc_ci`]), the mean average precision, and the mean AUROC over observations.
+fn over_replicates(
+    scores: &[SplitScores],
+    scored: &[Scored],
+    obs: &[Observation],
+    ev: &EvaluationConfig,
+    seed: u64,
+) -> SplitScores {
+    let common = aligned(&scored.iter().collect::<Vec<_>>(), obs.len());
+    let mut out = summarise(
+        &common[0],
+        obs,
+        ev,
+        seed,
+        &scores[0].source,
+        &scores[0].reference,
+        &scores[0].split,
+    );
+    for (j, o) in obs.iter().enumerate() {
+        let (images, y) = observation_index(&common[0], obs, j);
+        let probs: Vec<Vec<f32>> = common
+            .iter()
+            .map(|sc| sc.observation_scores(&images, obs.len(), j))
+            .collect();
+        let r = super::compare::replicates_auroc_ci(&views(&probs), &y, ev.bootstrap, ev.ci, seed);
+        out.auroc[j] = (o.name().to_string(), r.map(|(a, _)| a));
+        out.auroc_ci[j] = (o.name().to_string(), r.map(|(_, ci)| ci));
+        let ap: Vec<f64> = probs.iter().filter_map(|p| auprc(p, &y)).collect();
+        out.auprc[j].1 =
+            (ap.len() == probs.len()).then(|| ap.iter().sum::<f64>() / ap.len() as f64);
+    }
+    out.mean_auroc = mean_auroc(&out.auroc);
+    out.checkpoint_step = scores[0].checkpoint_step;
+    out.replicates = scores.len() as u32;
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes one classifier's predictions and scores of the test split into `eval/<run>/`, as [`score`] does.
+    fn write_run(
+        run: &RunDir,
+        id: &ReplicateId,
+        sc: &Scored,
+        obs: &[Observation],
+        ev: &EvaluationConfig,
+    ) {
+        let dir = run.eval(&id.dir_name());
+        write_predictions(&dir.join("predictions_test.csv"), sc, obs).unwrap();
+        let s = SplitScores {
+            replicate: id.replicate,
+            ..summarise(sc, obs, ev, 1, &id.source, "truth", "test")
+        };
+        crate::io::write_atomic(
+            dir.join("scores_test.json"),
+            &serde_json::to_vec(&s).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// 60 Edema-labelled images, and scores that separate them by `signal` (plus a fixed pattern of noise).
+    fn edema_run(signal: f32, noise: usize) -> Scored {
+        let labels: Vec<LabelRow> = (0..60)
+            .map(|i| {
+                let mut l = LabelRow::default();
+                l.set(
+                    Observation::Edema,
+                    if i % 3 == 0 {
+                        Label::Positive
+                    } else {
+                        Label::Negative
+                    },
+                );
+                l
+            })
+            .collect();
+        let probs = (0..60)
+            .map(|i| ((i * noise + 5) % 61) as f32 / 61.0 + if i % 3 == 0 { signal } else { 0.0 })
+            .collect();
+        Scored {
+            image_ids: (0..60).map(|i| format!("img{i}")).collect(),
+            labels,
+            probs,
+        }
+    }
+
+    #[test]
+    fn results_average_a_sources_replicates_and_keep_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let obs = [Observation::Edema];
+        let ev = EvaluationConfig {
+            bootstrap: 200,
+            ..EvaluationConfig::default()
+        };
+        let (a1, a2, b1) = (edema_run(0.5, 7), edema_run(0.2, 11), edema_run(0.3, 13));
+        write_run(&run, &ReplicateId::new("a", 1), &a1, &obs, &ev);
+        write_run(&run, &ReplicateId::new("b", 1), &b1, &obs, &ev);
+        // One replicate each: no per-replicate entries, and the JSON has no replicate fields at all.
+        let path = write_results(&run, Split::Test, &obs, &ev, 1).unwrap();
+        let single = Results::read(&path).unwrap();
+        assert!(single.replicates.is_empty());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("replicate"), "{text}");
+        assert!(single.comparisons[0].result.delong.is_some());
+
+        write_run(&run, &ReplicateId::new("a", 2), &a2, &obs, &ev);
+        let r = Results::read(&write_results(&run, Split::Test, &obs, &ev, 1).unwrap()).unwrap();
+        let auroc = |sc: &Scored| auroc_table(sc, &obs)[0].1.unwrap();
+        let a = &r.sources["a"];
+        assert_eq!(a.replicates, 2);
+        let mean = (auroc(&a1) + auroc(&a2)) / 2.0;
+        assert!((a.auroc_of("Edema").unwrap() - mean).abs() < 1e-12);
+        assert_eq!(a.mean_auroc, a.auroc_of("Edema"));
+        let (lo, hi) = a.ci_of("Edema").unwrap();
+        assert!(lo < mean && mean < hi);
+        // Each replicate's own table, in replicate order; `b` has one replicate and stays a single run.
+        let reps = &r.replicates["a"];
+        assert_eq!(
+            reps.iter().map(|s| s.replicate).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(reps[1].auroc_of("Edema"), Some(auroc(&a2)));
+        assert!(!r.replicates.contains_key("b"));
+        assert_eq!(r.sources["b"], single.sources["b"]);
+        // The comparison pairs a's first replicate with b's only one (replicates pair by index).
+        assert_eq!(r.comparisons[0].result.auroc_a, auroc(&a1));
+        // Two sets of scores claiming one replicate: an error naming the file.
+        let twin = run.eval("a_copy");
+        std::fs::create_dir_all(&twin).unwrap();
+        for f in ["scores_test.json", "predictions_test.csv"] {
+            std::fs::copy(run.eval("a.r2").join(f), twin.join(f)).unwrap();
+        }
+        let err = write_results(&run, Split::Test, &obs, &ev, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a second set of scores of 'a' replicate 2"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn aligned_keeps_common_images_in_a_order_with_a_labels() {

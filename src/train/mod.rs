@@ -14,7 +14,8 @@ pub use crate::learn::{apply, grads, loss, optimizer, with_seed};
 pub use schedule::{LrDecay, ScheduleConfig};
 
 pub use run::{
-    EXIT_PREEMPTED, SourceRun, TrainJob, TrainOptions, TrainSummary, train, train_sources,
+    EXIT_PREEMPTED, SourceRun, TrainJob, TrainOptions, TrainSummary, source_groups, train,
+    train_sources,
 };
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use crate::learn::OptimizerConfig;
 use crate::model::{DenseNet, DenseNetConfig, ModelConfig, Precision};
 use crate::observations::Observation;
 use crate::observations::UncertaintyPolicy;
+use crate::run_dir::ReplicateId;
 use crate::shard::ShardSet;
 use checkpoint::CheckpointMeta;
 
@@ -49,8 +51,15 @@ pub struct TrainSettings {
     pub optimizer: OptimizerConfig,
     /// Epochs, batches, schedule, validation and checkpoints.
     pub schedule: ScheduleConfig,
-    /// Seed of initialisation, order and augmentation.
+    /// Seed of initialisation, order and augmentation ([`replicate_seed`] of the config's seed).
     pub seed: u64,
+    /// Which replicate of the source this is, from 1 (absent from the JSON for 1, so a study of single runs keeps
+    /// the settings, and the checkpoints, it always had).
+    #[serde(
+        default = "first_replicate",
+        skip_serializing_if = "is_first_replicate"
+    )]
+    pub replicate: u32,
     /// How the learning rate follows the global batch.
     #[serde(default)]
     pub lr_scaling: crate::comm::LrScaling,
@@ -58,7 +67,30 @@ pub struct TrainSettings {
     pub shards: String,
 }
 
+pub(crate) fn first_replicate() -> u32 {
+    1
+}
+
+pub(crate) fn is_first_replicate(k: &u32) -> bool {
+    *k == 1
+}
+
+/// The training seed of replicate `k` of a study seeded `seed`: the study's own seed for replicate 1, for every
+/// other a seed derived from both (SHA-256, so that nearby seeds and replicates give unrelated streams).
+pub fn replicate_seed(seed: u64, k: u32) -> u64 {
+    if k <= 1 {
+        return seed;
+    }
+    let h = Sha256::digest(format!("chexlab replicate {k} of seed {seed}").as_bytes());
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
 impl TrainSettings {
+    /// The classifier these settings train.
+    pub fn id(&self) -> ReplicateId {
+        ReplicateId::new(self.source.clone(), self.replicate)
+    }
+
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("settings serialise")
     }
@@ -184,7 +216,7 @@ pub fn load_best(
     // A skeleton: every parameter is replaced by the checkpoint's.
     let model = DenseNetConfig::from_model_config(&s.model)?.init(device);
     Ok(Some(crate::eval::score::Classifier {
-        source: s.source.clone(),
+        id: s.id(),
         reference: s.reference.clone(),
         model: load_model_bytes(model, model_bytes, &best, s)?,
         config: s.model.clone(),

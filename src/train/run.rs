@@ -22,6 +22,7 @@ use crate::comm::{Communicator, SourceSchedule};
 use crate::error::{Error, Result};
 use crate::io::hex;
 use crate::model::{DenseNet, DenseNetConfig, state_values, trainable_values};
+use crate::run_dir::ReplicateId;
 use crate::shard::ShardSet;
 
 /// Exit code of a run stopped by SIGTERM/SIGUSR2 after writing its checkpoint: "try again later" (EX_TEMPFAIL);
@@ -58,6 +59,12 @@ impl Default for TrainOptions {
 pub struct TrainSummary {
     /// The label source trained on.
     pub source: String,
+    /// Its replicate, from 1 (absent from the JSON for 1).
+    #[serde(
+        default = "super::first_replicate",
+        skip_serializing_if = "super::is_first_replicate"
+    )]
+    pub replicate: u32,
     /// Ranks that trained it.
     pub ranks: usize,
     /// Optimizer steps taken in all.
@@ -199,33 +206,40 @@ pub(crate) fn check_in_step(model: &DenseNet, comm: &dyn Communicator, step: u64
     Ok(())
 }
 
-/// How the ranks share the label sources: `Some(groups)` when each of `groups` equal groups of ranks trains one
-/// source concurrently, `None` when all ranks train the sources one after another.
+/// How the ranks share `jobs` training runs: `Some(k)` when `k` equal groups of ranks train concurrently, group `g`
+/// taking runs `g`, `g + k`, `g + 2k`, … in turn; `None` when all ranks train the runs one after another.
+/// `auto` forms as many groups as divide both the ranks and the runs (their greatest common divisor), so every
+/// group has as many ranks and as many runs as every other; `concurrent` insists on one group per run.
 pub fn source_groups(
     schedule: crate::comm::SourceSchedule,
-    sources: usize,
+    jobs: usize,
     world: usize,
 ) -> Result<Option<usize>> {
     use crate::comm::SourceSchedule::*;
-    let divides = sources > 1 && world >= sources && world.is_multiple_of(sources);
+    let divides = jobs > 1 && world >= jobs && world.is_multiple_of(jobs);
     match schedule {
         Sequential => Ok(None),
-        Auto => Ok(divides.then_some(sources)),
-        Concurrent if divides || sources == 1 => Ok(Some(sources)),
+        Auto => Ok(Some(gcd(jobs, world)).filter(|&k| k > 1)),
+        Concurrent if divides || jobs == 1 => Ok(Some(jobs)),
         Concurrent => Err(Error::Config(format!(
             "distributed.schedule = concurrent needs the number of ranks ({world}) to be a multiple of the \
-             number of label sources ({sources}); use sequential, or launch a multiple of {sources} ranks"
+             number of training runs ({jobs}: label sources × study.replicates); use auto (groups that take \
+             runs in turn) or sequential, or launch a multiple of {jobs} ranks"
         ))),
     }
 }
 
-/// One label source's training run, as seen by the rank that took part in it.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// One training run (a label source's replicate), as seen by a rank that took part in it.
 pub struct SourceRun {
-    /// The label source.
-    pub source: String,
-    /// This rank's rank within the ranks that trained the source (0 reports).
+    /// The classifier trained.
+    pub id: ReplicateId,
+    /// This rank's rank within the ranks that trained it (0 reports).
     pub group_rank: usize,
-    /// Its summary (complete on the source's rank 0).
+    /// Its summary (complete on the run's rank 0).
     pub summary: TrainSummary,
 }
 
@@ -234,12 +248,13 @@ pub struct SourceRun {
 pub struct TrainJob {
     /// Everything that determines the run.
     pub settings: TrainSettings,
-    /// Its output directory (`RUN_DIR/train/<source>`).
+    /// Its output directory (`RUN_DIR/train/<run>`).
     pub out: PathBuf,
 }
 
-/// Trains `jobs`: concurrently on groups of ranks when the schedule says so, else one after another on all
-/// ranks. Returns the runs this rank took part in.
+/// Trains `jobs`: on concurrent groups of ranks, each taking its share of the runs in turn, when the schedule says
+/// so ([`source_groups`]), else one after another on all ranks. A run stopped for preemption ends its group's
+/// turn (the stop flag reaches every rank). Returns the runs this rank took part in.
 pub fn train_sources(
     jobs: &[TrainJob],
     schedule: SourceSchedule,
@@ -247,43 +262,44 @@ pub fn train_sources(
     opts: &TrainOptions,
     comm: &dyn Communicator,
 ) -> Result<Vec<SourceRun>> {
-    let run_one = |job: &TrainJob, c: &dyn Communicator| -> Result<SourceRun> {
-        Ok(SourceRun {
-            source: job.settings.source.clone(),
-            group_rank: c.rank(),
-            summary: train(shards, &job.settings, &job.out, opts, c)?,
-        })
+    let in_turn = |mine: Vec<&TrainJob>, c: &dyn Communicator| -> Result<Vec<SourceRun>> {
+        let mut runs = Vec::new();
+        for job in mine {
+            let run = SourceRun {
+                id: job.settings.id(),
+                group_rank: c.rank(),
+                summary: train(shards, &job.settings, &job.out, opts, c)?,
+            };
+            let stop = run.summary.preempted;
+            runs.push(run);
+            if stop {
+                break;
+            }
+        }
+        Ok(runs)
     };
-    let sources: Vec<&str> = jobs.iter().map(|j| j.settings.source.as_str()).collect();
     match source_groups(schedule, jobs.len(), comm.size())? {
         Some(k) => {
             let per = comm.size() / k;
             let g = comm.rank() / per;
             let sub = comm.split(g)?;
+            let mine: Vec<&TrainJob> = jobs.iter().skip(g).step_by(k).collect();
             if sub.rank() == 0 {
                 tracing::info!(
-                    "ranks {}..{} train '{}'",
+                    "ranks {}..{} train {}",
                     g * per,
                     (g + 1) * per - 1,
-                    sources[g]
+                    mine.iter()
+                        .map(|j| format!("'{}'", j.settings.id().dir_name()))
+                        .collect::<Vec<_>>()
+                        .join(", then ")
                 );
             }
-            let run = run_one(&jobs[g], sub.as_ref())?;
+            let runs = in_turn(mine, sub.as_ref())?;
             comm.barrier()?;
-            Ok(vec![run])
-        }
-        None => {
-            let mut runs = Vec::new();
-            for job in jobs {
-                let run = run_one(job, comm)?;
-                let stop = run.summary.preempted;
-                runs.push(run);
-                if stop {
-                    break;
-                }
-            }
             Ok(runs)
         }
+        None => in_turn(jobs.iter().collect(), comm),
     }
 }
 
@@ -295,14 +311,17 @@ mod tests {
     #[test]
     fn sources_share_ranks_as_scheduled() {
         assert_eq!(source_groups(Auto, 4, 8).unwrap(), Some(4));
-        assert_eq!(source_groups(Auto, 4, 6).unwrap(), None);
-        assert_eq!(source_groups(Auto, 4, 2).unwrap(), None);
+        // Two groups of three ranks, two runs each; two groups of one rank, two runs each.
+        assert_eq!(source_groups(Auto, 4, 6).unwrap(), Some(2));
+        assert_eq!(source_groups(Auto, 4, 2).unwrap(), Some(2));
+        assert_eq!(source_groups(Auto, 3, 8).unwrap(), None);
+        assert_eq!(source_groups(Auto, 6, 4).unwrap(), Some(2));
         assert_eq!(source_groups(Auto, 1, 8).unwrap(), None);
         assert_eq!(source_groups(Sequential, 2, 2).unwrap(), None);
         assert_eq!(source_groups(Concurrent, 2, 4).unwrap(), Some(2));
         let err = source_groups(Concurrent, 3, 4).unwrap_err().to_string();
         assert!(
-            err.contains("multiple of the number of label sources (3)"),
+            err.contains("multiple of the number of training runs (3"),
             "{err}"
         );
     }

@@ -129,7 +129,7 @@ impl<'a> Trainer<'a> {
             total_steps: plan.total_steps,
         };
         let progress = if root {
-            crate::progress::bar(plan.total_steps, &s.source)
+            crate::progress::bar(plan.total_steps, &s.id().dir_name())
         } else {
             indicatif::ProgressBar::hidden()
         };
@@ -236,7 +236,7 @@ impl<'a> Trainer<'a> {
             if comm.rank() == 0 {
                 tracing::info!(
                     "resuming {} from {} (step {})",
-                    s.source,
+                    s.id().dir_name(),
                     path.display(),
                     self.meta.step
                 );
@@ -268,7 +268,7 @@ impl<'a> Trainer<'a> {
                 "{}: the saved position (batch {first} of epoch {epoch}) lies past this run's epoch of {last} \
                  batches: the checkpoint was written with another rank count or batch size; resume with those, or \
                  train into a new directory",
-                self.s.source
+                self.s.id().dir_name()
             )));
         }
         std::thread::scope(|scope| -> Result<DenseNet> {
@@ -404,7 +404,7 @@ impl<'a> Trainer<'a> {
             // What a batch log's progress line shows besides the step: the loss and the all-reduce's share.
             self.progress.set_message(format!(
                 "{} loss {:.4} all-reduce {:.0} %",
-                self.s.source,
+                self.s.id().dir_name(),
                 extra[0] * inv,
                 100.0 * self.tally.allreduce_s / self.tally.step_s.max(1e-9)
             ));
@@ -436,7 +436,7 @@ impl<'a> Trainer<'a> {
             if self.comm.rank() == 0 {
                 tracing::warn!(
                     "{}: stop requested; checkpoint at step {step} written, exiting for requeue",
-                    self.s.source,
+                    self.s.id().dir_name(),
                 );
             }
             self.preempted = true;
@@ -468,7 +468,7 @@ impl<'a> Trainer<'a> {
             auroc: None,
         })?;
         self.progress
-            .set_message(format!("{} loss {mean_loss:.4}", self.s.source));
+            .set_message(format!("{} loss {mean_loss:.4}", self.s.id().dir_name()));
         (t.loss_sum, t.loss_n, t.window_images, t.window_start) = (0.0, 0.0, 0, Instant::now());
         Ok(())
     }
@@ -516,7 +516,7 @@ impl<'a> Trainer<'a> {
                 .is_some_and(|p| decision.since_best >= p);
             tracing::info!(
                 "{} step {} valid mean AUROC {}",
-                s.source,
+                s.id().dir_name(),
                 self.meta.step,
                 mean.map(|m| format!("{m:.4}")).unwrap_or("n/a".into())
             );
@@ -551,7 +551,7 @@ impl<'a> Trainer<'a> {
         if d.stop && comm.rank() == 0 {
             tracing::info!(
                 "{}: early stop at step {} (no improvement in {} validations)",
-                s.source,
+                s.id().dir_name(),
                 self.meta.step,
                 self.meta.since_best
             );
@@ -614,6 +614,7 @@ impl<'a> Trainer<'a> {
         let t = self.totals();
         let summary = TrainSummary {
             source: self.s.source.clone(),
+            replicate: self.s.replicate,
             ranks: self.comm.size(),
             steps: self.meta.step,
             epochs_started: self.meta.epoch + u64::from(self.meta.batch > 0),
@@ -672,7 +673,7 @@ fn plan(shards: &ShardSet, s: &TrainSettings, comm: &dyn Communicator) -> Result
         tracing::info!(
             "{}: {world} rank(s) × batch {bs} × accumulation {accum} = global batch {global_batch}; \
              lr {base_lr:.3e} ({:?} scaling); {total_steps} steps, {steps_per_epoch} per epoch",
-            s.source,
+            s.id().dir_name(),
             s.lr_scaling
         );
     }

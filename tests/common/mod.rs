@@ -76,6 +76,33 @@ batch_size = 8
     path
 }
 
+/// `dir/replicates.toml`: two label sources (the world's image truth and its report truth) × two replicates on
+/// a 200-study world, one epoch each.
+pub fn replicate_study(dir: &Path) -> PathBuf {
+    // The one-source study's config, then the shards again with both sources.
+    let base = std::fs::read_to_string(study(dir, "epochs = 1\nvalid_every = 100")).unwrap();
+    std::fs::remove_dir_all(dir.join("run/shards")).unwrap();
+    let world = world_and_shards(
+        dir,
+        200,
+        &[
+            ("truth", "truth/image_labels.csv"),
+            ("report", "truth/report_labels.csv"),
+        ],
+    );
+    let text = base.replace(
+        "[shard]",
+        &format!(
+            "[[sources]]\nname = \"report\"\nkind = \"external\"\npath = \"{}\"\n[study]\nreplicates = 2\n\
+             [evaluation]\nbootstrap = 50\n[shard]",
+            world.join("truth/report_labels.csv").display()
+        ),
+    );
+    let path = dir.join("replicates.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// Asserts that two weight vectors agree to `rel` × their largest magnitude.
 pub fn assert_close(a: &[f32], b: &[f32], rel: f32) {
     assert_eq!(a.len(), b.len());
