@@ -250,6 +250,18 @@ impl Config {
                         s.name
                     ));
                 }
+                _ if s.kind != SourceKind::Corrupted && (s.base.is_some() || s.rates.is_some()) => {
+                    return bad(format!(
+                        "sources.{}: base and rates belong to kind = \"corrupted\" sources",
+                        s.name
+                    ));
+                }
+                SourceKind::Corrupted => {
+                    self.corruption_of(s)?;
+                    s.rates
+                        .expect("checked")
+                        .validate(&format!("sources.{}", s.name))?;
+                }
                 SourceKind::Truth if self.dataset.kind != DatasetKind::Synthetic => {
                     return bad(format!(
                         "sources.{}: kind = \"truth\" exists only for synthetic datasets",
@@ -517,20 +529,10 @@ impl Config {
         let cfg = self;
         let mut sources = Vec::new();
         for s in &cfg.sources {
-            let path = match (s.kind, &s.path) {
-                (SourceKind::Dataset, None) => {
-                    sources.push((s.name.clone(), LabelInput::Dataset));
-                    continue;
-                }
-                (SourceKind::Truth, _) => cfg.dataset.root.join("truth/image_labels.csv"),
-                (SourceKind::External | SourceKind::Dataset, Some(p)) => p.clone(),
-                (SourceKind::External, None) => {
-                    return Err(Error::Config(format!(
-                        "sources.{}: a path to its labeled CSV is needed",
-                        s.name
-                    )));
-                }
-                (SourceKind::Labeler, _) => cfg.run().labels_of(&s.name),
+            let Some(path) = cfg.labels_csv(s) else {
+                // Validation allows no other source without a file.
+                sources.push((s.name.clone(), LabelInput::Dataset));
+                continue;
             };
             if !path.is_file() {
                 return Err(Error::io(
@@ -558,6 +560,70 @@ impl Config {
                 test_labels: cfg.dataset.test_labels.clone(),
             },
         })
+    }
+
+    /// The CSV that holds source `s`'s labels: the world's image truth, its file, or what the label stage writes
+    /// (labelers, corrupted sources); `None` for the dataset's own labels read from the dataset itself.
+    pub fn labels_csv(&self, s: &SourceConfig) -> Option<PathBuf> {
+        match (s.kind, &s.path) {
+            (SourceKind::Truth, _) => Some(self.dataset.root.join("truth/image_labels.csv")),
+            (SourceKind::External | SourceKind::Dataset, p) => p.clone(),
+            (SourceKind::Labeler | SourceKind::Corrupted, _) => Some(self.run().labels_of(&s.name)),
+        }
+    }
+
+    /// The sources on the dose–response's curve of random label errors: every corrupted source and its base.
+    pub fn dose_curve(&self) -> Vec<String> {
+        let mut curve: Vec<String> = Vec::new();
+        for s in self
+            .sources
+            .iter()
+            .filter(|s| s.kind == SourceKind::Corrupted)
+        {
+            for name in [Some(&s.name), s.base.as_ref()].into_iter().flatten() {
+                if !curve.contains(name) {
+                    curve.push(name.clone());
+                }
+            }
+        }
+        curve
+    }
+
+    /// A corrupted source's base labels file and rates.
+    pub fn corruption_of(
+        &self,
+        s: &SourceConfig,
+    ) -> Result<(PathBuf, crate::labelers::corrupt::Rates)> {
+        let missing = || {
+            Error::Config(format!(
+                "sources.{}: kind = \"corrupted\" needs base and rates",
+                s.name
+            ))
+        };
+        let base = s.base.as_deref().ok_or_else(missing)?;
+        let rates = s.rates.ok_or_else(missing)?;
+        let b = self
+            .sources
+            .iter()
+            .find(|x| x.name == base)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "sources.{}.base '{base}' is not a source of the config",
+                    s.name
+                ))
+            })?;
+        let file = match b.kind {
+            SourceKind::Corrupted => None,
+            _ => self.labels_csv(b),
+        }
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "sources.{}.base '{base}': a base is a source with a labels file (truth, a labeler, an external \
+                 CSV or dataset labels with a path), not a corrupted one",
+                s.name
+            ))
+        })?;
+        Ok((file, rates))
     }
 
     /// The run directory.
@@ -725,6 +791,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("repeats"), "{err}");
+    }
+
+    #[test]
+    fn corrupted_sources_name_a_base_with_a_file_and_valid_rates() {
+        let with =
+            |extra: &str| Config::from_toml_str(&format!("{DEMO_TOML}\n{extra}"), "c.toml", &[]);
+        let ok = with(
+            "[[sources]]\nname = \"noisy\"\nkind = \"corrupted\"\nbase = \"truth\"\nrates = { missed = 0.2 }\n",
+        )
+        .unwrap();
+        assert_eq!(ok.dose_curve(), ["noisy", "truth"]);
+        let noisy = ok.sources.iter().find(|s| s.name == "noisy").unwrap();
+        let (file, rates) = ok.corruption_of(noisy).unwrap();
+        assert!(file.ends_with("truth/image_labels.csv"), "{file:?}");
+        assert_eq!((rates.missed, rates.false_positive), (0.2, 0.0));
+        assert!(Config::demo(&[]).unwrap().dose_curve().is_empty());
+        for (extra, needle) in [
+            (
+                "base = \"nope\"\nrates = { missed = 0.2 }",
+                "'nope' is not a source",
+            ),
+            ("base = \"truth\"", "needs base and rates"),
+            (
+                "base = \"truth\"\nrates = { missed = 1.2 }",
+                "rates.missed = 1.2",
+            ),
+            ("base = \"truth\"\nrates = { lost = 0.1 }", "lost"),
+        ] {
+            let e = with(&format!(
+                "[[sources]]\nname = \"noisy\"\nkind = \"corrupted\"\n{extra}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+        let e = with(
+            "[[sources]]\nname = \"a\"\nkind = \"corrupted\"\nbase = \"truth\"\nrates = { missed = 0.1 }\n\
+             [[sources]]\nname = \"b\"\nkind = \"corrupted\"\nbase = \"a\"\nrates = { missed = 0.1 }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a corrupted one"), "{e}");
+        let e = Config::demo(&["sources.truth.base=\"chexpert\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("belong to kind = \"corrupted\""), "{e}");
     }
 
     #[test]

@@ -261,6 +261,7 @@ pub fn evaluate(
         observations: &observations,
         seed: cfg.seed,
         device: cfg.distributed.device,
+        curve: &cfg.dose_curve(),
     };
     let load = |id: &ReplicateId, shards: &ShardSet, device: &burn::tensor::Device| {
         let s = cfg.train_settings(id, shards)?;
@@ -490,7 +491,36 @@ fn label_sources(
             }
         }
     }
+    // Corrupted sources last: their bases' labels exist now.
+    on_root(comm, "corrupting labels", || corrupt_sources(cfg))?;
     Ok(false)
+}
+
+/// Writes every `kind = "corrupted"` source's labels (rank 0), all drawn under the study's seed so that sources
+/// corrupted from one base at rising rates are nested.
+fn corrupt_sources(cfg: &Config) -> Result<()> {
+    for s in cfg
+        .sources
+        .iter()
+        .filter(|s| s.kind == SourceKind::Corrupted)
+    {
+        let (base, rates) = cfg.corruption_of(s)?;
+        let out = labels_path(cfg, &s.name);
+        let c = crate::labelers::corrupt::corrupt_labels(&base, &out, &rates, cfg.seed)?;
+        tracing::info!(
+            "{}: {} rows of '{}' with {} of {} positives missed, {} made uncertain, {} of {} others made \
+             positive",
+            s.name,
+            c.rows,
+            s.base.as_deref().unwrap_or("?"),
+            c.missed,
+            c.positives,
+            c.uncertain,
+            c.false_positives,
+            c.others
+        );
+    }
+    Ok(())
 }
 
 /// The eval-labels stage (rank 0): each source's labels against the dataset's report and image truth.
@@ -499,13 +529,9 @@ fn label_agreement(cfg: &Config) -> Result<()> {
     let report_truth = cfg.dataset.root.join("truth/report_labels.csv");
     let image_truth = cfg.dataset.root.join("truth/image_labels.csv");
     for s in &cfg.sources {
-        let file = match s.kind {
-            SourceKind::Labeler => labels_path(cfg, &s.name),
-            SourceKind::External | SourceKind::Dataset => match &s.path {
-                Some(p) => p.clone(),
-                None => continue,
-            },
-            SourceKind::Truth => continue,
+        // Image truth is a point of the dose–response too: label F1 1 against itself, by construction.
+        let Some(file) = cfg.labels_csv(s) else {
+            continue;
         };
         let score = |truth: &Path, image: bool| -> Option<f64> {
             if !truth.is_file() {
@@ -593,6 +619,8 @@ fn teacher(
         labeler: None,
         path: Some(labels_path(cfg, &src.name)),
         uncertainty: src.uncertainty,
+        base: None,
+        rates: None,
     }];
     on_root(comm, "the teacher's shards", || {
         t.write_resolved()?;

@@ -203,3 +203,90 @@ fn a_preempted_teacher_stops_the_pipeline_for_requeue() {
         "a stopped teacher was evaluated"
     );
 }
+
+#[test]
+fn corrupted_copies_of_the_truth_trace_a_dose_response_the_report_fits() {
+    // The image truth, two copies of it corrupted at rising rates, and the rule labeler, on a small world.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let toml = r#"seed = 3
+run_dir = "d"
+[dataset]
+kind = "synthetic"
+root = "d/world"
+studies = 240
+image_size = 32
+[[sources]]
+name = "chexpert"
+kind = "labeler"
+labeler = "chexpert"
+[[sources]]
+name = "truth"
+kind = "truth"
+[[sources]]
+name = "truth_low"
+kind = "corrupted"
+base = "truth"
+rates = { missed = 0.3, false_positive = 0.03 }
+[[sources]]
+name = "truth_high"
+kind = "corrupted"
+base = "truth"
+rates = { missed = 0.6, uncertain = 0.1, false_positive = 0.1 }
+[model]
+arch = "small"
+growth_rate = 4
+block_config = [1, 1]
+init_features = 8
+image_size = 32
+observations = ["Cardiomegaly", "Edema", "Pleural Effusion"]
+[schedule]
+epochs = 1
+batch_size = 16
+[evaluation]
+bootstrap = 100
+"#;
+    std::fs::write(dir.join("dose.toml"), toml).unwrap();
+    chexlab_ok(&["--quiet", "run", "--config", "dose.toml"], dir);
+    let run = dir.join("d");
+    let json = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join(f)).unwrap()).unwrap()
+    };
+    // Label quality falls with the rates; the truth agrees with itself.
+    let agreement = json("labels/metrics.json");
+    let f1 = |s: &str| agreement[s]["image_mean_positive_f1"].as_f64().unwrap();
+    assert!((f1("truth") - 1.0).abs() < 1e-9, "{agreement}");
+    assert!(
+        1.0 > f1("truth_low") && f1("truth_low") > f1("truth_high"),
+        "{agreement}"
+    );
+    let d = &json("results.json")["dose_response"];
+    let points = d["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4, "{d}");
+    let on_curve: Vec<&str> = points
+        .iter()
+        .filter(|p| p["on_curve"] == true)
+        .map(|p| p["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        on_curve,
+        ["truth_high", "truth_low", "truth"],
+        "sorted by label F1: {d}"
+    );
+    let slope = d["slope"].as_f64().unwrap();
+    let ci = d["slope_ci"].as_array().unwrap();
+    assert!(
+        ci[0].as_f64().unwrap() <= slope && slope <= ci[1].as_f64().unwrap(),
+        "{d}"
+    );
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Dose–response: classifier AUROC against label quality"),
+        "{md}"
+    );
+    assert!(md.contains("AUROC per 0.1 label F1"), "{md}");
+    assert!(md.contains("| `chexpert` |"), "{md}");
+    if chexlab::eval::plots::font().is_some() {
+        assert!(run.join("plots/dose_response.svg").is_file());
+    }
+}

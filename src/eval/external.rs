@@ -176,6 +176,7 @@ pub fn score_files(
         replicates: Default::default(),
         comparisons,
         effects,
+        dose_response: None,
     })
 }
 

@@ -5,6 +5,7 @@
 pub(crate) mod auroc;
 pub mod bootstrap;
 pub mod compare;
+pub mod dose;
 pub mod external;
 pub mod plots;
 pub mod report;

@@ -20,6 +20,8 @@ pub struct Series {
     pub name: String,
     /// Points, in drawing order.
     pub points: Vec<(f64, f64)>,
+    /// Mark every point with a dot (a series of one point shows only so).
+    pub markers: bool,
 }
 
 /// What a chart shows.
@@ -118,6 +120,11 @@ fn draw<DB: DrawingBackend>(
             .map_err(e)?
             .label(&s.name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+        if s.markers {
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 5, color.filled())))
+                .map_err(e)?;
+        }
     }
     chart
         .configure_series_labels()
@@ -207,6 +214,7 @@ mod tests {
         let series = [Series {
             name: "a".into(),
             points: roc_points(&[0.9, 0.4, 0.3], &[true, false, true]),
+            markers: true,
         }];
         let c = Chart {
             title: "Edema",

@@ -131,6 +131,9 @@ pub struct Results {
     /// Every two sources' overall effect (mean AUROC difference over the observations).
     #[serde(default)]
     pub effects: Vec<PairEffect>,
+    /// AUROC against label quality, when the study has sources corrupted at known rates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dose_response: Option<super::dose::DoseResponse>,
 }
 
 impl Results {
@@ -208,6 +211,7 @@ pub(crate) mod tests {
             replicates: [("a".to_string(), vec![scores("a", "truth")])].into(),
             comparisons: vec![],
             effects: vec![],
+            dose_response: None,
         };
         let path = dir.path().join(RESULTS);
         r.write(&path).unwrap();

@@ -133,6 +133,21 @@ fn observation_index(sc: &Scored, obs: &[Observation], j: usize) -> (Vec<u32>, V
     (images, y)
 }
 
+/// Observation `j` on a common image set (`common`: every run's scores on the same images, with the first's labels):
+/// the images with a defined label (indices into the set), their labels, and every run's scores on them.
+fn observation_runs(
+    common: &[Scored],
+    obs: &[Observation],
+    j: usize,
+) -> (Vec<u32>, Vec<bool>, Vec<Vec<f32>>) {
+    let (images, y) = observation_index(&common[0], obs, j);
+    let probs = common
+        .iter()
+        .map(|sc| sc.observation_scores(&images, obs.len(), j))
+        .collect();
+    (images, y, probs)
+}
+
 impl Scored {
     /// Observation `j`'s probabilities (of `n_obs`) for `images` (indices into the scored images).
     fn observation_scores(&self, images: &[u32], n_obs: usize, j: usize) -> Vec<f32> {
@@ -245,6 +260,8 @@ pub struct ScoreJob<'a> {
     pub seed: u64,
     /// Where the ranks compute.
     pub device: crate::comm::ComputeDevice,
+    /// The sources on the dose–response's curve of random label errors (corrupted sources and their bases).
+    pub curve: &'a [String],
 }
 
 /// Scores the job's split with every classifier that `load` finds, into `run/eval/<run>/`; then rank 0 writes
@@ -288,6 +305,7 @@ pub fn evaluate_run(
             job.observations,
             job.evaluation,
             job.seed,
+            job.curve,
         )?;
     }
     Ok(out)
@@ -411,11 +429,7 @@ pub fn compare_all(
             // Per observation: the images with a defined label, and every run's scores on them.
             let mut kept = Vec::new();
             for (j, &o) in obs.iter().enumerate() {
-                let (images, y) = observation_index(&common[0], obs, j);
-                let probs: Vec<Vec<f32>> = common
-                    .iter()
-                    .map(|sc| sc.observation_scores(&images, obs.len(), j))
-                    .collect();
+                let (images, y, probs) = observation_runs(&common, obs, j);
                 let (pa, pb) = probs.split_at(n);
                 let Some(result) =
                     paired_replicates(&views(pa), &views(pb), &y, ev.bootstrap, ev.ci, seed)
@@ -530,14 +544,16 @@ fn aligned(runs: &[&Scored], n_obs: usize) -> Vec<Scored> {
 /// Collects every classifier's `eval/<run>/scores_<split>.json` of a run into `RUN_DIR/results.json` — per
 /// source the AUROC table with intervals (with several replicates, the mean over them with two-level intervals,
 /// and each replicate's own table), and for every pair of sources and every observation the paired difference
-/// (bootstrap interval and p-value; DeLong's test for single runs) on the images all of them scored; returns its
-/// path.
+/// (bootstrap interval and p-value; DeLong's test for single runs) on the images all of them scored; and, when
+/// `curve` names sources of random label errors, the dose–response ([`super::dose`]) of every source whose label
+/// F1 the run measured (`labels/metrics.json`). Returns its path.
 pub fn write_results(
     run_dir: &RunDir,
     split: Split,
     obs: &[Observation],
     ev: &EvaluationConfig,
     seed: u64,
+    curve: &[String],
 ) -> Result<std::path::PathBuf> {
     use std::collections::BTreeMap;
     let eval = run_dir.eval_root();
@@ -581,6 +597,11 @@ pub fn write_results(
         preds.insert(source, scored);
     }
     let (comparisons, effects) = compare_all(&preds, obs, ev, seed);
+    let dose_response = if curve.is_empty() {
+        None
+    } else {
+        dose_of(run_dir, &preds, curve, obs, ev, seed)?
+    };
     let path = run_dir.results();
     let results = Results {
         split: split.name().to_string(),
@@ -591,9 +612,71 @@ pub fn write_results(
         replicates,
         comparisons,
         effects,
+        dose_response,
     };
     results.write(&path)?;
     Ok(path)
+}
+
+/// The dose–response over every scored source with a label F1 in the run's `labels/metrics.json` (none without
+/// the file, or without two distinct F1 values on the curve), on the images all of them scored.
+fn dose_of(
+    run_dir: &RunDir,
+    preds: &std::collections::BTreeMap<String, Vec<Scored>>,
+    curve: &[String],
+    obs: &[Observation],
+    ev: &EvaluationConfig,
+    seed: u64,
+) -> Result<Option<super::dose::DoseResponse>> {
+    use super::dose::{DoseSource, ObservationScores, dose_response};
+    let path = run_dir.label_metrics();
+    if !path.is_file() {
+        tracing::warn!("no {}: no dose–response", path.display());
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let f1: std::collections::BTreeMap<String, super::report::LabelerAgreement> =
+        serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
+    let with_f1: Vec<(&String, f64, &Vec<Scored>)> = preds
+        .iter()
+        .filter_map(|(name, runs)| Some((name, f1.get(name)?.image_mean_positive_f1?, runs)))
+        .collect();
+    let runs: Vec<&Scored> = with_f1.iter().flat_map(|(_, _, r)| r.iter()).collect();
+    if runs.is_empty() {
+        return Ok(None);
+    }
+    let common = aligned(&runs, obs.len());
+    let per_obs: Vec<_> = (0..obs.len())
+        .map(|j| observation_runs(&common, obs, j))
+        .collect();
+    let mut first = 0;
+    let sources: Vec<DoseSource> = with_f1
+        .iter()
+        .map(|(name, label_f1, reps)| {
+            let range = first..first + reps.len();
+            first += reps.len();
+            DoseSource {
+                name: (*name).clone(),
+                label_f1: *label_f1,
+                on_curve: curve.contains(name),
+                observations: per_obs
+                    .iter()
+                    .map(|(images, labels, probs)| ObservationScores {
+                        images,
+                        labels,
+                        replicates: views(&probs[range.clone()]),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(dose_response(
+        &sources,
+        common[0].image_ids.len(),
+        ev.bootstrap,
+        ev.ci,
+        seed,
+    ))
 }
 
 /// One source's scores over its replicates (`scores[r]` and `scored[r]` are replicate r's) on the images all of
@@ -617,11 +700,7 @@ fn over_replicates(
         &scores[0].split,
     );
     for (j, o) in obs.iter().enumerate() {
-        let (images, y) = observation_index(&common[0], obs, j);
-        let probs: Vec<Vec<f32>> = common
-            .iter()
-            .map(|sc| sc.observation_scores(&images, obs.len(), j))
-            .collect();
+        let (_, y, probs) = observation_runs(&common, obs, j);
         let r = super::compare::replicates_auroc_ci(&views(&probs), &y, ev.bootstrap, ev.ci, seed);
         out.auroc[j] = (o.name().to_string(), r.map(|(a, _)| a));
         out.auroc_ci[j] = (o.name().to_string(), r.map(|(_, ci)| ci));
@@ -699,7 +778,7 @@ mod tests {
         write_run(&run, &ReplicateId::new("a", 1), &a1, &obs, &ev);
         write_run(&run, &ReplicateId::new("b", 1), &b1, &obs, &ev);
         // One replicate each: no per-replicate entries, and the JSON has no replicate fields at all.
-        let path = write_results(&run, Split::Test, &obs, &ev, 1).unwrap();
+        let path = write_results(&run, Split::Test, &obs, &ev, 1, &[]).unwrap();
         let single = Results::read(&path).unwrap();
         assert!(single.replicates.is_empty());
         let text = std::fs::read_to_string(&path).unwrap();
@@ -707,7 +786,8 @@ mod tests {
         assert!(single.comparisons[0].result.delong.is_some());
 
         write_run(&run, &ReplicateId::new("a", 2), &a2, &obs, &ev);
-        let r = Results::read(&write_results(&run, Split::Test, &obs, &ev, 1).unwrap()).unwrap();
+        let r =
+            Results::read(&write_results(&run, Split::Test, &obs, &ev, 1, &[]).unwrap()).unwrap();
         let auroc = |sc: &Scored| auroc_table(sc, &obs)[0].1.unwrap();
         let a = &r.sources["a"];
         assert_eq!(a.replicates, 2);
@@ -733,7 +813,7 @@ mod tests {
         for f in ["scores_test.json", "predictions_test.csv"] {
             std::fs::copy(run.eval("a.r2").join(f), twin.join(f)).unwrap();
         }
-        let err = write_results(&run, Split::Test, &obs, &ev, 1)
+        let err = write_results(&run, Split::Test, &obs, &ev, 1, &[])
             .unwrap_err()
             .to_string();
         assert!(

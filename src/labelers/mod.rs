@@ -1,6 +1,7 @@
 //! Report labelers, their file format and their evaluation.
 
 pub mod bert;
+pub mod corrupt;
 pub mod format;
 pub mod gold;
 pub mod metrics;
@@ -167,6 +168,8 @@ pub enum SourceKind {
     Dataset,
     /// The synthetic world's image truth (an oracle source).
     Truth,
+    /// Another source's labels (`base`) made worse at known `rates` ([`corrupt`]): the dose–response's points.
+    Corrupted,
 }
 
 /// Built-in labelers.
@@ -198,4 +201,10 @@ pub struct SourceConfig {
     #[serde(default)]
     /// How its uncertain labels enter the loss.
     pub uncertainty: UncertaintyPolicy,
+    /// `kind = "corrupted"`: the source whose labels it corrupts (not itself a corrupted one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// `kind = "corrupted"`: how it corrupts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<corrupt::Rates>,
 }

@@ -1,0 +1,293 @@
+//! The dose–response of a study: classifier AUROC against label quality. Sources whose labels were corrupted at
+//! known rates from one base (and the base) trace the curve of *random* label errors; a least-squares line through
+//! their (label F1, mean test AUROC) points gives the slope — AUROC per 0.1 label F1 — and every other source (a
+//! real labeler) is placed against it: its residual says whether its errors cost more (negative) or less
+//! (positive) AUROC than random errors that leave the same label F1.
+//!
+//! Intervals come from a bootstrap over test images (each resample draws whole images, with all their labels, and
+//! every source's replicate indices), refitting the line in every resample. Label F1 is held fixed: it is measured
+//! on every study of the dataset, not on the test images.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::bootstrap::{Ranked, percentile_interval, resample_rng};
+use super::compare::{f64_or_nan, pair_or_nan, replicate_draw};
+
+/// One observation of one source on the common image set: the images with a defined label (indices into the set),
+/// their labels, and each replicate's scores on them.
+pub struct ObservationScores<'a> {
+    /// Indices (into the common image set) of the images scored for this observation.
+    pub images: &'a [u32],
+    /// Their labels.
+    pub labels: &'a [bool],
+    /// The source's scores per replicate.
+    pub replicates: Vec<&'a [f32]>,
+}
+
+/// A source of the dose–response: its label F1, whether it is on the curve of random errors, and its scores.
+pub struct DoseSource<'a> {
+    /// The label source.
+    pub name: String,
+    /// Its labels' F1 against the image truth.
+    pub label_f1: f64,
+    /// Corrupted from a base at known rates, or the base itself.
+    pub on_curve: bool,
+    /// Its scores, per observation.
+    pub observations: Vec<ObservationScores<'a>>,
+}
+
+/// A source's place in the dose–response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DosePoint {
+    /// The label source.
+    pub source: String,
+    /// Its labels' mean positive F1 against the image truth.
+    pub label_f1: f64,
+    /// Its mean test AUROC over observations (and replicates).
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub mean_auroc: f64,
+    /// On the curve of random errors (a corrupted source or its base).
+    pub on_curve: bool,
+    /// The line's AUROC at its label F1.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub expected: f64,
+    /// `mean_auroc − expected`: below 0, its label errors cost more than random ones of the same F1.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub residual: f64,
+    /// Bootstrap percentile interval of the residual.
+    #[serde(deserialize_with = "pair_or_nan")]
+    pub residual_ci: (f64, f64),
+}
+
+/// The fitted dose–response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DoseResponse {
+    /// Test images every source scored.
+    pub images: usize,
+    /// The line's AUROC at label F1 0.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub intercept: f64,
+    /// AUROC per unit of label F1 (per 0.1: a tenth of it).
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub slope: f64,
+    /// Bootstrap percentile interval of the slope.
+    #[serde(deserialize_with = "pair_or_nan")]
+    pub slope_ci: (f64, f64),
+    /// Every source, by label F1.
+    pub points: Vec<DosePoint>,
+}
+
+/// Least-squares line `(intercept, slope)` through `points`; `None` with fewer than two distinct x.
+pub fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    if points.len() < 2 || sxx <= 1e-12 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    Some((my - slope * mx, slope))
+}
+
+/// Fits the dose–response of `sources` on a common set of `n_images` test images, with `resamples` bootstrap
+/// resamples at `level`. `None` when the curve has fewer than two distinct label F1 values or an AUROC is
+/// undefined.
+pub fn dose_response(
+    sources: &[DoseSource],
+    n_images: usize,
+    resamples: u32,
+    level: f64,
+    seed: u64,
+) -> Option<DoseResponse> {
+    use rayon::prelude::*;
+    let ranked: Vec<Vec<Vec<Ranked>>> = sources
+        .iter()
+        .map(|s| {
+            s.observations
+                .iter()
+                .map(|o| {
+                    o.replicates
+                        .iter()
+                        .map(|r| Ranked::new(r, o.labels))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    // Every source's mean AUROC under image weights `iw` (None: every image once) and resample `k`'s replicate
+    // draws (None: every replicate once).
+    let means = |iw: Option<&[u32]>, k: Option<u32>, w: &mut Vec<u32>| -> Vec<f64> {
+        sources
+            .iter()
+            .zip(&ranked)
+            .map(|(s, per_obs)| {
+                let mut sum = 0.0;
+                for (o, reps) in s.observations.iter().zip(per_obs) {
+                    w.clear();
+                    match iw {
+                        Some(iw) => w.extend(o.images.iter().map(|&i| iw[i as usize])),
+                        None => w.resize(o.labels.len(), 1),
+                    }
+                    let draw: Vec<usize> = match k {
+                        Some(k) => replicate_draw(reps.len(), seed, k),
+                        None => (0..reps.len()).collect(),
+                    };
+                    let mut acc = 0.0;
+                    for &r in &draw {
+                        acc += reps[r].weighted_auroc(w).unwrap_or(f64::NAN);
+                    }
+                    sum += acc / draw.len() as f64;
+                }
+                sum / s.observations.len() as f64
+            })
+            .collect()
+    };
+    let fit = |y: &[f64]| -> Option<(f64, f64)> {
+        let pts: Vec<(f64, f64)> = sources
+            .iter()
+            .zip(y)
+            .filter(|(s, _)| s.on_curve)
+            .map(|(s, &y)| (s.label_f1, y))
+            .collect();
+        if pts.iter().any(|p| !p.1.is_finite()) {
+            return None;
+        }
+        fit_line(&pts)
+    };
+    let point = means(None, None, &mut Vec::new());
+    let (intercept, slope) = fit(&point)?;
+    // Per resample: the slope, then every source's residual.
+    let draws: Vec<Option<(f64, Vec<f64>)>> = (0..resamples)
+        .into_par_iter()
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(iw, w), k| {
+                let mut rng = resample_rng(seed ^ 0x444f_5345_5245_5350, k);
+                iw.clear();
+                iw.resize(n_images, 0u32);
+                for _ in 0..n_images {
+                    iw[rng.random_range(0..n_images)] += 1;
+                }
+                let y = means(Some(iw), Some(k), w);
+                let (a, b) = fit(&y)?;
+                let res = sources
+                    .iter()
+                    .zip(&y)
+                    .map(|(s, &y)| y - (a + b * s.label_f1))
+                    .collect();
+                Some((b, res))
+            },
+        )
+        .collect();
+    let kept: Vec<&(f64, Vec<f64>)> = draws.iter().flatten().collect();
+    let slope_ci = percentile_interval(kept.iter().map(|d| d.0).collect(), level)?;
+    let mut points: Vec<DosePoint> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let expected = intercept + slope * s.label_f1;
+            DosePoint {
+                source: s.name.clone(),
+                label_f1: s.label_f1,
+                mean_auroc: point[i],
+                on_curve: s.on_curve,
+                expected,
+                residual: point[i] - expected,
+                residual_ci: percentile_interval(kept.iter().map(|d| d.1[i]).collect(), level)
+                    .unwrap_or((f64::NAN, f64::NAN)),
+            }
+        })
+        .collect();
+    points.sort_by(|a, b| a.label_f1.total_cmp(&b.label_f1));
+    Some(DoseResponse {
+        images: n_images,
+        intercept,
+        slope,
+        slope_ci,
+        points,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_through_exact_points_is_found() {
+        let (a, b) = fit_line(&[(0.5, 0.7), (0.75, 0.8), (1.0, 0.9)]).unwrap();
+        assert!(
+            (a - 0.5).abs() < 1e-12 && (b - 0.4).abs() < 1e-12,
+            "{a} {b}"
+        );
+        assert!(fit_line(&[(0.5, 0.7), (0.5, 0.8)]).is_none());
+        assert!(fit_line(&[(0.5, 0.7)]).is_none());
+    }
+
+    /// 300 images, one observation; scores that separate the classes by `signal`.
+    fn scores(signal: f32, noise: usize) -> Vec<f32> {
+        (0..300)
+            .map(|i| ((i * noise + 3) % 101) as f32 / 101.0 + if i % 4 == 0 { signal } else { 0.0 })
+            .collect()
+    }
+
+    #[test]
+    fn the_curve_gives_the_slope_and_places_the_other_sources() {
+        let labels: Vec<bool> = (0..300).map(|i| i % 4 == 0).collect();
+        let images: Vec<u32> = (0..300).collect();
+        // The curve: label F1 1.0, 0.8, 0.6 with falling separation; a labeler at F1 0.8 that does worse.
+        let curve = [
+            (1.0, scores(0.6, 7)),
+            (0.8, scores(0.4, 11)),
+            (0.6, scores(0.2, 13)),
+        ];
+        let labeler = scores(0.1, 17);
+        let mut sources: Vec<DoseSource> = curve
+            .iter()
+            .enumerate()
+            .map(|(i, (f1, s))| DoseSource {
+                name: format!("c{i}"),
+                label_f1: *f1,
+                on_curve: true,
+                observations: vec![ObservationScores {
+                    images: &images,
+                    labels: &labels,
+                    replicates: vec![s],
+                }],
+            })
+            .collect();
+        sources.push(DoseSource {
+            name: "labeler".into(),
+            label_f1: 0.8,
+            on_curve: false,
+            observations: vec![ObservationScores {
+                images: &images,
+                labels: &labels,
+                replicates: vec![&labeler],
+            }],
+        });
+        let d = dose_response(&sources, 300, 300, 0.95, 1).unwrap();
+        let auroc = |s: &[f32]| Ranked::new(s, &labels).weighted_auroc(&[1; 300]).unwrap();
+        let ys: Vec<(f64, f64)> = curve.iter().map(|(f, s)| (*f, auroc(s))).collect();
+        let (a, b) = fit_line(&ys).unwrap();
+        assert!((d.slope - b).abs() < 1e-12 && (d.intercept - a).abs() < 1e-12);
+        assert!(
+            d.slope > 0.0 && d.slope_ci.0 < d.slope && d.slope < d.slope_ci.1,
+            "{d:?}"
+        );
+        // Sorted by label F1; the labeler sits below the curve, its interval too.
+        assert_eq!(d.points.first().unwrap().label_f1, 0.6);
+        let l = d.points.iter().find(|p| p.source == "labeler").unwrap();
+        assert!((l.residual - (auroc(&labeler) - (a + b * 0.8))).abs() < 1e-12);
+        assert!(l.residual < 0.0 && l.residual_ci.1 < 0.0, "{l:?}");
+        // Seeded.
+        assert_eq!(dose_response(&sources, 300, 300, 0.95, 1), Some(d));
+        // One distinct label F1 on the curve: no line.
+        for s in &mut sources[..3] {
+            s.label_f1 = 0.9;
+        }
+        assert!(dose_response(&sources, 300, 50, 0.95, 1).is_none());
+    }
+}
