@@ -36,7 +36,9 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
     let out = chexlab_ok(&args, dir);
     assert!(out.contains("report: d/report.md"), "{out}");
     assert!(
-        out.contains("| observation | chexbert | chexpert | truth | visualchexbert |"),
+        out.contains(
+            "| observation | chexbert | chexpert | truth | truth_m25 | truth_m50 | visualchexbert |"
+        ),
         "{out}"
     );
     let run = dir.join("d");
@@ -51,6 +53,8 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
         "teacher/eval/chexpert/predictions_train.csv",
         "shards/index.json",
         "train/truth/best.ckpt",
+        "train/truth.r2/best.ckpt",
+        "labels/truth_m50.csv",
         "eval/visualchexbert/predictions_test.csv",
         "report.md",
         "report.html",
@@ -61,12 +65,19 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
         serde_json::from_str(&std::fs::read_to_string(run.join(f)).unwrap()).unwrap()
     };
     let results = json("results.json");
-    assert_eq!(results["sources"].as_object().unwrap().len(), 4);
+    // Six sources, two replicates each; the truth and its two corrupted copies trace the dose–response.
+    assert_eq!(results["sources"].as_object().unwrap().len(), 6);
+    assert_eq!(
+        results["replicates"]["chexpert"].as_array().unwrap().len(),
+        2
+    );
     assert_eq!(
         results["comparisons"].as_array().unwrap().len(),
-        6 * 5,
-        "6 pairs × 5 observations"
+        15 * 5,
+        "15 pairs × 5 observations"
     );
+    let points = results["dose_response"]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 6, "every source has a label F1");
     let agreement = json("labels/metrics.json");
     assert!(
         agreement["chexpert"]["report_weighted_f1"]
@@ -92,8 +103,15 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
         );
     }
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        md.contains("**In short.** Ranked by mean test AUROC"),
+        "{md}"
+    );
+    assert!(md.contains("AUROC per 0.1 label F1"), "{md}");
     for section in [
         "## Configuration",
+        "## Test AUROC per replicate",
+        "## Dose–response",
         "## Labelers against the truth",
         "## Test AUROC",
         "## Overall effect per pair of label sources",

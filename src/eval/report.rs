@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::results::Results;
+use super::results::{PairEffect, Results};
 use super::score::{observation_pairs, read_predictions};
 use crate::data::Split;
 use crate::error::{Error, Result};
@@ -182,6 +182,7 @@ pub fn write_report(run: &RunDir, split: Split, study: &Study) -> Result<ReportF
         blocks: Vec::new(),
         plots: Vec::new(),
     };
+    in_words(&mut p);
     configuration(&mut p);
     labeler_agreement(&mut p)?;
     let headline = auroc_per_source(&mut p);
@@ -227,6 +228,99 @@ struct Page<'a> {
     plots_dir: PathBuf,
     blocks: Vec<Block>,
     plots: Vec<PathBuf>,
+}
+
+/// The opening paragraph: the study's result in words — the sources ranked by mean AUROC, which pairs differ
+/// after Holm's correction (or the largest difference when none does), and where the dose–response places the
+/// sources off its curve.
+fn in_words(p: &mut Page) {
+    let (results, level) = (p.results, &p.level);
+    let signed = |v: f64| format!("{v:+.3}");
+    let interval = |(lo, hi): (f64, f64)| format!("[{}, {}]", signed(lo), signed(hi));
+    let mut ranked: Vec<(&String, f64, u32)> = results
+        .sources
+        .iter()
+        .filter_map(|(n, s)| Some((n, s.mean_auroc?, s.replicates)))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if ranked.is_empty() {
+        return;
+    }
+    let most = ranked.iter().map(|r| r.2).max().unwrap_or(1);
+    let mut text = format!(
+        "**In short.** Ranked by mean test AUROC over the observations{}: {}.",
+        if most > 1 {
+            format!(" (each a mean over {most} training replicates)")
+        } else {
+            String::new()
+        },
+        ranked
+            .iter()
+            .map(|(n, m, _)| format!("`{n}` {m:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let significant: Vec<&PairEffect> =
+        results.effects.iter().filter(|e| e.p_holm < 0.05).collect();
+    let describe = |e: &PairEffect| {
+        format!(
+            "`{}` − `{}` {} ({level} interval {})",
+            e.a,
+            e.b,
+            signed(e.effect.diff),
+            interval(e.effect.ci)
+        )
+    };
+    if !results.effects.is_empty() {
+        text.push_str(&if significant.is_empty() {
+            let largest = results
+                .effects
+                .iter()
+                .filter(|e| e.effect.diff.is_finite())
+                .max_by(|a, b| a.effect.diff.abs().total_cmp(&b.effect.diff.abs()));
+            format!(
+                " No two sources' classifiers differ in mean AUROC after Holm's correction over the {} pairs{}.",
+                results.effects.len(),
+                largest.map_or(String::new(), |e| format!("; the largest difference is {}", describe(e)))
+            )
+        } else {
+            format!(
+                " {} of {} pairs differ after Holm's correction: {}.",
+                significant.len(),
+                results.effects.len(),
+                significant
+                    .iter()
+                    .map(|e| describe(e))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        });
+    }
+    if let Some(d) = &results.dose_response {
+        text.push_str(&format!(
+            " Random label errors cost {} AUROC per 0.1 label F1 ({level} interval {}).",
+            signed(d.slope / 10.0),
+            interval((d.slope_ci.0 / 10.0, d.slope_ci.1 / 10.0))
+        ));
+        for pt in d.points.iter().filter(|pt| !pt.on_curve) {
+            let (lo, hi) = pt.residual_ci;
+            let verdict = if hi < 0.0 {
+                "its errors cost more than random errors of the same F1"
+            } else if lo > 0.0 {
+                "its errors cost less than random errors of the same F1"
+            } else {
+                "its errors cost about as much as random errors of the same F1"
+            };
+            text.push_str(&format!(
+                " `{}` (label F1 {:.3}) lies {} {} from the curve: {verdict}.",
+                pt.source,
+                pt.label_f1,
+                signed(pt.residual),
+                interval(pt.residual_ci)
+            ));
+        }
+    }
+    p.blocks.push(Block::P(text));
 }
 
 /// The study's configuration and evaluation settings.
@@ -901,6 +995,63 @@ mod tests {
             md.contains("against each source's own image labels"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_report_opens_with_the_result_in_words() {
+        use crate::eval::dose::{DosePoint, DoseResponse};
+        let effect = |b: &str, diff: f64, p_holm: f64| PairEffect {
+            a: "a".into(),
+            b: b.into(),
+            images: 2,
+            effect: Effect {
+                observations: 1,
+                diff,
+                ci: (diff - 0.01, diff + 0.01),
+                p_bootstrap: p_holm,
+            },
+            p_holm,
+        };
+        let point = |source: &str, f1: f64, on_curve: bool, residual: f64| DosePoint {
+            source: source.into(),
+            label_f1: f1,
+            mean_auroc: 0.75,
+            on_curve,
+            expected: 0.75 - residual,
+            residual,
+            residual_ci: (residual - 0.01, residual + 0.01),
+        };
+        let (_dir, md) = run_edited("truth", &[("a", "truth"), ("b", "truth")], |r| {
+            r.sources.get_mut("b").unwrap().mean_auroc = Some(0.70);
+            r.effects = vec![effect("b", 0.05, 0.01)];
+            r.dose_response = Some(DoseResponse {
+                images: 2,
+                intercept: 0.5,
+                slope: 0.25,
+                slope_ci: (0.1, 0.4),
+                points: vec![point("b", 0.6, false, -0.04), point("a", 1.0, true, 0.0)],
+            });
+        });
+        let first = md.split("## ").next().unwrap_or_default();
+        assert!(
+            first
+                .contains("Ranked by mean test AUROC over the observations: `a` 0.750, `b` 0.700."),
+            "{first}"
+        );
+        assert!(
+            first.contains("1 of 1 pairs differ after Holm's correction: `a` − `b` +0.050"),
+            "{first}"
+        );
+        assert!(
+            first.contains("+0.025 AUROC per 0.1 label F1 (95% interval [+0.010, +0.040])"),
+            "{first}"
+        );
+        assert!(first.contains("`b` (label F1 0.600) lies -0.040 [-0.050, -0.030] from the curve: its errors cost more"), "{first}");
+        // Nothing significant: the largest difference is named instead.
+        let (_dir, md) = run_edited("truth", &[("a", "truth"), ("b", "truth")], |r| {
+            r.effects = vec![effect("b", 0.02, 0.3)];
+        });
+        assert!(md.contains("No two sources' classifiers differ in mean AUROC after Holm's correction over the 1 pairs; the largest difference is `a` − `b` +0.020"), "{md}");
     }
 
     #[test]
