@@ -44,6 +44,10 @@ pub struct Config {
     #[serde(default)]
     /// The study's design: replicates per label source.
     pub study: StudyConfig,
+    /// A grid of corruption rates, expanded into `kind = "corrupted"` sources when the config is read (the
+    /// resolved config lists the sources, not the grid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Sweep>,
     #[serde(default)]
     /// How shards are written.
     pub shard: ShardConfig,
@@ -80,6 +84,75 @@ pub struct StudyConfig {
 impl Default for StudyConfig {
     fn default() -> Self {
         StudyConfig { replicates: 1 }
+    }
+}
+
+/// `[sweep]`: corrupted copies of one base source at every combination of the listed rates — the dose–response's
+/// points. An empty list stands for `[0]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// The source corrupted.
+    pub base: String,
+    /// Shares of positives made negative.
+    #[serde(default)]
+    pub missed: Vec<f64>,
+    /// Shares of positives made uncertain.
+    #[serde(default)]
+    pub uncertain: Vec<f64>,
+    /// Shares of the other cells made positive.
+    #[serde(default)]
+    pub false_positive: Vec<f64>,
+    /// How the copies treat uncertain labels in the loss.
+    #[serde(default)]
+    pub uncertainty: UncertaintyPolicy,
+}
+
+impl Sweep {
+    /// The grid's sources, named `<base>_m<missed>_u<uncertain>_f<false_positive>` in percent (`truth_m25_u0_f3`);
+    /// the all-zero point is left out (it is the base).
+    pub fn sources(&self) -> Result<Vec<SourceConfig>> {
+        let list = |v: &[f64]| if v.is_empty() { vec![0.0] } else { v.to_vec() };
+        let pct = |r: f64| {
+            let p = r * 100.0;
+            if (p - p.round()).abs() < 1e-9 {
+                format!("{}", p.round() as i64)
+            } else {
+                format!("{p}").replace('.', "p")
+            }
+        };
+        let mut out = Vec::new();
+        for &m in &list(&self.missed) {
+            for &u in &list(&self.uncertain) {
+                for &f in &list(&self.false_positive) {
+                    if m == 0.0 && u == 0.0 && f == 0.0 {
+                        continue;
+                    }
+                    let rates = crate::labelers::corrupt::Rates {
+                        missed: m,
+                        uncertain: u,
+                        false_positive: f,
+                    };
+                    let name = format!("{}_m{}_u{}_f{}", self.base, pct(m), pct(u), pct(f));
+                    rates.validate(&format!("sweep ({name})"))?;
+                    out.push(SourceConfig {
+                        name,
+                        kind: SourceKind::Corrupted,
+                        labeler: None,
+                        path: None,
+                        uncertainty: self.uncertainty,
+                        base: Some(self.base.clone()),
+                        rates: Some(rates),
+                    });
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::Config(
+                "sweep: no rate above zero, so no corrupted source".into(),
+            ));
+        }
+        Ok(out)
     }
 }
 
@@ -201,6 +274,10 @@ impl Config {
             };
             Error::Config(format!("{from}: {}", inner.message()))
         })?;
+        let mut cfg = cfg;
+        if let Some(sweep) = cfg.sweep.take() {
+            cfg.sources.extend(sweep.sources()?);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -665,7 +742,9 @@ mod tests {
     fn shipped_configs_parse_and_validate() {
         let demo = Config::demo(&[]).unwrap();
         assert_eq!(demo.dataset.kind, DatasetKind::Synthetic);
-        assert_eq!(demo.sources.len(), 4);
+        assert_eq!(demo.sources.len(), 6);
+        assert_eq!(demo.study.replicates, 2);
+        assert_eq!(demo.dose_curve(), ["truth_m25", "truth", "truth_m50"]);
         crate::model::DenseNetConfig::from_model_config(&demo.model).unwrap();
         for f in ["chexpert.toml", "mimic.toml", "synthetic-large.toml"] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -801,12 +880,14 @@ mod tests {
             "[[sources]]\nname = \"noisy\"\nkind = \"corrupted\"\nbase = \"truth\"\nrates = { missed = 0.2 }\n",
         )
         .unwrap();
-        assert_eq!(ok.dose_curve(), ["noisy", "truth"]);
+        assert_eq!(
+            ok.dose_curve(),
+            ["truth_m25", "truth", "truth_m50", "noisy"]
+        );
         let noisy = ok.sources.iter().find(|s| s.name == "noisy").unwrap();
         let (file, rates) = ok.corruption_of(noisy).unwrap();
         assert!(file.ends_with("truth/image_labels.csv"), "{file:?}");
         assert_eq!((rates.missed, rates.false_positive), (0.2, 0.0));
-        assert!(Config::demo(&[]).unwrap().dose_curve().is_empty());
         for (extra, needle) in [
             (
                 "base = \"nope\"\nrates = { missed = 0.2 }",
@@ -837,6 +918,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("belong to kind = \"corrupted\""), "{e}");
+    }
+
+    #[test]
+    fn a_sweep_expands_into_corrupted_sources_the_resolved_config_lists() {
+        let cfg = Config::from_toml_str(
+            &format!(
+                "{DEMO_TOML}\n[sweep]\nbase = \"truth\"\nmissed = [0.25, 0.5]\nfalse_positive = [0, 0.025]\n"
+            ),
+            "c.toml",
+            &[],
+        )
+        .unwrap();
+        let names: Vec<&str> = cfg
+            .sources
+            .iter()
+            .filter(|s| s.kind == SourceKind::Corrupted && s.name.contains("_u"))
+            .map(|s| s.name.as_str())
+            .collect();
+        assert!(
+            names.contains(&"truth_m25_u0_f0") && names.contains(&"truth_m50_u0_f2p5"),
+            "{names:?}"
+        );
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| n.ends_with("_u0_f0") || n.contains("_u0_f"))
+                .count(),
+            names.len()
+        );
+        assert!(cfg.sweep.is_none());
+        // The resolved config reads back as itself (the grid is not expanded twice).
+        let again = Config::from_toml_str(&cfg.to_toml(), "resolved", &[]).unwrap();
+        assert_eq!(again, cfg);
+        let e = Config::from_toml_str(
+            &format!("{DEMO_TOML}\n[sweep]\nbase = \"truth\"\nmissed = [1.5]\n"),
+            "c.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sweep (truth_m150_u0_f0).rates.missed"), "{e}");
+        let e = Config::from_toml_str(
+            &format!("{DEMO_TOML}\n[sweep]\nbase = \"truth\"\n"),
+            "c.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no rate above zero"), "{e}");
     }
 
     #[test]
