@@ -424,19 +424,16 @@ fn auroc_per_source(p: &mut Page) -> String {
     p.blocks.push(Block::H2(format!(
         "Test AUROC per label source ({level} bootstrap intervals)"
     )));
-    let most = results
-        .sources
-        .values()
-        .map(|s| s.replicates)
-        .max()
-        .unwrap_or(1);
+    let counts = results.sources.values().map(|s| s.replicates);
+    let (fewest, most) = (counts.clone().min().unwrap_or(1), counts.max().unwrap_or(1));
     p.blocks.push(Block::P(if most > 1 {
         format!(
-            "Up to {most} classifiers per label source (replicates that differ only in their training seed: \
+            "{} classifiers per label source (replicates that differ only in their training seed: \
              initialisation, order, augmentation), each scored on the same {} images against {reference} image \
              labels. Each AUROC is the mean over the source's replicates, and its interval resamples the replicates \
              as well as the images (a two-level bootstrap), so it holds the run-to-run spread of training and not \
              only the test set's sampling. Each replicate's own AUROCs follow the table.",
+            if fewest == most { most.to_string() } else { format!("{fewest} to {most}") },
             split.name(),
         )
     } else {
@@ -500,7 +497,9 @@ fn paired_differences(p: &mut Page) {
         p.blocks
             .push(Block::H2("Overall effect per pair of label sources".into()));
         p.blocks.push(Block::P(format!(
-            "Mean over the observations of AUROC(a) − AUROC(b), with a bootstrap {level} interval that resamples              whole test images (each with all its labels) and p-values before and after Holm's correction over the              {} pairs. **Bold**: Holm-corrected p < 0.05.",
+            "Mean over the observations of AUROC(a) − AUROC(b), with a bootstrap {level} interval that resamples \
+             whole test images (each with all its labels) and p-values before and after Holm's correction over \
+             the {} pairs. **Bold**: Holm-corrected p < 0.05.",
             effects.len()
         )));
         let rows = effects
@@ -536,7 +535,9 @@ fn paired_differences(p: &mut Page) {
             "Paired differences between label sources, per observation".into(),
         ));
         p.blocks.push(Block::P(format!(
-            "AUROC(a) − AUROC(b) on the images both scored, with a paired bootstrap {level} interval and p-value, the              bootstrap p-value after Holm's correction over all {} comparisons, and DeLong's test (uncorrected; one              classifier per source only). **Bold**: Holm-corrected p < 0.05.",
+            "AUROC(a) − AUROC(b) on the images both scored, with a paired bootstrap {level} interval and p-value, the \
+             bootstrap p-value after Holm's correction over all {} comparisons, and DeLong's test (uncorrected; one \
+             classifier per source only). **Bold**: Holm-corrected p < 0.05.",
             comps.len()
         )));
         let mut rows = Vec::new();
@@ -967,7 +968,7 @@ mod tests {
             r.replicates
                 .insert("a".into(), vec![scores("a", "truth"), second]);
         });
-        assert!(md.contains("Up to 2 classifiers per label source"), "{md}");
+        assert!(md.contains("2 classifiers per label source"), "{md}");
         assert!(md.contains("two-level bootstrap"));
         let table = md
             .split("## Test AUROC per replicate")
@@ -1093,6 +1094,8 @@ mod tests {
             ],
             vec![effect],
         );
+        // Text wrapped in the source reads as one line (no runs of indentation inside sentences).
+        assert!(!md.contains("   "), "{md}");
         let overall = md
             .find("## Overall effect per pair")
             .expect("overall section");
