@@ -346,6 +346,13 @@ fn run_stage(
         })?,
         Stage::Train => return train_classifiers(cfg, fresh, comm, stop),
         Stage::Evaluate => {
+            // Redone: scores of classifiers the study no longer has (a source or replicate dropped) must not
+            // reach results.json, which gathers every eval/<run>/ there is.
+            if fresh {
+                on_root(comm, "removing earlier scores", || {
+                    remove(&cfg.run().eval_root())
+                })?;
+            }
             let ids = cfg.replicates(&source_names(cfg), None)?;
             evaluate(cfg, &cfg.run(), Split::Test, &ids, true, comm)?;
         }

@@ -307,4 +307,20 @@ bootstrap = 100
     if chexlab::eval::plots::font().is_some() {
         assert!(run.join("plots/dose_response.svg").is_file());
     }
+
+    // Two replicates, then one again: the dropped replicates' scores leave the results with them.
+    let replicates = |n: u32| -> usize {
+        let set = format!("study.replicates={n}");
+        chexlab_ok(
+            &["--quiet", "run", "--config", "dose.toml", "--set", &set],
+            dir,
+        );
+        json("results.json")
+            .get("replicates")
+            .and_then(|r| r.as_object().map(|o| o.len()))
+            .unwrap_or(0)
+    };
+    assert_eq!(replicates(2), 4);
+    assert_eq!(replicates(1), 0);
+    assert!(!run.join("eval/truth.r2").exists());
 }
