@@ -78,6 +78,96 @@ pub struct DoseResponse {
     pub points: Vec<DosePoint>,
 }
 
+/// A source's scores ranked once per observation and replicate, for mean AUROCs under resampled images.
+struct RankedSource<'a> {
+    observations: &'a [ObservationScores<'a>],
+    ranked: Vec<Vec<Ranked>>,
+}
+
+impl<'a> RankedSource<'a> {
+    fn new(observations: &'a [ObservationScores<'a>]) -> Self {
+        let ranked = observations
+            .iter()
+            .map(|o| {
+                o.replicates
+                    .iter()
+                    .map(|r| Ranked::new(r, o.labels))
+                    .collect()
+            })
+            .collect();
+        RankedSource {
+            observations,
+            ranked,
+        }
+    }
+
+    /// The mean over observations of the mean AUROC over replicates, under image weights `iw` (None: every image
+    /// once) and resample `k`'s replicate draws (None: every replicate once); NaN when an AUROC is undefined.
+    fn mean(&self, iw: Option<&[u32]>, k: Option<u32>, seed: u64, w: &mut Vec<u32>) -> f64 {
+        let mut sum = 0.0;
+        for (o, reps) in self.observations.iter().zip(&self.ranked) {
+            w.clear();
+            match iw {
+                Some(iw) => w.extend(o.images.iter().map(|&i| iw[i as usize])),
+                None => w.resize(o.labels.len(), 1),
+            }
+            let draw: Vec<usize> = match k {
+                Some(k) => replicate_draw(reps.len(), seed, k),
+                None => (0..reps.len()).collect(),
+            };
+            let mut acc = 0.0;
+            for &r in &draw {
+                acc += reps[r].weighted_auroc(w).unwrap_or(f64::NAN);
+            }
+            sum += acc / draw.len() as f64;
+        }
+        sum / self.observations.len() as f64
+    }
+}
+
+/// Resample `k`'s image weights: `n_images` draws with replacement from the common image set (an image brings
+/// all its labels).
+fn image_weights(seed: u64, k: u32, n_images: usize, iw: &mut Vec<u32>) {
+    let mut rng = resample_rng(seed ^ 0x444f_5345_5245_5350, k);
+    iw.clear();
+    iw.resize(n_images, 0u32);
+    for _ in 0..n_images {
+        iw[rng.random_range(0..n_images)] += 1;
+    }
+}
+
+/// One source's mean AUROC over its observations and replicates, with a bootstrap percentile interval that draws
+/// whole images of the common set and the replicate indices in each resample (a resample in which an observation
+/// has one class only is left out). `None` without observations or when an AUROC is undefined.
+pub fn mean_auroc_ci(
+    observations: &[ObservationScores],
+    n_images: usize,
+    resamples: u32,
+    level: f64,
+    seed: u64,
+) -> Option<(f64, (f64, f64))> {
+    use rayon::prelude::*;
+    if observations.is_empty() || observations.iter().any(|o| o.replicates.is_empty()) {
+        return None;
+    }
+    let r = RankedSource::new(observations);
+    let point = r.mean(None, None, seed, &mut Vec::new());
+    if !point.is_finite() {
+        return None;
+    }
+    let stats: Vec<f64> = (0..resamples)
+        .into_par_iter()
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(iw, w), k| {
+                image_weights(seed, k, n_images, iw);
+                r.mean(Some(iw), Some(k), seed, w)
+            },
+        )
+        .collect();
+    Some((point, percentile_interval(stats, level)?))
+}
+
 /// Least-squares line `(intercept, slope)` through `points`; `None` with fewer than two distinct x.
 pub fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
     let n = points.len() as f64;
@@ -103,47 +193,12 @@ pub fn dose_response(
     seed: u64,
 ) -> Option<DoseResponse> {
     use rayon::prelude::*;
-    let ranked: Vec<Vec<Vec<Ranked>>> = sources
+    let ranked: Vec<RankedSource> = sources
         .iter()
-        .map(|s| {
-            s.observations
-                .iter()
-                .map(|o| {
-                    o.replicates
-                        .iter()
-                        .map(|r| Ranked::new(r, o.labels))
-                        .collect()
-                })
-                .collect()
-        })
+        .map(|s| RankedSource::new(&s.observations))
         .collect();
-    // Every source's mean AUROC under image weights `iw` (None: every image once) and resample `k`'s replicate
-    // draws (None: every replicate once).
     let means = |iw: Option<&[u32]>, k: Option<u32>, w: &mut Vec<u32>| -> Vec<f64> {
-        sources
-            .iter()
-            .zip(&ranked)
-            .map(|(s, per_obs)| {
-                let mut sum = 0.0;
-                for (o, reps) in s.observations.iter().zip(per_obs) {
-                    w.clear();
-                    match iw {
-                        Some(iw) => w.extend(o.images.iter().map(|&i| iw[i as usize])),
-                        None => w.resize(o.labels.len(), 1),
-                    }
-                    let draw: Vec<usize> = match k {
-                        Some(k) => replicate_draw(reps.len(), seed, k),
-                        None => (0..reps.len()).collect(),
-                    };
-                    let mut acc = 0.0;
-                    for &r in &draw {
-                        acc += reps[r].weighted_auroc(w).unwrap_or(f64::NAN);
-                    }
-                    sum += acc / draw.len() as f64;
-                }
-                sum / s.observations.len() as f64
-            })
-            .collect()
+        ranked.iter().map(|r| r.mean(iw, k, seed, w)).collect()
     };
     let fit = |y: &[f64]| -> Option<(f64, f64)> {
         let pts: Vec<(f64, f64)> = sources
@@ -165,12 +220,7 @@ pub fn dose_response(
         .map_init(
             || (Vec::new(), Vec::new()),
             |(iw, w), k| {
-                let mut rng = resample_rng(seed ^ 0x444f_5345_5245_5350, k);
-                iw.clear();
-                iw.resize(n_images, 0u32);
-                for _ in 0..n_images {
-                    iw[rng.random_range(0..n_images)] += 1;
-                }
+                image_weights(seed, k, n_images, iw);
                 let y = means(Some(iw), Some(k), w);
                 let (a, b) = fit(&y)?;
                 let res = sources
@@ -231,6 +281,43 @@ mod tests {
         (0..300)
             .map(|i| ((i * noise + 3) % 101) as f32 / 101.0 + if i % 4 == 0 { signal } else { 0.0 })
             .collect()
+    }
+
+    /// One observation's scores on all of `images`.
+    fn one_observation<'a>(
+        images: &'a [u32],
+        labels: &'a [bool],
+        replicates: Vec<&'a [f32]>,
+    ) -> Vec<ObservationScores<'a>> {
+        vec![ObservationScores {
+            images,
+            labels,
+            replicates,
+        }]
+    }
+
+    #[test]
+    fn a_sources_mean_auroc_interval_holds_its_replicates_spread() {
+        let labels: Vec<bool> = (0..300).map(|i| i % 4 == 0).collect();
+        let images: Vec<u32> = (0..300).collect();
+        let (good, weak) = (scores(0.6, 7), scores(0.2, 11));
+        let auroc = |s: &[f32]| Ranked::new(s, &labels).weighted_auroc(&[1; 300]).unwrap();
+        let one = mean_auroc_ci(
+            &one_observation(&images, &labels, vec![&good]),
+            300,
+            300,
+            0.95,
+            2,
+        )
+        .unwrap();
+        assert!((one.0 - auroc(&good)).abs() < 1e-12);
+        assert!(one.1.0 < one.0 && one.0 < one.1.1, "{one:?}");
+        let both = one_observation(&images, &labels, vec![&good, &weak]);
+        let two = mean_auroc_ci(&both, 300, 300, 0.95, 2).unwrap();
+        assert!((two.0 - (auroc(&good) + auroc(&weak)) / 2.0).abs() < 1e-12);
+        assert!(two.1.1 - two.1.0 > one.1.1 - one.1.0, "{two:?} vs {one:?}");
+        assert_eq!(mean_auroc_ci(&both, 300, 300, 0.95, 2), Some(two));
+        assert!(mean_auroc_ci(&[], 300, 10, 0.95, 2).is_none());
     }
 
     #[test]

@@ -413,10 +413,14 @@ fn auroc_per_source(p: &mut Page) -> String {
         .map(|m| m.0);
     let mut mrow = vec!["**mean**".to_string()];
     mrow.extend(mean_row.iter().enumerate().map(|(k, m)| {
-        if Some(k) == best {
+        let v = if Some(k) == best {
             format!("**{m:.3}**")
         } else {
             format!("{m:.3}")
+        };
+        match results.sources[&sources[k]].mean_auroc_ci {
+            Some((lo, hi)) => format!("{v} [{lo:.3}, {hi:.3}]"),
+            None => v,
         }
     }));
     rows.push(mrow);
@@ -961,7 +965,9 @@ mod tests {
         assert!(single.contains("One classifier per label source"));
         assert!(!single.contains("per replicate"));
         let (_dir, md) = run_edited("truth", &[("a", "truth")], |r| {
-            r.sources.get_mut("a").unwrap().replicates = 2;
+            let a = r.sources.get_mut("a").unwrap();
+            a.replicates = 2;
+            a.mean_auroc_ci = Some((0.7, 0.8));
             let mut second = scores("a", "truth");
             second.replicate = 2;
             second.mean_auroc = Some(0.70);
@@ -970,6 +976,10 @@ mod tests {
         });
         assert!(md.contains("2 classifiers per label source"), "{md}");
         assert!(md.contains("two-level bootstrap"));
+        assert!(
+            md.contains("| **mean** | **0.750** [0.700, 0.800] |"),
+            "{md}"
+        );
         let table = md
             .split("## Test AUROC per replicate")
             .nth(1)

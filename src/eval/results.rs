@@ -44,6 +44,10 @@ pub struct SplitScores {
     pub auroc_ci: Vec<(String, Option<(f64, f64)>)>,
     /// Mean of the defined AUROCs.
     pub mean_auroc: Option<f64>,
+    /// For a mean over replicates: the mean AUROC's bootstrap interval (whole test images and replicate indices
+    /// resampled; absent for a single run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_auroc_ci: Option<(f64, f64)>,
 }
 
 impl SplitScores {
@@ -182,6 +186,7 @@ pub(crate) mod tests {
             auprc: vec![],
             auroc_ci: vec![("Edema".into(), Some((0.5, 0.9)))],
             mean_auroc: Some(0.75),
+            mean_auroc_ci: None,
         }
     }
 

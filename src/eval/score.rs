@@ -399,6 +399,7 @@ pub fn summarise(
             })
             .collect(),
         mean_auroc: mean_auroc(&table),
+        mean_auroc_ci: None,
         auroc: table,
         auroc_ci: cis,
         auprc: aps,
@@ -699,16 +700,39 @@ fn over_replicates(
         &scores[0].reference,
         &scores[0].split,
     );
-    for (j, o) in obs.iter().enumerate() {
-        let (_, y, probs) = observation_runs(&common, obs, j);
-        let r = super::compare::replicates_auroc_ci(&views(&probs), &y, ev.bootstrap, ev.ci, seed);
+    let per_obs: Vec<_> = (0..obs.len())
+        .map(|j| observation_runs(&common, obs, j))
+        .collect();
+    for (j, (o, (_, y, probs))) in obs.iter().zip(&per_obs).enumerate() {
+        let r = super::compare::replicates_auroc_ci(&views(probs), y, ev.bootstrap, ev.ci, seed);
         out.auroc[j] = (o.name().to_string(), r.map(|(a, _)| a));
         out.auroc_ci[j] = (o.name().to_string(), r.map(|(_, ci)| ci));
-        let ap: Vec<f64> = probs.iter().filter_map(|p| auprc(p, &y)).collect();
+        let ap: Vec<f64> = probs.iter().filter_map(|p| auprc(p, y)).collect();
         out.auprc[j].1 =
             (ap.len() == probs.len()).then(|| ap.iter().sum::<f64>() / ap.len() as f64);
     }
     out.mean_auroc = mean_auroc(&out.auroc);
+    // The observations with a defined AUROC, as the mean has them.
+    let defined: Vec<super::dose::ObservationScores> = per_obs
+        .iter()
+        .zip(&out.auroc)
+        .filter(|(_, (_, a))| a.is_some())
+        .map(
+            |((images, labels, probs), _)| super::dose::ObservationScores {
+                images,
+                labels,
+                replicates: views(probs),
+            },
+        )
+        .collect();
+    out.mean_auroc_ci = super::dose::mean_auroc_ci(
+        &defined,
+        common[0].image_ids.len(),
+        ev.bootstrap,
+        ev.ci,
+        seed,
+    )
+    .map(|(_, ci)| ci);
     out.checkpoint_step = scores[0].checkpoint_step;
     out.replicates = scores.len() as u32;
     out
@@ -794,6 +818,11 @@ mod tests {
         let mean = (auroc(&a1) + auroc(&a2)) / 2.0;
         assert!((a.auroc_of("Edema").unwrap() - mean).abs() < 1e-12);
         assert_eq!(a.mean_auroc, a.auroc_of("Edema"));
+        let (mlo, mhi) = a
+            .mean_auroc_ci
+            .expect("an interval for the mean over replicates");
+        assert!(mlo < mean && mean < mhi);
+        assert!(r.sources["b"].mean_auroc_ci.is_none());
         let (lo, hi) = a.ci_of("Edema").unwrap();
         assert!(lo < mean && mean < hi);
         // Each replicate's own table, in replicate order; `b` has one replicate and stays a single run.
