@@ -308,7 +308,7 @@ fn reduced_demo_pipeline_runs_on_two_ranks() {
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("d/results.json")).unwrap())
             .unwrap();
-    assert_eq!(results["sources"].as_object().unwrap().len(), 4);
+    assert_eq!(results["sources"].as_object().unwrap().len(), 6);
     // 4 sources on 2 ranks: two groups of one rank, each training two sources in turn.
     for source in ["chexpert", "chexbert", "visualchexbert", "truth"] {
         let s = summary_of(&tmp.path().join("d"), source);
