@@ -540,29 +540,26 @@ fn label_agreement(cfg: &Config) -> Result<()> {
         let Some(file) = cfg.labels_csv(s) else {
             continue;
         };
-        let score = |truth: &Path, image: bool| -> Option<f64> {
+        let metrics = |truth: &Path| -> Option<crate::labelers::metrics::LabelMetrics> {
             if !truth.is_file() {
                 return None;
             }
-            match crate::labelers::metrics::evaluate(&file, truth, UncertaintyPolicy::Ones) {
-                Ok(m) => {
-                    if image {
-                        m.mean_positive_f1
-                    } else {
-                        m.weighted_f1
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("{}: {e}", s.name);
-                    None
-                }
-            }
+            crate::labelers::metrics::evaluate(&file, truth, UncertaintyPolicy::Ones)
+                .map_err(|e| tracing::warn!("{}: {e}", s.name))
+                .ok()
         };
+        let image = metrics(&image_truth);
         table.insert(
             s.name.clone(),
             LabelerAgreement {
-                report_weighted_f1: score(&report_truth, false),
-                image_mean_positive_f1: score(&image_truth, true),
+                report_weighted_f1: metrics(&report_truth).and_then(|m| m.weighted_f1),
+                image_mean_positive_f1: image.as_ref().and_then(|m| m.mean_positive_f1),
+                image_positive_f1: image
+                    .iter()
+                    .flat_map(|m| &m.binary)
+                    .filter(|b| b.positive.support > 0)
+                    .map(|b| (b.observation.clone(), b.positive.f1))
+                    .collect(),
             },
         );
     }

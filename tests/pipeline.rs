@@ -297,9 +297,22 @@ bootstrap = 100
         ci[0].as_f64().unwrap() <= slope && slope <= ci[1].as_f64().unwrap(),
         "{d}"
     );
+    // One line per observation too, each source placed by its F1 on that observation.
+    let per_obs = d["per_observation"].as_array().unwrap();
+    assert_eq!(per_obs.len(), 3, "{d}");
+    assert!(
+        agreement["truth_high"]["image_positive_f1"]["Edema"]
+            .as_f64()
+            .unwrap()
+            < 1.0
+    );
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(
         md.contains("## Dose–response: classifier AUROC against label quality"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| observation | AUROC per 0.1 label F1 |"),
         "{md}"
     );
     assert!(md.contains("AUROC per 0.1 label F1"), "{md}");

@@ -76,6 +76,25 @@ pub struct DoseResponse {
     pub slope_ci: (f64, f64),
     /// Every source, by label F1.
     pub points: Vec<DosePoint>,
+    /// The same fit for each observation alone: its AUROC against its labels' F1.
+    #[serde(default)]
+    pub per_observation: Vec<ObservationDose>,
+}
+
+/// One observation's dose–response line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObservationDose {
+    /// The observation.
+    pub observation: String,
+    /// The line's AUROC at label F1 0.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub intercept: f64,
+    /// AUROC per unit of label F1.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub slope: f64,
+    /// Bootstrap percentile interval of the slope.
+    #[serde(deserialize_with = "pair_or_nan")]
+    pub slope_ci: (f64, f64),
 }
 
 /// A source's scores ranked once per observation and replicate, for mean AUROCs under resampled images.
@@ -258,6 +277,7 @@ pub fn dose_response(
         slope,
         slope_ci,
         points,
+        per_observation: Vec::new(),
     })
 }
 

@@ -24,6 +24,9 @@ pub struct LabelerAgreement {
     pub report_weighted_f1: Option<f64>,
     /// Mean positive-class F1 against image truth.
     pub image_mean_positive_f1: Option<f64>,
+    /// Positive-class F1 against image truth per observation (those the truth has positives of).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub image_positive_f1: BTreeMap<String, f64>,
 }
 
 /// What the report says of the study besides its numbers (the study config describes itself:
@@ -636,6 +639,34 @@ fn dose_response_section(p: &mut Page) -> Result<()> {
         })
         .collect();
     p.blocks.push(Block::T(Table { head, rows }));
+    if !d.per_observation.is_empty() {
+        p.blocks.push(Block::P(
+            "Per observation: the same line through each observation's AUROC against its labels' F1 on that \
+             observation."
+                .into(),
+        ));
+        let head = vec![
+            "observation".to_string(),
+            "AUROC per 0.1 label F1".into(),
+            format!("{level} interval"),
+        ];
+        let rows = d
+            .per_observation
+            .iter()
+            .map(|o| {
+                vec![
+                    o.observation.clone(),
+                    signed(o.slope / 10.0),
+                    format!(
+                        "[{}, {}]",
+                        signed(o.slope_ci.0 / 10.0),
+                        signed(o.slope_ci.1 / 10.0)
+                    ),
+                ]
+            })
+            .collect();
+        p.blocks.push(Block::T(Table { head, rows }));
+    }
     let curve: Vec<(f64, f64)> = d
         .points
         .iter()
@@ -1041,6 +1072,7 @@ mod tests {
                 slope: 0.25,
                 slope_ci: (0.1, 0.4),
                 points: vec![point("b", 0.6, false, -0.04), point("a", 1.0, true, 0.0)],
+                per_observation: vec![],
             });
         });
         let first = md.split("## ").next().unwrap_or_default();

@@ -671,13 +671,38 @@ fn dose_of(
             }
         })
         .collect();
-    Ok(dose_response(
-        &sources,
-        common[0].image_ids.len(),
-        ev.bootstrap,
-        ev.ci,
-        seed,
-    ))
+    let n_images = common[0].image_ids.len();
+    let Some(mut dose) = dose_response(&sources, n_images, ev.bootstrap, ev.ci, seed) else {
+        return Ok(None);
+    };
+    // Each observation alone, with each source's F1 on that observation.
+    for (j, o) in obs.iter().enumerate() {
+        let alone: Vec<DoseSource> = sources
+            .iter()
+            .zip(&with_f1)
+            .filter_map(|(s, (name, _, _))| {
+                Some(DoseSource {
+                    name: s.name.clone(),
+                    label_f1: *f1[*name].image_positive_f1.get(o.name())?,
+                    on_curve: s.on_curve,
+                    observations: vec![ObservationScores {
+                        images: s.observations[j].images,
+                        labels: s.observations[j].labels,
+                        replicates: s.observations[j].replicates.clone(),
+                    }],
+                })
+            })
+            .collect();
+        if let Some(d) = dose_response(&alone, n_images, ev.bootstrap, ev.ci, seed) {
+            dose.per_observation.push(super::dose::ObservationDose {
+                observation: o.name().to_string(),
+                intercept: d.intercept,
+                slope: d.slope,
+                slope_ci: d.slope_ci,
+            });
+        }
+    }
+    Ok(Some(dose))
 }
 
 /// One source's scores over its replicates (`scores[r]` and `scored[r]` are replicate r's) on the images all of
