@@ -89,6 +89,17 @@ pub fn resample_rng(seed: u64, b: u32) -> ChaCha8Rng {
     rng
 }
 
+/// Weights of resample `b` that draws `n` whole images with replacement (an image brings all its labels) from
+/// `seed`'s stream: how often each image is drawn.
+pub fn image_weights(seed: u64, b: u32, n: usize, weights: &mut Vec<u32>) {
+    let mut rng = resample_rng(seed, b);
+    weights.clear();
+    weights.resize(n, 0);
+    for _ in 0..n {
+        weights[rng.random_range(0..n)] += 1;
+    }
+}
+
 /// Percentile interval at `level` (e.g. 0.95) of a sample of statistics.
 pub fn percentile_interval(mut values: Vec<f64>, level: f64) -> Option<(f64, f64)> {
     values.retain(|v| v.is_finite());

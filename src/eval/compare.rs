@@ -8,7 +8,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::bootstrap::{Ranked, percentile_interval, resample_rng};
+use super::bootstrap::{Ranked, image_weights, percentile_interval, resample_rng};
 
 /// Mid-ranks (1-based; ties share their mean rank) of `x`.
 pub fn midranks(x: &[f64]) -> Vec<f64> {
@@ -376,12 +376,7 @@ pub fn overall_effect(
         .map_init(
             || (Vec::new(), Vec::new()),
             |(iw, w), k| {
-                let mut rng = resample_rng(seed ^ 0x4f56_4552_414c_4c00, k);
-                iw.clear();
-                iw.resize(n_images, 0u32);
-                for _ in 0..n_images {
-                    iw[rng.random_range(0..n_images)] += 1;
-                }
+                image_weights(seed ^ 0x4f56_4552_414c_4c00, k, n_images, iw);
                 diff_under(&replicate_draw(reps, seed, k), Some(iw), w)
             },
         )

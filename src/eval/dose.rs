@@ -8,10 +8,9 @@
 //! every source's replicate indices), refitting the line in every resample. Label F1 is held fixed: it is measured
 //! on every study of the dataset, not on the test images.
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::bootstrap::{Ranked, percentile_interval, resample_rng};
+use super::bootstrap::{Ranked, percentile_interval};
 use super::compare::{f64_or_nan, pair_or_nan, replicate_draw};
 
 /// One observation of one source on the common image set: the images with a defined label (indices into the set),
@@ -65,6 +64,19 @@ pub struct DosePoint {
 pub struct DoseResponse {
     /// Test images every source scored.
     pub images: usize,
+    /// The line through the curve's points.
+    #[serde(flatten)]
+    pub line: Line,
+    /// Every source, by label F1.
+    pub points: Vec<DosePoint>,
+    /// The same fit for each observation alone: its AUROC against its labels' F1.
+    #[serde(default)]
+    pub per_observation: Vec<ObservationDose>,
+}
+
+/// A fitted dose–response line: mean test AUROC = intercept + slope × label F1.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Line {
     /// The line's AUROC at label F1 0.
     #[serde(deserialize_with = "f64_or_nan")]
     pub intercept: f64,
@@ -74,11 +86,6 @@ pub struct DoseResponse {
     /// Bootstrap percentile interval of the slope.
     #[serde(deserialize_with = "pair_or_nan")]
     pub slope_ci: (f64, f64),
-    /// Every source, by label F1.
-    pub points: Vec<DosePoint>,
-    /// The same fit for each observation alone: its AUROC against its labels' F1.
-    #[serde(default)]
-    pub per_observation: Vec<ObservationDose>,
 }
 
 /// One observation's dose–response line.
@@ -86,15 +93,9 @@ pub struct DoseResponse {
 pub struct ObservationDose {
     /// The observation.
     pub observation: String,
-    /// The line's AUROC at label F1 0.
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub intercept: f64,
-    /// AUROC per unit of label F1.
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub slope: f64,
-    /// Bootstrap percentile interval of the slope.
-    #[serde(deserialize_with = "pair_or_nan")]
-    pub slope_ci: (f64, f64),
+    /// Its line.
+    #[serde(flatten)]
+    pub line: Line,
 }
 
 /// A source's scores ranked once per observation and replicate, for mean AUROCs under resampled images.
@@ -144,15 +145,9 @@ impl<'a> RankedSource<'a> {
     }
 }
 
-/// Resample `k`'s image weights: `n_images` draws with replacement from the common image set (an image brings
-/// all its labels).
+/// Resample `k`'s image weights for the dose–response (a stream of its own).
 fn image_weights(seed: u64, k: u32, n_images: usize, iw: &mut Vec<u32>) {
-    let mut rng = resample_rng(seed ^ 0x444f_5345_5245_5350, k);
-    iw.clear();
-    iw.resize(n_images, 0u32);
-    for _ in 0..n_images {
-        iw[rng.random_range(0..n_images)] += 1;
-    }
+    super::bootstrap::image_weights(seed ^ 0x444f_5345_5245_5350, k, n_images, iw);
 }
 
 /// One source's mean AUROC over its observations and replicates, with a bootstrap percentile interval that draws
@@ -273,9 +268,11 @@ pub fn dose_response(
     points.sort_by(|a, b| a.label_f1.total_cmp(&b.label_f1));
     Some(DoseResponse {
         images: n_images,
-        intercept,
-        slope,
-        slope_ci,
+        line: Line {
+            intercept,
+            slope,
+            slope_ci,
+        },
         points,
         per_observation: Vec::new(),
     })
@@ -379,9 +376,10 @@ mod tests {
         let auroc = |s: &[f32]| Ranked::new(s, &labels).weighted_auroc(&[1; 300]).unwrap();
         let ys: Vec<(f64, f64)> = curve.iter().map(|(f, s)| (*f, auroc(s))).collect();
         let (a, b) = fit_line(&ys).unwrap();
-        assert!((d.slope - b).abs() < 1e-12 && (d.intercept - a).abs() < 1e-12);
+        let line = d.line;
+        assert!((line.slope - b).abs() < 1e-12 && (line.intercept - a).abs() < 1e-12);
         assert!(
-            d.slope > 0.0 && d.slope_ci.0 < d.slope && d.slope < d.slope_ci.1,
+            line.slope > 0.0 && line.slope_ci.0 < line.slope && line.slope < line.slope_ci.1,
             "{d:?}"
         );
         // Sorted by label F1; the labeler sits below the curve, its interval too.

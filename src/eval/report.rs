@@ -302,8 +302,8 @@ fn in_words(p: &mut Page) {
     if let Some(d) = &results.dose_response {
         text.push_str(&format!(
             " Random label errors cost {} AUROC per 0.1 label F1 ({level} interval {}).",
-            signed(d.slope / 10.0),
-            interval((d.slope_ci.0 / 10.0, d.slope_ci.1 / 10.0))
+            signed(d.line.slope / 10.0),
+            interval((d.line.slope_ci.0 / 10.0, d.line.slope_ci.1 / 10.0))
         ));
         for pt in d.points.iter().filter(|pt| !pt.on_curve) {
             let (lo, hi) = pt.residual_ci;
@@ -603,9 +603,9 @@ fn dose_response_section(p: &mut Page) -> Result<()> {
          below zero, its label errors cost the classifier more than random errors that leave the same F1; above \
          zero, less. Label F1 is the mean positive-class F1 of the source's labels against the image truth, on \
          every study (held fixed in the bootstrap).",
-        signed(d.slope / 10.0),
-        signed(d.slope_ci.0 / 10.0),
-        signed(d.slope_ci.1 / 10.0),
+        signed(d.line.slope / 10.0),
+        signed(d.line.slope_ci.0 / 10.0),
+        signed(d.line.slope_ci.1 / 10.0),
         d.images,
     )));
     let head = [
@@ -656,11 +656,11 @@ fn dose_response_section(p: &mut Page) -> Result<()> {
             .map(|o| {
                 vec![
                     o.observation.clone(),
-                    signed(o.slope / 10.0),
+                    signed(o.line.slope / 10.0),
                     format!(
                         "[{}, {}]",
-                        signed(o.slope_ci.0 / 10.0),
-                        signed(o.slope_ci.1 / 10.0)
+                        signed(o.line.slope_ci.0 / 10.0),
+                        signed(o.line.slope_ci.1 / 10.0)
                     ),
                 ]
             })
@@ -681,10 +681,10 @@ fn dose_response_section(p: &mut Page) -> Result<()> {
             markers: true,
         },
         Series {
-            name: format!("fit: {} per 0.1 F1", signed(d.slope / 10.0)),
+            name: format!("fit: {} per 0.1 F1", signed(d.line.slope / 10.0)),
             points: vec![
-                (lo, d.intercept + d.slope * lo),
-                (1.0, d.intercept + d.slope),
+                (lo, d.line.intercept + d.line.slope * lo),
+                (1.0, d.line.intercept + d.line.slope),
             ],
             markers: false,
         },
@@ -1041,7 +1041,7 @@ mod tests {
 
     #[test]
     fn the_report_opens_with_the_result_in_words() {
-        use crate::eval::dose::{DosePoint, DoseResponse};
+        use crate::eval::dose::{DosePoint, DoseResponse, Line};
         let effect = |b: &str, diff: f64, p_holm: f64| PairEffect {
             a: "a".into(),
             b: b.into(),
@@ -1068,9 +1068,11 @@ mod tests {
             r.effects = vec![effect("b", 0.05, 0.01)];
             r.dose_response = Some(DoseResponse {
                 images: 2,
-                intercept: 0.5,
-                slope: 0.25,
-                slope_ci: (0.1, 0.4),
+                line: Line {
+                    intercept: 0.5,
+                    slope: 0.25,
+                    slope_ci: (0.1, 0.4),
+                },
                 points: vec![point("b", 0.6, false, -0.04), point("a", 1.0, true, 0.0)],
                 per_observation: vec![],
             });

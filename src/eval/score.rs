@@ -696,9 +696,7 @@ fn dose_of(
         if let Some(d) = dose_response(&alone, n_images, ev.bootstrap, ev.ci, seed) {
             dose.per_observation.push(super::dose::ObservationDose {
                 observation: o.name().to_string(),
-                intercept: d.intercept,
-                slope: d.slope,
-                slope_ci: d.slope_ci,
+                line: d.line,
             });
         }
     }
