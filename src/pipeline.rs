@@ -184,7 +184,7 @@ pub fn run(
             out.stages.push((stage, None));
             if stage == Stage::Report {
                 let md = cfg.run().report_md();
-                out.headline = std::fs::read_to_string(&md).ok().map(|t| auroc_table(&t));
+                out.headline = std::fs::read_to_string(&md).ok().map(|t| headline_of(&t));
                 out.report = Some(md);
             }
             continue;
@@ -231,14 +231,19 @@ pub fn run(
     Ok(out)
 }
 
-/// The per-source AUROC table of a `report.md`.
-fn auroc_table(md: &str) -> String {
-    md.lines()
+/// The headline of a `report.md`, as writing it returned it: the result in words, then the per-source AUROC table.
+fn headline_of(md: &str) -> String {
+    let table: String = md
+        .lines()
         .skip_while(|l| !l.starts_with("## Test AUROC"))
         .skip_while(|l| !l.starts_with('|'))
         .take_while(|l| l.starts_with('|'))
         .map(|l| format!("{l}\n"))
-        .collect()
+        .collect();
+    match md.lines().find(|l| l.starts_with("**In short.**")) {
+        Some(words) => format!("{words}\n\n{table}"),
+        None => table,
+    }
 }
 
 /// The `evaluate` stage of a run from its config: scores `split` with the best checkpoint of each of `sources`

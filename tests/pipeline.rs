@@ -36,6 +36,10 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
     let out = chexlab_ok(&args, dir);
     assert!(out.contains("report: d/report.md"), "{out}");
     assert!(
+        out.contains("**In short.** Ranked by mean test AUROC"),
+        "the result in words is printed: {out}"
+    );
+    assert!(
         out.contains(
             "| observation | chexbert | chexpert | truth | truth_m25 | truth_m50 | visualchexbert |"
         ),
@@ -142,9 +146,13 @@ fn reduced_demo_writes_every_artifact_and_reruns_only_what_is_stale() {
     let again = chexlab_ok(&args, dir);
     assert_eq!(skipped(&again), 7, "{again}");
     assert!(
-        again.contains("| **mean** |"),
+        again.contains("| **mean** |") && again.contains("**In short.**"),
         "the headline is printed again: {again}"
     );
+    // The same headline, whether the report was just written or was up to date.
+    let headline =
+        |o: &str| o[o.find("**In short.**").unwrap()..o.find("report: ").unwrap()].to_string();
+    assert_eq!(headline(&again), headline(&out));
 
     // A changed evaluation setting redoes evaluate and report only.
     let mut changed = args.clone();

@@ -50,7 +50,7 @@ pub struct ReportFiles {
     pub html: PathBuf,
     /// Plot files written (PNG and SVG).
     pub plots: Vec<PathBuf>,
-    /// The headline table (Markdown), to print.
+    /// The headline (Markdown), to print: the result in words, then the AUROC table.
     pub headline: String,
 }
 
@@ -185,10 +185,14 @@ pub fn write_report(run: &RunDir, split: Split, study: &Study) -> Result<ReportF
         blocks: Vec::new(),
         plots: Vec::new(),
     };
-    in_words(&mut p);
+    let summary = in_words(&mut p);
     configuration(&mut p);
     labeler_agreement(&mut p)?;
-    let headline = auroc_per_source(&mut p);
+    let table = auroc_per_source(&mut p);
+    let headline = match summary {
+        Some(s) => format!("{s}\n\n{table}"),
+        None => table,
+    };
     paired_differences(&mut p);
     dose_response_section(&mut p)?;
     training_section(&mut p)?;
@@ -235,8 +239,8 @@ struct Page<'a> {
 
 /// The opening paragraph: the study's result in words — the sources ranked by mean AUROC, which pairs differ
 /// after Holm's correction (or the largest difference when none does), and where the dose–response places the
-/// sources off its curve.
-fn in_words(p: &mut Page) {
+/// sources off its curve. Returns it (Markdown), for the headline.
+fn in_words(p: &mut Page) -> Option<String> {
     let (results, level) = (p.results, &p.level);
     let signed = |v: f64| format!("{v:+.3}");
     let interval = |(lo, hi): (f64, f64)| format!("[{}, {}]", signed(lo), signed(hi));
@@ -247,7 +251,7 @@ fn in_words(p: &mut Page) {
         .collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     if ranked.is_empty() {
-        return;
+        return None;
     }
     let most = ranked.iter().map(|r| r.2).max().unwrap_or(1);
     let mut text = format!(
@@ -323,7 +327,8 @@ fn in_words(p: &mut Page) {
             ));
         }
     }
-    p.blocks.push(Block::P(text));
+    p.blocks.push(Block::P(text.clone()));
+    Some(text)
 }
 
 /// The study's configuration and evaluation settings.
