@@ -53,6 +53,16 @@ impl ReplicateId {
     }
 }
 
+/// Serde default of a replicate number or count: 1 (what a field absent from the JSON of a single run means).
+pub(crate) fn first_replicate() -> u32 {
+    1
+}
+
+/// Serde `skip_serializing_if` of a replicate number or count: a single run's JSON leaves it out.
+pub(crate) fn is_first_replicate(k: &u32) -> bool {
+    *k == 1
+}
+
 impl std::fmt::Display for ReplicateId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} (replicate {})", self.source, self.replicate)

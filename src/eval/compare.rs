@@ -202,12 +202,12 @@ pub fn replicate_draw(n: usize, seed: u64, b: u32) -> Vec<usize> {
 }
 
 /// Each replicate's scores ranked against the same labels.
-fn rank_each(replicates: &[&[f32]], labels: &[bool]) -> Vec<Ranked> {
+pub(super) fn rank_each(replicates: &[&[f32]], labels: &[bool]) -> Vec<Ranked> {
     replicates.iter().map(|s| Ranked::new(s, labels)).collect()
 }
 
 /// Mean over `draw` of each replicate's AUROC under `weights`; NaN when one is undefined.
-fn mean_over(ranked: &[Ranked], draw: &[usize], weights: &[u32]) -> f64 {
+pub(super) fn mean_over(ranked: &[Ranked], draw: &[usize], weights: &[u32]) -> f64 {
     let mut sum = 0.0;
     for &r in draw {
         match ranked[r].weighted_auroc(weights) {

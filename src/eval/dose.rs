@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::bootstrap::{Ranked, percentile_interval};
-use super::compare::{f64_or_nan, pair_or_nan, replicate_draw};
+use super::compare::{f64_or_nan, mean_over, pair_or_nan, rank_each, replicate_draw};
 
 /// One observation of one source on the common image set: the images with a defined label (indices into the set),
 /// their labels, and each replicate's scores on them.
@@ -108,12 +108,7 @@ impl<'a> RankedSource<'a> {
     fn new(observations: &'a [ObservationScores<'a>]) -> Self {
         let ranked = observations
             .iter()
-            .map(|o| {
-                o.replicates
-                    .iter()
-                    .map(|r| Ranked::new(r, o.labels))
-                    .collect()
-            })
+            .map(|o| rank_each(&o.replicates, o.labels))
             .collect();
         RankedSource {
             observations,
@@ -135,11 +130,7 @@ impl<'a> RankedSource<'a> {
                 Some(k) => replicate_draw(reps.len(), seed, k),
                 None => (0..reps.len()).collect(),
             };
-            let mut acc = 0.0;
-            for &r in &draw {
-                acc += reps[r].weighted_auroc(w).unwrap_or(f64::NAN);
-            }
-            sum += acc / draw.len() as f64;
+            sum += mean_over(reps, &draw, w);
         }
         sum / self.observations.len() as f64
     }

@@ -24,11 +24,17 @@ pub struct SplitScores {
     /// Optimizer step of the checkpoint scored (the first replicate's, for a source's mean over replicates).
     pub checkpoint_step: u64,
     /// The replicate scored, from 1 (absent from the JSON for 1).
-    #[serde(default = "one", skip_serializing_if = "is_one")]
+    #[serde(
+        default = "crate::run_dir::first_replicate",
+        skip_serializing_if = "crate::run_dir::is_first_replicate"
+    )]
     pub replicate: u32,
     /// Replicates averaged: with more than one, every AUROC is the mean over the replicates and its interval the
     /// two-level bootstrap's (absent from the JSON for 1).
-    #[serde(default = "one", skip_serializing_if = "is_one")]
+    #[serde(
+        default = "crate::run_dir::first_replicate",
+        skip_serializing_if = "crate::run_dir::is_first_replicate"
+    )]
     pub replicates: u32,
     /// Images scored.
     pub images: usize,
@@ -102,14 +108,6 @@ pub struct PairEffect {
     /// The p-value after Holm's correction over every pair of the results.
     #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub p_holm: f64,
-}
-
-fn one() -> u32 {
-    1
-}
-
-fn is_one(k: &u32) -> bool {
-    *k == 1
 }
 
 /// The whole `results.json`.

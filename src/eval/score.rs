@@ -387,23 +387,27 @@ pub fn summarise(
         replicate: 1,
         replicates: 1,
         images: sc.image_ids.len(),
-        positives: obs
-            .iter()
-            .map(|&o| {
-                let n = sc
-                    .labels
-                    .iter()
-                    .filter(|l| l.get(o) == Label::Positive)
-                    .count();
-                (o.name().to_string(), n)
-            })
-            .collect(),
+        positives: positives(sc, obs),
         mean_auroc: mean_auroc(&table),
         mean_auroc_ci: None,
         auroc: table,
         auroc_ci: cis,
         auprc: aps,
     }
+}
+
+/// Positives per observation in the reference labels of `sc`.
+fn positives(sc: &Scored, obs: &[Observation]) -> Vec<(String, usize)> {
+    obs.iter()
+        .map(|&o| {
+            let n = sc
+                .labels
+                .iter()
+                .filter(|l| l.get(o) == Label::Positive)
+                .count();
+            (o.name().to_string(), n)
+        })
+        .collect()
 }
 
 /// For every two of `preds` (by name; each source's replicates, paired by index) and every observation, the paired
@@ -679,11 +683,10 @@ fn dose_of(
     for (j, o) in obs.iter().enumerate() {
         let alone: Vec<DoseSource> = sources
             .iter()
-            .zip(&with_f1)
-            .filter_map(|(s, (name, _, _))| {
+            .filter_map(|s| {
                 Some(DoseSource {
                     name: s.name.clone(),
-                    label_f1: *f1[*name].image_positive_f1.get(o.name())?,
+                    label_f1: *f1[&s.name].image_positive_f1.get(o.name())?,
                     on_curve: s.on_curve,
                     observations: vec![ObservationScores {
                         images: s.observations[j].images,
@@ -714,27 +717,34 @@ fn over_replicates(
     seed: u64,
 ) -> SplitScores {
     let common = aligned(&scored.iter().collect::<Vec<_>>(), obs.len());
-    let mut out = summarise(
-        &common[0],
-        obs,
-        ev,
-        seed,
-        &scores[0].source,
-        &scores[0].reference,
-        &scores[0].split,
-    );
     let per_obs: Vec<_> = (0..obs.len())
         .map(|j| observation_runs(&common, obs, j))
         .collect();
-    for (j, (o, (_, y, probs))) in obs.iter().zip(&per_obs).enumerate() {
+    let (mut auroc, mut auroc_ci, mut auprcs) = (Vec::new(), Vec::new(), Vec::new());
+    for (o, (_, y, probs)) in obs.iter().zip(&per_obs) {
+        let name = o.name().to_string();
         let r = super::compare::replicates_auroc_ci(&views(probs), y, ev.bootstrap, ev.ci, seed);
-        out.auroc[j] = (o.name().to_string(), r.map(|(a, _)| a));
-        out.auroc_ci[j] = (o.name().to_string(), r.map(|(_, ci)| ci));
+        auroc.push((name.clone(), r.map(|(a, _)| a)));
+        auroc_ci.push((name.clone(), r.map(|(_, ci)| ci)));
         let ap: Vec<f64> = probs.iter().filter_map(|p| auprc(p, y)).collect();
-        out.auprc[j].1 =
-            (ap.len() == probs.len()).then(|| ap.iter().sum::<f64>() / ap.len() as f64);
+        let mean_ap = (ap.len() == probs.len()).then(|| ap.iter().sum::<f64>() / ap.len() as f64);
+        auprcs.push((name, mean_ap));
     }
-    out.mean_auroc = mean_auroc(&out.auroc);
+    let mut out = SplitScores {
+        source: scores[0].source.clone(),
+        reference: scores[0].reference.clone(),
+        split: scores[0].split.clone(),
+        checkpoint_step: scores[0].checkpoint_step,
+        replicate: 1,
+        replicates: scores.len() as u32,
+        images: common[0].image_ids.len(),
+        positives: positives(&common[0], obs),
+        mean_auroc: mean_auroc(&auroc),
+        mean_auroc_ci: None,
+        auroc,
+        auprc: auprcs,
+        auroc_ci,
+    };
     // The observations with a defined AUROC, as the mean has them.
     let defined: Vec<super::dose::ObservationScores> = per_obs
         .iter()
@@ -756,8 +766,6 @@ fn over_replicates(
         seed,
     )
     .map(|(_, ci)| ci);
-    out.checkpoint_step = scores[0].checkpoint_step;
-    out.replicates = scores.len() as u32;
     out
 }
 

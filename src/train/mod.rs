@@ -56,8 +56,8 @@ pub struct TrainSettings {
     /// Which replicate of the source this is, from 1 (absent from the JSON for 1, so a study of single runs keeps
     /// the settings, and the checkpoints, it always had).
     #[serde(
-        default = "first_replicate",
-        skip_serializing_if = "is_first_replicate"
+        default = "crate::run_dir::first_replicate",
+        skip_serializing_if = "crate::run_dir::is_first_replicate"
     )]
     pub replicate: u32,
     /// How the learning rate follows the global batch.
@@ -65,14 +65,6 @@ pub struct TrainSettings {
     pub lr_scaling: crate::comm::LrScaling,
     /// The shard set's `config_hash` (same data, same order).
     pub shards: String,
-}
-
-pub(crate) fn first_replicate() -> u32 {
-    1
-}
-
-pub(crate) fn is_first_replicate(k: &u32) -> bool {
-    *k == 1
 }
 
 /// The training seed of replicate `k` of a study seeded `seed`: the study's own seed for replicate 1, for every

@@ -61,8 +61,8 @@ pub struct TrainSummary {
     pub source: String,
     /// Its replicate, from 1 (absent from the JSON for 1).
     #[serde(
-        default = "super::first_replicate",
-        skip_serializing_if = "super::is_first_replicate"
+        default = "crate::run_dir::first_replicate",
+        skip_serializing_if = "crate::run_dir::is_first_replicate"
     )]
     pub replicate: u32,
     /// Ranks that trained it.
