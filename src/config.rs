@@ -88,7 +88,7 @@ impl Default for StudyConfig {
 }
 
 /// `[sweep]`: corrupted copies of one base source at every combination of the listed rates — the dose–response's
-/// points. An empty list stands for `[0]`.
+/// points (an empty list stands for `[0]`) — or at the listed label F1 values against the base (`target_f1`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sweep {
@@ -103,6 +103,11 @@ pub struct Sweep {
     /// Shares of the other cells made positive.
     #[serde(default)]
     pub false_positive: Vec<f64>,
+    /// Label F1 values against the base, each within (0, 1), instead of rates: each is reached by missed
+    /// positives alone, at `missed = 2(1 − F1)/(2 − F1)`, since a copy that only misses a share m of its base's
+    /// positives has F1 (2 − 2m)/(2 − m) against it whatever an observation's prevalence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_f1: Vec<f64>,
     /// How the copies treat uncertain labels in the loss.
     #[serde(default)]
     pub uncertainty: UncertaintyPolicy,
@@ -121,7 +126,39 @@ impl Sweep {
                 format!("{p}").replace('.', "p")
             }
         };
+        let source = |name: String, rates: crate::labelers::corrupt::Rates| SourceConfig {
+            name,
+            kind: SourceKind::Corrupted,
+            labeler: None,
+            path: None,
+            uncertainty: self.uncertainty,
+            base: Some(self.base.clone()),
+            rates: Some(rates),
+        };
         let mut out = Vec::new();
+        if !self.target_f1.is_empty() {
+            if !(self.missed.is_empty()
+                && self.uncertain.is_empty()
+                && self.false_positive.is_empty())
+            {
+                return Err(Error::Config(
+                    "sweep: target_f1 sets the rates; leave missed, uncertain and false_positive out".into(),
+                ));
+            }
+            for &t in &self.target_f1 {
+                if !(t > 0.0 && t < 1.0) {
+                    return Err(Error::Config(format!(
+                        "sweep: target_f1 {t} must be within (0, 1) (1 is the base itself)"
+                    )));
+                }
+                let rates = crate::labelers::corrupt::Rates {
+                    missed: 2.0 * (1.0 - t) / (2.0 - t),
+                    ..Default::default()
+                };
+                out.push(source(format!("{}_f1_{}", self.base, pct(t)), rates));
+            }
+            return Ok(out);
+        }
         for &m in &list(&self.missed) {
             for &u in &list(&self.uncertain) {
                 for &f in &list(&self.false_positive) {
@@ -135,15 +172,7 @@ impl Sweep {
                     };
                     let name = format!("{}_m{}_u{}_f{}", self.base, pct(m), pct(u), pct(f));
                     rates.validate(&format!("sweep ({name})"))?;
-                    out.push(SourceConfig {
-                        name,
-                        kind: SourceKind::Corrupted,
-                        labeler: None,
-                        path: None,
-                        uncertainty: self.uncertainty,
-                        base: Some(self.base.clone()),
-                        rates: Some(rates),
-                    });
+                    out.push(source(name, rates));
                 }
             }
         }
@@ -298,6 +327,12 @@ impl Config {
         let bad = |m: String| Err(Error::Config(m));
         if self.sources.is_empty() {
             return bad("at least one [[sources]] entry is needed".into());
+        }
+        if !(0.0..=2.0).contains(&self.dataset.report_difficulty) {
+            return bad(format!(
+                "dataset.report_difficulty {} must be within 0..=2",
+                self.dataset.report_difficulty
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
@@ -551,7 +586,12 @@ impl Config {
             serde_name(&d.kind),
             d.root.display(),
             if d.kind == DatasetKind::Synthetic {
-                format!(" ({} studies)", d.studies)
+                format!(
+                    " ({} studies, report style {} at difficulty {})",
+                    d.studies,
+                    serde_name(&d.report_style),
+                    d.report_difficulty
+                )
             } else {
                 String::new()
             },
@@ -967,6 +1007,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("no rate above zero"), "{e}");
+    }
+
+    #[test]
+    fn a_sweep_of_target_f1_values_misses_the_share_of_positives_that_gives_each() {
+        let cfg = Config::from_toml_str(
+            &format!("{DEMO_TOML}\n[sweep]\nbase = \"truth\"\ntarget_f1 = [0.9, 0.75]\n"),
+            "c.toml",
+            &[],
+        )
+        .unwrap();
+        let swept: Vec<_> = cfg
+            .sources
+            .iter()
+            .filter(|s| s.name.starts_with("truth_f1_"))
+            .collect();
+        assert_eq!(
+            swept.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["truth_f1_90", "truth_f1_75"]
+        );
+        for (s, t) in swept.iter().zip([0.9, 0.75]) {
+            let m = s.rates.unwrap().missed;
+            // A copy missing a share m of n positives keeps (1 − m)n of them and adds none: F1 = 2(1 − m)/(2 − m).
+            assert!((2.0 * (1.0 - m) / (2.0 - m) - t).abs() < 1e-12, "{m}");
+            assert_eq!(s.rates.unwrap().false_positive, 0.0);
+        }
+        for (extra, needle) in [
+            ("target_f1 = [1.0]", "within (0, 1)"),
+            (
+                "target_f1 = [0.8]\nmissed = [0.1]",
+                "target_f1 sets the rates",
+            ),
+        ] {
+            let e = Config::from_toml_str(
+                &format!("{DEMO_TOML}\n[sweep]\nbase = \"truth\"\n{extra}\n"),
+                "c.toml",
+                &[],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]

@@ -387,6 +387,8 @@ fn synth_world(cfg: &Config) -> Result<()> {
         image_size: d.image_size,
         seed: cfg.seed,
         format: d.format,
+        report_style: d.report_style,
+        report_difficulty: d.report_difficulty,
         ..crate::data::synth::SynthConfig::default()
     };
     // A complete world made with the same settings is kept (generation is deterministic).

@@ -140,13 +140,21 @@ fn mimic_reader_reads_the_world_and_truth_agrees_with_reports() {
                 checked_neg += 1;
             }
         }
-        if impression == "No acute cardiopulmonary process." {
+        // Normal impressions in the textbook words and the realistic styles' (several organs at once, a comparison).
+        if [
+            "No acute cardiopulmonary process.",
+            "Compared to ___, no acute cardiopulmonary process.",
+            "Heart, lungs and mediastinum are within normal limits.",
+            "Unremarkable examination of the chest.",
+        ]
+        .contains(&impression.as_str())
+        {
             assert_eq!(labels.get(Observation::NoFinding), Label::Positive);
             checked_normal += 1;
         }
     }
     assert!(
-        checked_neg > 5 && checked_normal > 5,
+        checked_neg > 5 && checked_normal > 2,
         "{checked_neg} {checked_normal}"
     );
 }

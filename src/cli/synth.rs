@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use chexlab::config::ImageFormat;
-use chexlab::data::synth::{self, SynthConfig};
+use chexlab::data::synth::{self, ReportStyle, SynthConfig};
 
 /// Arguments of `chexlab synth`.
 #[derive(Args)]
@@ -26,6 +26,12 @@ pub struct SynthArgs {
     /// Image encoding.
     #[arg(long, value_enum, default_value_t = ImageFormat::Png)]
     format: ImageFormat,
+    /// How the simulated radiologists write.
+    #[arg(long, value_enum, default_value_t = ReportStyle::default())]
+    report_style: ReportStyle,
+    /// How often the realistic styles use the constructions simple rules misread (0..=2).
+    #[arg(long, default_value_t = 1.0)]
+    report_difficulty: f64,
     /// Write a contact sheet of examples per observation to this PNG.
     #[arg(long)]
     preview: Option<PathBuf>,
@@ -39,6 +45,8 @@ impl SynthArgs {
             image_size: self.image_size,
             seed: self.seed,
             format: self.format,
+            report_style: self.report_style,
+            report_difficulty: self.report_difficulty,
             ..SynthConfig::default()
         };
         if let Some(sheet) = self.preview {

@@ -168,6 +168,13 @@ pub struct DatasetConfig {
     /// Synthetic only: image encoding.
     #[serde(default)]
     pub format: ImageFormat,
+    /// Synthetic only: how the simulated radiologists write (see [`synth::style`]).
+    #[serde(default)]
+    pub report_style: synth::ReportStyle,
+    /// Synthetic only: how often the realistic styles use the constructions simple rules misread (0..=2; 1 is
+    /// calibrated so the rule labeler reads the world about as well as real reports).
+    #[serde(default = "defaults::report_difficulty")]
+    pub report_difficulty: f64,
     /// Fraction of the training patients (drawn by `seed`) held out as the validation split.
     #[serde(default)]
     pub holdout_fraction: f64,
@@ -187,6 +194,9 @@ mod defaults {
     }
     pub fn synth_image_size() -> u32 {
         64
+    }
+    pub fn report_difficulty() -> f64 {
+        1.0
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod radiologist;
 pub mod render;
+pub mod style;
 pub mod world;
 
 use std::fs;
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::io::{AtomicFile, commit_csv, csv_writer, write_atomic};
 use crate::observations::{Label, LabelRow, OBSERVATIONS};
 pub use radiologist::RadiologistRates;
+pub use style::ReportStyle;
 use world::{Findings, Prior};
 
 /// Name of the manifest that marks a complete synthetic world.
@@ -50,6 +52,12 @@ pub struct SynthConfig {
     pub priors: [f64; 14],
     /// How the simulated radiologist writes.
     pub rates: RadiologistRates,
+    /// The radiologists' style (a world made before styles existed is `textbook`).
+    #[serde(default = "style::textbook")]
+    pub report_style: ReportStyle,
+    /// How often the realistic styles use their hard constructions.
+    #[serde(default = "style::unit")]
+    pub report_difficulty: f64,
     /// Share of patients in the validate and test splits (the rest is train).
     pub valid_share: f64,
     /// Share of patients in the test split.
@@ -65,6 +73,8 @@ impl Default for SynthConfig {
             format: ImageFormat::Png,
             priors: world::DEFAULT_PRIORS,
             rates: RadiologistRates::default(),
+            report_style: ReportStyle::default(),
+            report_difficulty: 1.0,
             valid_share: 0.1,
             test_share: 0.1,
         }
@@ -77,6 +87,12 @@ impl SynthConfig {
             return Err(Error::Config(format!(
                 "image size {} must be within 16..=512",
                 self.image_size
+            )));
+        }
+        if !(0.0..=2.0).contains(&self.report_difficulty) {
+            return Err(Error::Config(format!(
+                "report difficulty {} must be within 0..=2",
+                self.report_difficulty
             )));
         }
         if self.studies == 0 {
@@ -250,7 +266,8 @@ pub fn generate_study(cfg: &SynthConfig, prior: &Prior, index: u64, patient: u64
         (_, true) => "CHEST (AP AND LAT)",
         _ => "CHEST (PORTABLE AP)",
     };
-    let report = radiologist::write(&findings, view_desc, &cfg.rates, &mut rng);
+    let voice = cfg.report_style.voice(cfg.report_difficulty, &mut rng);
+    let report = radiologist::write(&findings, view_desc, &cfg.rates, &voice, &mut rng);
     let mut views = vec![frontal];
     if with_lateral {
         views.push(View::Lateral);
