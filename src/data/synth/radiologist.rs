@@ -312,6 +312,8 @@ fn positive(
     let mut plain = None;
     // "Stable cardiac silhouette" says nothing about its size: compare only phrases that name the finding itself.
     let comparable = !np.contains("silhouette") && !np.contains("contour");
+    // A device is placed, not improved: the realistic styles do not compare one (the textbook style still does).
+    let comparable = comparable && !(o == SupportDevices && *voice != Voice::default());
     let text = if comparable && chance(rng, voice.negated_change) {
         // Still there: the negation is of a change, not of the finding.
         let t = [
@@ -853,7 +855,7 @@ pub fn write(
     if lines.is_empty() {
         lines.push(NORMAL_IMPRESSIONS[0].to_string());
     }
-    if chance(rng, voice.deid) {
+    if chance(rng, voice.deid) && !lines[0].contains(':') {
         lines[0] = format!("Compared to ___, {}", uncapitalize(&lines[0]));
     }
     if chance(rng, voice.deid) {
