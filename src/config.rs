@@ -1057,6 +1057,11 @@ mod tests {
             ("sources.1.name=chexpert", "used twice"),
             ("model.arch=resnet50", "model.arch"),
             (
+                "dataset.report_difficulty=2.5",
+                "dataset.report_difficulty 2.5",
+            ),
+            ("dataset.report_style=\"florid\"", "report_style"),
+            (
                 "model.observations=[\"Lung\"]",
                 "unknown observation 'Lung'",
             ),
