@@ -328,12 +328,10 @@ impl Config {
         if self.sources.is_empty() {
             return bad("at least one [[sources]] entry is needed".into());
         }
-        if !(0.0..=2.0).contains(&self.dataset.report_difficulty) {
-            return bad(format!(
-                "dataset.report_difficulty {} must be within 0..=2",
-                self.dataset.report_difficulty
-            ));
-        }
+        crate::data::synth::style::check_difficulty(
+            "dataset.report_difficulty",
+            self.dataset.report_difficulty,
+        )?;
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             let ok = !s.name.is_empty()

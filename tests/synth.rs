@@ -262,6 +262,15 @@ fn bad_settings_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("at least one study"), "{err}");
+    let hard = SynthConfig {
+        report_difficulty: 2.5,
+        ..cfg(10, 1, 32, ImageFormat::Png)
+    };
+    let err = synth::generate(dir.path(), &hard).unwrap_err().to_string();
+    assert!(
+        err.contains("report difficulty 2.5 must be within 0..=2"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -30,7 +30,7 @@ pub struct SynthArgs {
     #[arg(long, value_enum, default_value_t = ReportStyle::default())]
     report_style: ReportStyle,
     /// How often the realistic styles use the constructions simple rules misread (0..=2).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = synth::style::DEFAULT_DIFFICULTY)]
     report_difficulty: f64,
     /// Write a contact sheet of examples per observation to this PNG.
     #[arg(long)]

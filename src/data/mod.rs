@@ -173,7 +173,7 @@ pub struct DatasetConfig {
     pub report_style: synth::ReportStyle,
     /// Synthetic only: how often the realistic styles use the constructions simple rules misread (0..=2; 1 is
     /// calibrated so the rule labeler reads the world about as well as real reports).
-    #[serde(default = "defaults::report_difficulty")]
+    #[serde(default = "synth::style::default_difficulty")]
     pub report_difficulty: f64,
     /// Fraction of the training patients (drawn by `seed`) held out as the validation split.
     #[serde(default)]
@@ -194,9 +194,6 @@ mod defaults {
     }
     pub fn synth_image_size() -> u32 {
         64
-    }
-    pub fn report_difficulty() -> f64 {
-        1.0
     }
 }
 

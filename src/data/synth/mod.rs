@@ -56,7 +56,7 @@ pub struct SynthConfig {
     #[serde(default = "style::textbook")]
     pub report_style: ReportStyle,
     /// How often the realistic styles use their hard constructions.
-    #[serde(default = "style::unit")]
+    #[serde(default = "style::default_difficulty")]
     pub report_difficulty: f64,
     /// Share of patients in the validate and test splits (the rest is train).
     pub valid_share: f64,
@@ -74,7 +74,7 @@ impl Default for SynthConfig {
             priors: world::DEFAULT_PRIORS,
             rates: RadiologistRates::default(),
             report_style: ReportStyle::default(),
-            report_difficulty: 1.0,
+            report_difficulty: style::DEFAULT_DIFFICULTY,
             valid_share: 0.1,
             test_share: 0.1,
         }
@@ -89,12 +89,7 @@ impl SynthConfig {
                 self.image_size
             )));
         }
-        if !(0.0..=2.0).contains(&self.report_difficulty) {
-            return Err(Error::Config(format!(
-                "report difficulty {} must be within 0..=2",
-                self.report_difficulty
-            )));
-        }
+        style::check_difficulty("report difficulty", self.report_difficulty)?;
         if self.studies == 0 {
             return Err(Error::Config(
                 "a synthetic world needs at least one study".into(),

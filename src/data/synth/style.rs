@@ -142,8 +142,22 @@ pub(crate) fn textbook() -> ReportStyle {
     ReportStyle::Textbook
 }
 
-pub(crate) fn unit() -> f64 {
-    1.0
+/// The calibrated report difficulty, the default wherever one is not given.
+pub const DEFAULT_DIFFICULTY: f64 = 1.0;
+
+pub(crate) fn default_difficulty() -> f64 {
+    DEFAULT_DIFFICULTY
+}
+
+/// Refuses a report difficulty outside 0..=2, naming the setting `key`.
+pub fn check_difficulty(key: &str, difficulty: f64) -> crate::error::Result<()> {
+    if (0.0..=2.0).contains(&difficulty) {
+        Ok(())
+    } else {
+        Err(crate::error::Error::Config(format!(
+            "{key} {difficulty} must be within 0..=2"
+        )))
+    }
 }
 
 /// `p` is drawn only when it is positive, so a zero-probability construction leaves the random stream untouched.
