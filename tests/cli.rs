@@ -272,64 +272,50 @@ fn synth_label_and_eval_labels_end_to_end() {
     );
     assert_eq!(a.lines().count(), 301);
 
-    let o = chexlab(
-        &[
+    let run = |args: &[&str]| {
+        let o = chexlab(args, dir.path());
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    // Scores `pred` against a world's report truth, through the metrics file `eval-labels --out` writes.
+    let report_metrics = |pred: &str, world: &str| -> serde_json::Value {
+        let (truth, out) = (
+            format!("{world}/truth/report_labels.csv"),
+            format!("{pred}.json"),
+        );
+        run(&[
             "eval-labels",
             "--pred",
-            "a.csv",
+            pred,
             "--truth",
-            "w/truth/report_labels.csv",
+            &truth,
             "--out",
-            "m.json",
-        ],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+            &out,
+        ]);
+        serde_json::from_slice(&std::fs::read(dir.path().join(out)).unwrap()).unwrap()
+    };
+    let m = report_metrics("a.csv", "w");
     assert_eq!(m["truth_kind"], "report");
     assert_eq!(m["matched_by"], "id");
     let realistic = m["weighted_f1"].as_f64().unwrap();
     // The same world in the textbook style: the rules read it almost perfectly, the realistic one less well.
-    let o = chexlab(
-        &[
-            "-q",
-            "synth",
-            "--out",
-            "t",
-            "--studies",
-            "300",
-            "--seed",
-            "3",
-            "--image-size",
-            "16",
-            "--report-style",
-            "textbook",
-        ],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let o = chexlab(
-        &["-q", "label", "--reports", "t", "--out", "t.csv"],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let o = chexlab(
-        &[
-            "eval-labels",
-            "--pred",
-            "t.csv",
-            "--truth",
-            "t/truth/report_labels.csv",
-            "--out",
-            "t.json",
-        ],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let t: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("t.json")).unwrap()).unwrap();
-    let textbook = t["weighted_f1"].as_f64().unwrap();
+    run(&[
+        "-q",
+        "synth",
+        "--out",
+        "t",
+        "--studies",
+        "300",
+        "--seed",
+        "3",
+        "--image-size",
+        "16",
+        "--report-style",
+        "textbook",
+    ]);
+    run(&["-q", "label", "--reports", "t", "--out", "t.csv"]);
+    let textbook = report_metrics("t.csv", "t")["weighted_f1"]
+        .as_f64()
+        .unwrap();
     assert!(
         textbook > 0.9 && (0.6..textbook - 0.02).contains(&realistic),
         "textbook {textbook}, realistic {realistic}"
