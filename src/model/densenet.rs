@@ -16,6 +16,7 @@ use burn::tensor::{Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Arch, ModelConfig};
+use super::conv::conv2d;
 use crate::error::{Error, Result};
 
 /// Architecture hyper-parameters of a DenseNet.
@@ -239,8 +240,8 @@ pub struct DenseLayer {
 
 impl DenseLayer {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv1.forward(relu(norm(&self.norm1, x)));
-        self.conv2.forward(relu(norm(&self.norm2, y)))
+        let y = conv2d(&self.conv1, relu(norm(&self.norm1, x)));
+        conv2d(&self.conv2, relu(norm(&self.norm2, y)))
     }
 }
 
@@ -305,7 +306,7 @@ pub struct Transition {
 impl Transition {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.pool
-            .forward(self.conv.forward(relu(norm(&self.norm, x))))
+            .forward(conv2d(&self.conv, relu(norm(&self.norm, x))))
     }
 }
 
@@ -428,7 +429,7 @@ impl DenseNet {
         let x = x.cast(self.conv0.weight.val().dtype());
         let mut x = self
             .pool0
-            .forward(relu(norm(&self.norm0, self.conv0.forward(x))));
+            .forward(relu(norm(&self.norm0, conv2d(&self.conv0, x))));
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
             if let Some(t) = self.transitions.get(i) {

@@ -1,6 +1,7 @@
 //! Image classifiers: DenseNet and torchvision weight import.
 
 pub(crate) mod config;
+pub(crate) mod conv;
 pub(crate) mod densenet;
 pub mod import;
 
