@@ -11,12 +11,11 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, AvgPool2d, AvgPool2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::config::{Arch, ModelConfig};
-use super::conv::conv2d;
+use super::kernels::{conv2d, norm_relu};
 use crate::error::{Error, Result};
 
 /// Architecture hyper-parameters of a DenseNet.
@@ -240,20 +239,8 @@ pub struct DenseLayer {
 
 impl DenseLayer {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = conv2d(&self.conv1, relu(norm(&self.norm1, x)));
-        conv2d(&self.conv2, relu(norm(&self.norm2, y)))
-    }
-}
-
-/// BatchNorm in its own parameters' dtype, the result back in the input's: in a mixed-precision copy
-/// ([`DenseNet::with_conv_dtype`]) the statistics and running averages stay fp32 (as under PyTorch's autocast).
-/// A no-op cast when the dtypes agree.
-fn norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    let (dt, own) = (x.dtype(), bn.gamma.val().dtype());
-    if dt == own {
-        bn.forward(x)
-    } else {
-        bn.forward(x.cast(own)).cast(dt)
+        let y = conv2d(&self.conv1, norm_relu(&self.norm1, x));
+        conv2d(&self.conv2, norm_relu(&self.norm2, y))
     }
 }
 
@@ -306,7 +293,7 @@ pub struct Transition {
 impl Transition {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.pool
-            .forward(conv2d(&self.conv, relu(norm(&self.norm, x))))
+            .forward(conv2d(&self.conv, norm_relu(&self.norm, x)))
     }
 }
 
@@ -429,14 +416,14 @@ impl DenseNet {
         let x = x.cast(self.conv0.weight.val().dtype());
         let mut x = self
             .pool0
-            .forward(relu(norm(&self.norm0, conv2d(&self.conv0, x))));
+            .forward(norm_relu(&self.norm0, conv2d(&self.conv0, x)));
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
             if let Some(t) = self.transitions.get(i) {
                 x = t.forward(x);
             }
         }
-        let x = self.gap.forward(relu(norm(&self.norm5, x)));
+        let x = self.gap.forward(norm_relu(&self.norm5, x));
         let [b, c, _, _] = x.dims();
         self.classifier.forward(x.reshape([b, c]))
     }
@@ -511,5 +498,64 @@ mod tests {
         assert!((sd - 0.2).abs() < 0.05, "stem sd {sd}");
         let bias = m.classifier.bias.as_ref().unwrap().val().into_data();
         assert!(bias.iter::<f32>().all(|b| b == 0.0));
+    }
+
+    /// The CPU kernels (GEMM convolutions, fused batch norm + ReLU) against Burn's own operations, both in fp32,
+    /// measured against the same network in f64 (Burn's operations; the kernels are fp32-only): the kernels'
+    /// logits and input gradient through a whole training-mode network must be at least as close to f64.
+    #[test]
+    fn cpu_kernels_are_as_accurate_as_burns_operations() {
+        use burn::tensor::Distribution;
+        let dev = Device::flex().autodiff();
+        let cfg = DenseNetConfig {
+            growth_rate: 6,
+            block_config: vec![3, 3],
+            num_init_features: 8,
+            bn_size: 2,
+            in_channels: 1,
+            num_classes: 5,
+        };
+        let x = Tensor::<4>::random([3, 1, 40, 40], Distribution::Default, &dev).into_data();
+        let r = Tensor::<2>::random([3, 5], Distribution::Default, &dev).into_data();
+        // A fresh model per run: running statistics are shared between clones, and each run updates them.
+        let run = |dt: FloatDType, burn_only: bool| {
+            let m = cfg.init_seeded(3, &dev).map(&mut CastParams(dt));
+            crate::model::kernels::BURN_ONLY.set(burn_only);
+            let x = Tensor::<4>::from_data(x.clone(), &dev)
+                .cast(dt)
+                .require_grad();
+            let y = m.forward(x.clone());
+            let g = (y.clone() * Tensor::<2>::from_data(r.clone(), &dev).cast(dt))
+                .sum()
+                .backward();
+            crate::model::kernels::BURN_ONLY.set(false);
+            let values = |t: Tensor<4>| {
+                t.cast(FloatDType::F64)
+                    .into_data()
+                    .try_to_vec::<f64>()
+                    .unwrap()
+            };
+            (values(y.unsqueeze()), values(x.grad(&g).unwrap()))
+        };
+        let (y64, dx64) = run(FloatDType::F64, true);
+        let (ours, burn) = (run(FloatDType::F32, false), run(FloatDType::F32, true));
+        let err = |a: &[f64], b: &[f64]| {
+            let d: f64 = a.iter().zip(b).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+            (d / b.iter().map(|b| b * b).sum::<f64>()).sqrt()
+        };
+        let (ey, edx) = (err(&ours.0, &y64), err(&ours.1, &dx64));
+        let (by, bdx) = (err(&burn.0, &y64), err(&burn.1, &dx64));
+        eprintln!(
+            "from f64: logits kernels {ey:.2e}, Burn {by:.2e}; input gradient kernels {edx:.2e}, Burn {bdx:.2e}"
+        );
+        assert!(ours.0 != burn.0, "the kernels did not run");
+        assert!(
+            ey <= 1.5 * by + 1e-7,
+            "logits: kernels {ey:.2e} from f64, Burn {by:.2e}"
+        );
+        assert!(
+            edx <= 1.5 * bdx + 1e-7,
+            "input gradient: kernels {edx:.2e} from f64, Burn {bdx:.2e}"
+        );
     }
 }

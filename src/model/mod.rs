@@ -1,9 +1,9 @@
 //! Image classifiers: DenseNet and torchvision weight import.
 
 pub(crate) mod config;
-pub(crate) mod conv;
 pub(crate) mod densenet;
 pub mod import;
+pub(crate) mod kernels;
 
 pub use config::{Arch, ModelConfig, Precision};
 pub use densenet::{DenseNet, DenseNetConfig};

@@ -11,13 +11,15 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Bytes, DType, Shape, Tensor};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
+
+use super::{dims4, on_flex, tensor, values};
 
 /// Stride and zero padding of a square-kernel, ungrouped, undilated, bias-free convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,15 +76,6 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
             Tensor::from_dispatch(out)
         }
         _ => conv.forward(x),
-    }
-}
-
-fn on_flex(x: &Tensor<4>) -> bool {
-    match x.device().as_dispatch() {
-        DispatchDevice::Flex(_) => true,
-        DispatchDevice::Autodiff(ad) => matches!(ad.clone().inner(), DispatchDevice::Flex(_)),
-        #[allow(unreachable_patterns)]
-        _ => false,
     }
 }
 
@@ -169,32 +162,6 @@ impl<C: CheckpointStrategy> GemmConv for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), weight.primitive(), g)),
         }
     }
-}
-
-/// Contiguous fp32 values of a Flex tensor (copied only when it is a strided view).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("contiguous f32")
-                .to_vec(),
-        ),
-    }
-}
-
-fn tensor(v: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(v),
-        Layout::contiguous(Shape::new(shape)),
-        DType::F32,
-    )
-}
-
-fn dims(t: &FlexTensor) -> [usize; 4] {
-    let s = t.layout().shape();
-    [s[0], s[1], s[2], s[3]]
 }
 
 /// The problem sizes of one convolution.
@@ -376,7 +343,7 @@ fn cols_buffer(s: &Sizes) -> Vec<f32> {
 }
 
 fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> FlexTensor {
-    let s = Sizes::new(dims(x), dims(weight), g);
+    let s = Sizes::new(dims4(x), dims4(weight), g);
     let (xv, wv) = (values(x), values(weight));
     let (plane_in, plane_out) = (s.c * s.h * s.w, s.o * s.positions());
     let mut y = vec![0.0f32; s.n * plane_out];
@@ -408,7 +375,7 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> FlexTensor {
 
 /// `dL/dx` from `dL/dy`: per image `Wᵀ · dy`, folded back by [`col2im`].
 fn input_backward(weight: &FlexTensor, dy: &FlexTensor, x: &FlexTensor, g: Geometry) -> FlexTensor {
-    let s = Sizes::new(dims(x), dims(weight), g);
+    let s = Sizes::new(dims4(x), dims4(weight), g);
     let (wv, dyv) = (values(weight), values(dy));
     let (plane_in, plane_out) = (s.c * s.h * s.w, s.o * s.positions());
     let mut dx = vec![0.0f32; s.n * plane_in];
@@ -454,7 +421,7 @@ fn weight_backward(
     weight: &FlexTensor,
     g: Geometry,
 ) -> FlexTensor {
-    let s = Sizes::new(dims(x), dims(weight), g);
+    let s = Sizes::new(dims4(x), dims4(weight), g);
     let (xv, dyv) = (values(x), values(dy));
     let (plane_in, plane_out) = (s.c * s.h * s.w, s.o * s.positions());
     let mut dw = vec![0.0f32; s.o * s.rows()];
@@ -479,7 +446,7 @@ fn weight_backward(
             (1, s.positions()),
         );
     }
-    tensor(dw, dims(weight))
+    tensor(dw, dims4(weight))
 }
 
 #[cfg(test)]
