@@ -5,7 +5,7 @@
 
 For each case (the same model, shapes, loss and optimizer in both: a 1-channel DenseNet stem, 14 outputs,
 BCE-with-logits, Adam) it prints images/s of
-  - chexlab, 1 compute thread (`chexlab bench-step --threads 1`);
+  - chexlab, 1 compute thread (`chexlab bench-step --threads 1`, pinned to core 0);
   - PyTorch, torch.set_num_threads(1);
   - PyTorch, torch.set_num_threads(<cores>);
   - chexlab, one process per core, each 1 thread and pinned to its core, run at the same time (images/s summed):
@@ -61,7 +61,7 @@ def images_per_s(proc):
 
 
 def chexlab_one(c):
-    return images_per_s(bench_step(c))
+    return images_per_s(bench_step(c, 0))
 
 
 def chexlab_per_core(c):
