@@ -13,7 +13,7 @@ BCE-with-logits, Adam) it prints images/s of
     data-parallel training with it: 4-10 % of step time at 2 ranks);
 and the ratios: per core (chexlab 1 thread / PyTorch 1 thread) and node (chexlab's per-core layout / PyTorch's
 best). Ratios > 1: chexlab is faster. Each figure is the median of --repeat runs. Needs torch and torchvision,
-and `cargo build --release` (done first unless --skip-build).
+and `cargo build --release` (done first unless --skip-build or --bin).
 """
 import argparse
 import json
@@ -39,12 +39,13 @@ ap.add_argument("--case", action="append", choices=sorted(CASES))
 ap.add_argument("--repeat", type=int, default=3)
 ap.add_argument("--cores", type=int, default=os.cpu_count())
 ap.add_argument("--skip-build", action="store_true")
+ap.add_argument("--bin", default=BIN, help="the chexlab binary to measure (another build, for a before/after)")
 args = ap.parse_args()
 cases = args.case or list(CASES)
 
 
 def bench_step(c, core=None):
-    cmd = [BIN, "--quiet", "bench-step", "--arch", c["arch"], "--image-size", str(c["size"]),
+    cmd = [args.bin, "--quiet", "bench-step", "--arch", c["arch"], "--image-size", str(c["size"]),
            "--batch-size", str(c["batch"]), "--steps", str(c["steps"]), "--warmup", str(c["warmup"]),
            "--threads", "1"]
     if core is not None:
@@ -89,7 +90,7 @@ def torch_ips(c, threads):
     return c["steps"] * c["batch"] / (time.perf_counter() - start)
 
 
-if not args.skip_build:
+if not args.skip_build and args.bin == BIN:
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
 print(f"torch {torch.__version__}; {args.cores} cores; medians of {args.repeat} runs; images/s")
 print(f"{'case':<22}{'chexlab 1T':>11}{'torch 1T':>10}{'torch ' + str(args.cores) + 'T':>10}"

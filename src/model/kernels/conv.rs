@@ -342,34 +342,43 @@ fn cols_buffer(s: &Sizes) -> Vec<f32> {
     }
 }
 
+/// A zeroed `[n, plane]` buffer whose image planes `f(cols, image, plane)` fills, images in parallel, each worker
+/// with its own column buffer.
+fn per_image(
+    s: &Sizes,
+    plane: usize,
+    f: impl Fn(&mut Vec<f32>, usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; s.n * plane];
+    out.par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each_init(|| cols_buffer(s), |cols, (b, p)| f(cols, b, p));
+    out
+}
+
 fn forward(x: &FlexTensor, weight: &FlexTensor, g: Geometry) -> FlexTensor {
     let s = Sizes::new(dims4(x), dims4(weight), g);
     let (xv, wv) = (values(x), values(weight));
     let (plane_in, plane_out) = (s.c * s.h * s.w, s.o * s.positions());
-    let mut y = vec![0.0f32; s.n * plane_out];
-    y.par_chunks_mut(plane_out.max(1))
-        .enumerate()
-        .for_each_init(
-            || cols_buffer(&s),
-            |cols, (b, yb)| {
-                let xb = &xv[b * plane_in..(b + 1) * plane_in];
-                let rhs = if s.g.pointwise() {
-                    xb
-                } else {
-                    im2col(xb, &s, cols);
-                    cols
-                };
-                gemm(
-                    (s.o, s.positions(), s.rows()),
-                    yb,
-                    false,
-                    &wv,
-                    (s.rows(), 1),
-                    rhs,
-                    (s.positions(), 1),
-                );
-            },
+    let y = per_image(&s, plane_out, |cols, b, yb| {
+        let xb = &xv[b * plane_in..(b + 1) * plane_in];
+        let rhs = if s.g.pointwise() {
+            xb
+        } else {
+            im2col(xb, &s, cols);
+            cols
+        };
+        let sizes = (s.o, s.positions(), s.rows());
+        gemm(
+            sizes,
+            yb,
+            false,
+            &wv,
+            (s.rows(), 1),
+            rhs,
+            (s.positions(), 1),
         );
+    });
     tensor(y, [s.n, s.o, s.ho, s.wo])
 }
 
@@ -378,38 +387,18 @@ fn input_backward(weight: &FlexTensor, dy: &FlexTensor, x: &FlexTensor, g: Geome
     let s = Sizes::new(dims4(x), dims4(weight), g);
     let (wv, dyv) = (values(weight), values(dy));
     let (plane_in, plane_out) = (s.c * s.h * s.w, s.o * s.positions());
-    let mut dx = vec![0.0f32; s.n * plane_in];
-    dx.par_chunks_mut(plane_in.max(1))
-        .enumerate()
-        .for_each_init(
-            || cols_buffer(&s),
-            |cols, (b, dxb)| {
-                let dyb = &dyv[b * plane_out..(b + 1) * plane_out];
-                let sizes = (s.rows(), s.positions(), s.o);
-                if s.g.pointwise() {
-                    gemm(
-                        sizes,
-                        dxb,
-                        false,
-                        &wv,
-                        (1, s.rows()),
-                        dyb,
-                        (s.positions(), 1),
-                    );
-                } else {
-                    gemm(
-                        sizes,
-                        cols,
-                        false,
-                        &wv,
-                        (1, s.rows()),
-                        dyb,
-                        (s.positions(), 1),
-                    );
-                    col2im(cols, &s, dxb);
-                }
-            },
-        );
+    let dx = per_image(&s, plane_in, |cols, b, dxb| {
+        let dyb = &dyv[b * plane_out..(b + 1) * plane_out];
+        let sizes = (s.rows(), s.positions(), s.o);
+        // Wᵀ: the weight `[o, rows]` read with swapped strides.
+        let (wt, dys) = ((1, s.rows()), (s.positions(), 1));
+        if s.g.pointwise() {
+            gemm(sizes, dxb, false, &wv, wt, dyb, dys);
+        } else {
+            gemm(sizes, cols, false, &wv, wt, dyb, dys);
+            col2im(cols, &s, dxb);
+        }
+    });
     tensor(dx, [s.n, s.c, s.h, s.w])
 }
 
@@ -452,16 +441,12 @@ fn weight_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kernels::testing::random;
     use burn::nn::conv::Conv2dConfig;
-    use burn::tensor::{Device, TensorData};
-    use rand::{Rng, SeedableRng};
+    use burn::tensor::Device;
 
-    fn random(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {
-        let rng = &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let v: Vec<f32> = (0..shape.iter().product())
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect();
-        Tensor::from_data(TensorData::new(v, shape), device)
+    fn close(got: Tensor<4>, want: Tensor<4>, what: &str) {
+        crate::model::kernels::testing::close(got, want, 2e-5, what);
     }
 
     fn conv(cin: usize, cout: usize, g: Geometry, bias: bool, device: &Device) -> Conv2d {
@@ -471,24 +456,6 @@ mod tests {
             .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
             .with_bias(bias)
             .init(device)
-    }
-
-    /// Largest absolute difference, relative to the reference's largest magnitude (at least 1).
-    fn close(got: Tensor<4>, want: Tensor<4>, what: &str) {
-        assert_eq!(got.dims(), want.dims(), "{what}: shape");
-        let (g, w) = (
-            got.into_data().try_to_vec::<f32>().unwrap(),
-            want.into_data().try_to_vec::<f32>().unwrap(),
-        );
-        let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let diff = g
-            .iter()
-            .zip(&w)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            diff <= 2e-5 * scale,
-            "{what}: differs from Burn's convolution by {diff} (scale {scale})"
-        );
     }
 
     const GEOMETRIES: [Geometry; 7] = [
@@ -537,10 +504,10 @@ mod tests {
             let what = format!("{g:?}");
             let c = conv(3, 5, g, false, &dev);
             assert_eq!(Geometry::of(&c), Some(g));
-            let x = random([2, 3, 11, 8], i as u64, &dev).require_grad();
+            let x = random([2, 3, 11, 8], i as u64, -1.0, &dev).require_grad();
             assert!(on_flex(&x), "the test must exercise the GEMM path");
             let (ours, theirs) = (conv2d(&c, x.clone()), c.forward(x.clone()));
-            let r = random(theirs.dims(), 100 + i as u64, &dev);
+            let r = random(theirs.dims(), 100 + i as u64, -1.0, &dev);
             close(ours.clone(), theirs.clone(), &format!("{what} output"));
             let (go, gt) = (
                 (ours * r.clone()).sum().backward(),
@@ -561,7 +528,7 @@ mod tests {
         let dev = Device::flex();
         for (i, &g) in GEOMETRIES.iter().enumerate() {
             let c = conv(4, 3, g, false, &dev);
-            let x = random([3, 4, 9, 10], i as u64, &dev);
+            let x = random([3, 4, 9, 10], i as u64, -1.0, &dev);
             assert!(on_flex(&x));
             close(
                 conv2d(&c, x.clone()),
@@ -577,7 +544,7 @@ mod tests {
             .with_bias(false)
             .init(&dev);
         assert_eq!(Geometry::of(&grouped), None);
-        let x = random([1, 4, 6, 6], 9, &dev);
+        let x = random([1, 4, 6, 6], 9, -1.0, &dev);
         close(
             conv2d(&with_bias, x.clone()),
             with_bias.forward(x.clone()),
@@ -595,7 +562,7 @@ mod tests {
         let dev = Device::flex();
         let c = conv(3, 2, GEOMETRIES[1], false, &dev);
         // A transposed view: Flex keeps it strided, so the kernel must not read the buffer in storage order.
-        let x = random([2, 3, 7, 5], 3, &dev).swap_dims(2, 3);
+        let x = random([2, 3, 7, 5], 3, -1.0, &dev).swap_dims(2, 3);
         close(conv2d(&c, x.clone()), c.forward(x), "transposed input");
     }
 }

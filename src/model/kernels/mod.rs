@@ -61,3 +61,42 @@ fn dims4(t: &FlexTensor) -> [usize; 4] {
     let s = t.layout().shape();
     [s[0], s[1], s[2], s[3]]
 }
+
+/// Test inputs and comparisons shared by the kernels' tests.
+#[cfg(test)]
+mod testing {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use rand::{Rng, SeedableRng};
+
+    /// Values uniform in `lo..1` from a ChaCha stream of `seed`.
+    pub fn random<const D: usize>(
+        shape: [usize; D],
+        seed: u64,
+        lo: f32,
+        device: &Device,
+    ) -> Tensor<D> {
+        let rng = &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..shape.iter().product())
+            .map(|_| rng.random_range(lo..1.0))
+            .collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    /// The largest absolute difference is at most `tolerance` times the reference's largest magnitude (at least 1).
+    pub fn close<const D: usize>(got: Tensor<D>, want: Tensor<D>, tolerance: f32, what: &str) {
+        assert_eq!(got.dims(), want.dims(), "{what}: shape");
+        let (g, w) = (
+            got.into_data().try_to_vec::<f32>().unwrap(),
+            want.into_data().try_to_vec::<f32>().unwrap(),
+        );
+        let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = g
+            .iter()
+            .zip(&w)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= tolerance * scale,
+            "{what}: differs from Burn's own operations by {diff} (scale {scale})"
+        );
+    }
+}

@@ -370,34 +370,13 @@ fn backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kernels::testing::random;
     use burn::module::Module;
     use burn::nn::BatchNormConfig;
-    use burn::tensor::{Device, TensorData};
-    use rand::{Rng, SeedableRng};
-
-    fn random<const D: usize>(shape: [usize; D], seed: u64, lo: f32, device: &Device) -> Tensor<D> {
-        let rng = &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let v: Vec<f32> = (0..shape.iter().product())
-            .map(|_| rng.random_range(lo..1.0))
-            .collect();
-        Tensor::from_data(TensorData::new(v, shape), device)
-    }
+    use burn::tensor::Device;
 
     fn close<const D: usize>(got: Tensor<D>, want: Tensor<D>, what: &str) {
-        assert_eq!(got.dims(), want.dims(), "{what}: shape");
-        let (g, w) = (
-            got.into_data().try_to_vec::<f32>().unwrap(),
-            want.into_data().try_to_vec::<f32>().unwrap(),
-        );
-        let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        let diff = g
-            .iter()
-            .zip(&w)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            diff <= 1e-5 * scale,
-            "{what}: differs from Burn's batch norm + ReLU by {diff} (scale {scale})"
-        );
+        crate::model::kernels::testing::close(got, want, 1e-5, what);
     }
 
     /// A batch norm with non-trivial scale, shift and running statistics.
