@@ -158,6 +158,11 @@ pub enum Error {
     #[error("{0}")]
     Input(String),
 
+    /// A stage stopped at a safe point because a stop was requested (SIGUSR2, Slurm's warning before preemption
+    /// or the time limit): what it finished is kept, and running it again continues from there.
+    #[error("stopped by signal: {0}")]
+    Stopped(String),
+
     /// An error raised on another rank (rank 0 of a stage that runs there alone), with its own kind.
     #[error("on rank {rank}: {message}")]
     OnRank {
@@ -204,6 +209,8 @@ pub enum ErrorKind {
     Distributed,
     /// [`Error::Input`].
     Input,
+    /// [`Error::Stopped`].
+    Stopped,
 }
 
 impl Error {
@@ -346,6 +353,7 @@ impl Error {
             Error::Model { .. } => ErrorKind::Model,
             Error::Distributed { .. } => ErrorKind::Distributed,
             Error::Input(_) => ErrorKind::Input,
+            Error::Stopped(_) => ErrorKind::Stopped,
             Error::OnRank { kind, .. } => *kind,
         }
     }

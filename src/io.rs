@@ -47,7 +47,7 @@ fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 }
 
 /// This host's name, as temporary file names carry it (a file system may be shared by many hosts).
-fn host() -> &'static str {
+pub fn host() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
         let mut buf = [0u8; 256];

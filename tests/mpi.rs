@@ -21,9 +21,15 @@ fn mpirun(config: &Path, extra: &[&str]) -> Command {
         .args(["--quiet", "train", "--config"])
         .arg(config)
         .args(extra)
+        // Where rank 0 says that the job stopped for preemption (what the sbatch scripts requeue on).
+        .env("CHEXLAB_REQUEUE_MARKER", marker(config))
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
     c
+}
+
+fn marker(config: &Path) -> PathBuf {
+    config.with_file_name("requeue.json")
 }
 
 fn summary(run: &Path) -> serde_json::Value {
@@ -202,6 +208,15 @@ fn sigusr2_checkpoints_and_exits_for_requeue() {
     );
     let (last, _) = *checkpoint::list(&ckpts).last().unwrap();
     assert!(last < 1500, "stopped at step {last}");
+    // Rank 0 left the requeue marker, naming the command that stopped.
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(marker(&cfg)).unwrap()).unwrap();
+    assert_eq!(m["exit_code"], chexlab::train::EXIT_PREEMPTED, "{m}");
+    assert!(
+        m["stopped"].as_str().unwrap().contains("train --config"),
+        "{m}"
+    );
+    std::fs::remove_file(marker(&cfg)).unwrap();
     let out = mpirun(&cfg, &["--resume", "auto"]).output().unwrap();
     assert!(
         out.status.success(),
@@ -209,6 +224,8 @@ fn sigusr2_checkpoints_and_exits_for_requeue() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(summary(&tmp.path().join("run"))["steps"], 1500);
+    // A run that finishes leaves none.
+    assert!(!marker(&cfg).exists());
 }
 
 #[test]

@@ -368,7 +368,7 @@ fn truncated_and_tampered_shards_are_named_errors() {
     // sizes and footers only (the pages are checked when read, as above) and keeps it.
     let kept = write_shards(&spec(&root), &out).unwrap();
     assert_eq!(kept.shards, index.shards);
-    let err = chexlab::shard::writer::write_shards_verifying(&spec(&root), &out, true)
+    let err = chexlab::shard::writer::write_shards_verifying(&spec(&root), &out, true, None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -507,4 +507,55 @@ fn encoded_shards_decode_every_image_when_written_and_name_a_bad_one_with_its_li
     let index = write_shards(&encoded, &out).unwrap();
     assert_eq!(index.encoding, "encoded");
     assert!(ShardSet::open(&out).unwrap().verify().is_ok());
+}
+
+#[test]
+fn a_stop_request_ends_before_the_next_shard_and_the_next_run_writes_the_rest() {
+    use chexlab::shard::writer::write_shards_verifying;
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    let root = world(dir.path(), 500);
+    let stop = AtomicBool::new(true);
+    // Stopped before the first shard: an error of its kind, and no shard written.
+    let fresh = dir.path().join("fresh");
+    let e = write_shards_verifying(&spec(&root), &fresh, false, Some(&stop)).unwrap_err();
+    assert_eq!(e.kind(), chexlab::error::ErrorKind::Stopped, "{e}");
+    assert!(e.to_string().contains("0 shard(s) finished"), "{e}");
+    let written = std::fs::read_dir(&fresh)
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".parquet")
+        })
+        .count();
+    assert_eq!(written, 0);
+
+    // A run stopped after all but the last shard (as a preempted one leaves it): the finished shards stay, the
+    // stopped run writes nothing, and the next one writes the rest into the same index as an uninterrupted run.
+    let out = dir.path().join("s");
+    let whole = write_shards(&spec(&root), &out).unwrap();
+    assert!(whole.shards.len() > 3, "{} shards", whole.shards.len());
+    let last = &whole.shards.last().unwrap().file;
+    std::fs::remove_file(out.join("index.json")).unwrap();
+    std::fs::remove_file(out.join(last)).unwrap();
+    let e = write_shards_verifying(&spec(&root), &out, false, Some(&stop)).unwrap_err();
+    let kept = whole.shards.len() - 1;
+    assert!(
+        e.to_string().contains(&format!("{kept} shard(s) finished")),
+        "{e}"
+    );
+    assert!(!out.join("index.json").exists() && !out.join(last).exists());
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let again = write_shards_verifying(&spec(&root), &out, false, Some(&stop)).unwrap();
+    let files = |i: &chexlab::shard::ShardIndex| -> Vec<(String, String)> {
+        i.shards
+            .iter()
+            .map(|s| (s.file.clone(), s.sha256.clone()))
+            .collect()
+    };
+    assert_eq!(files(&again), files(&whole));
+    ShardSet::open(&out).unwrap().verify().unwrap();
 }

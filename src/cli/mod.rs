@@ -16,6 +16,8 @@ mod tokenizer;
 mod train;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -86,11 +88,22 @@ enum Command {
 /// Parses the command line, runs the command, and turns an error into a message and a failing exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = install_stop_signals(&cli.command) {
+        eprintln!("error: {}", render(&e));
+        return std::process::ExitCode::FAILURE;
+    }
     init_logging(&cli);
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", render(&e));
+            if matches!(
+                e.downcast_ref::<chexlab::Error>(),
+                Some(chexlab::Error::Stopped(_))
+            ) {
+                write_requeue_marker(&command_line());
+                return std::process::ExitCode::from(chexlab::train::EXIT_PREEMPTED as u8);
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -116,7 +129,12 @@ fn render(e: &anyhow::Error) -> String {
 fn dispatch(cli: Cli) -> Result<()> {
     chexlab::progress::set_enabled(!cli.quiet);
     chexlab::progress::set_line_interval(cli.progress_every);
-    if let Some(n) = cli.threads {
+    if let Some(n) = cli.threads.or_else(|| {
+        pool_size_for_this_rank(
+            |k| std::env::var(k).ok(),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )
+    }) {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
@@ -151,6 +169,26 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::BenchStep(a) => a.run(),
         Command::Inspect(a) => a.run(),
     }
+}
+
+/// The parallel stages' threads for one rank when `--threads` is not given: inside a Slurm step, the task's
+/// `SLURM_CPUS_PER_TASK`; under `mpirun`, the node's cores shared by its ranks (`OMPI_COMM_WORLD_LOCAL_SIZE`).
+/// Otherwise none: rayon's default, every core, is right for a process alone on its machine. Without this, 32
+/// ranks on a 32-core node would each start 32 decode threads.
+fn pool_size_for_this_rank(var: impl Fn(&str) -> Option<String>, cores: usize) -> Option<usize> {
+    let num = |k: &str| {
+        var(k)
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    };
+    if var("SLURM_STEP_ID").is_some()
+        && let Some(n) = num("SLURM_CPUS_PER_TASK")
+    {
+        return Some(n);
+    }
+    num("OMPI_COMM_WORLD_LOCAL_SIZE")
+        .filter(|&ranks| ranks > 1)
+        .map(|ranks| (cores / ranks).max(1))
 }
 
 fn init_logging(cli: &Cli) {
@@ -253,6 +291,9 @@ pub fn on_comm(
         }
         other => other,
     };
+    if matches!(code, Ok(chexlab::train::EXIT_PREEMPTED)) && comm.rank() == 0 {
+        write_requeue_marker(&command_line());
+    }
     drop(comm);
     match code? {
         0 => Ok(()),
@@ -306,14 +347,65 @@ fn prepare_run(cfg: &Config) -> Result<Option<Vec<u8>>> {
     Ok(previous)
 }
 
-/// A flag set by SIGTERM or SIGUSR2 (Slurm's preemption and time-limit warnings): training checkpoints at the next
-/// step and exits with [`chexlab::train::EXIT_PREEMPTED`].
-pub fn stop_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
-    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR2] {
+/// Set by SIGUSR2 (Slurm's warning before preemption or the time limit, `--signal=USR2@120`) for every command,
+/// and by SIGTERM for the training commands: training checkpoints at the next step and exits with
+/// [`chexlab::train::EXIT_PREEMPTED`]; sharding stops before its next shard.
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Installs the stop signals first thing, before any long set-up: a SIGUSR2 that arrives while the config is
+/// read, MPI starts or a labeler runs must not kill the process (its default action). SIGTERM stays with
+/// [`chexlab::io::remove_temporaries_on_signal`] for the commands whose only state is their output.
+fn install_stop_signals(command: &Command) -> Result<()> {
+    let flag = STOP.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    let mut signals = vec![signal_hook::consts::SIGUSR2];
+    if matches!(
+        command,
+        Command::Train(_) | Command::Run(_) | Command::Demo(_)
+    ) {
+        signals.push(signal_hook::consts::SIGTERM);
+    }
+    for sig in signals {
         signal_hook::flag::register(sig, flag.clone()).context("installing a signal handler")?;
     }
-    Ok(flag)
+    Ok(())
+}
+
+/// The stop flag (see [`STOP`]).
+pub fn stop_flag() -> Arc<AtomicBool> {
+    STOP.get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone()
+}
+
+/// The environment variable naming the requeue marker: a file that rank 0 writes when the command stopped for
+/// preemption (exit code [`chexlab::train::EXIT_PREEMPTED`]). The sbatch scripts requeue the job when it is there,
+/// whatever exit code `srun` reports for the step (with `--kill-on-bad-exit` it may report a rank it killed).
+pub const REQUEUE_MARKER: &str = "CHEXLAB_REQUEUE_MARKER";
+
+/// This process's arguments, for the requeue marker.
+fn command_line() -> String {
+    std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+}
+
+/// Writes the requeue marker when [`REQUEUE_MARKER`] names one: the command, host, process and time, as JSON.
+fn write_requeue_marker(what: &str) {
+    let Some(path) = std::env::var_os(REQUEUE_MARKER).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let path = PathBuf::from(path);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = serde_json::json!({
+        "stopped": what,
+        "host": chexlab::io::host(),
+        "pid": std::process::id(),
+        "unix_time": secs,
+        "exit_code": chexlab::train::EXIT_PREEMPTED,
+    });
+    match chexlab::io::write_atomic(&path, format!("{body}\n").as_bytes()) {
+        Ok(()) => tracing::info!("requeue marker written to {}", path.display()),
+        Err(e) => eprintln!("warning: cannot write the requeue marker: {e}"),
+    }
 }
 
 /// The named sources (checked against the config), or every source of the config.
@@ -338,4 +430,47 @@ pub fn selected_sources(cfg: &Config, names: &[String]) -> Result<Vec<String>> {
 /// A path as a TOML string literal.
 pub fn toml_string(p: &Path) -> String {
     toml::Value::String(p.display().to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_pool_follows_the_slurm_task_then_the_ranks_on_the_node() {
+        // Alone: rayon's default.
+        assert_eq!(pool_size_for_this_rank(env(&[]), 32), None);
+        // A Slurm step's task gets its CPUs, whatever the node has.
+        let step = [
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_CPUS_PER_TASK", "4"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "8"),
+        ];
+        assert_eq!(pool_size_for_this_rank(env(&step), 32), Some(4));
+        // The batch shell itself (no step) is not a task: the ranks on the node share its cores.
+        assert_eq!(pool_size_for_this_rank(env(&step[1..]), 32), Some(4));
+        assert_eq!(
+            pool_size_for_this_rank(env(&[("OMPI_COMM_WORLD_LOCAL_SIZE", "3")]), 32),
+            Some(10)
+        );
+        assert_eq!(
+            pool_size_for_this_rank(env(&[("OMPI_COMM_WORLD_LOCAL_SIZE", "64")]), 32),
+            Some(1)
+        );
+        assert_eq!(
+            pool_size_for_this_rank(env(&[("OMPI_COMM_WORLD_LOCAL_SIZE", "1")]), 32),
+            None
+        );
+        // Unreadable values are ignored, not trusted.
+        let bad = [("SLURM_STEP_ID", "0"), ("SLURM_CPUS_PER_TASK", "all")];
+        assert_eq!(pool_size_for_this_rank(env(&bad), 32), None);
+    }
 }

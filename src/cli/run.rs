@@ -67,7 +67,7 @@ impl DemoArgs {
 fn pipeline(cfg: Config, from: Option<Stage>, to: Option<Stage>) -> Result<()> {
     super::on_training_comm(&cfg, |comm| {
         let t = std::time::Instant::now();
-        let out = chexlab::pipeline::run(&cfg, from, to, comm, Some(super::stop_flag()?))?;
+        let out = chexlab::pipeline::run(&cfg, from, to, comm, Some(super::stop_flag()))?;
         if out.preempted {
             eprintln!("stopped for preemption; run the same command again to resume");
             return Ok(chexlab::train::EXIT_PREEMPTED);

@@ -99,7 +99,12 @@ impl ShardArgs {
             }
         };
         let t = std::time::Instant::now();
-        let index = chexlab::shard::writer::write_shards_verifying(&spec, &out, self.verify)?;
+        let index = chexlab::shard::writer::write_shards_verifying(
+            &spec,
+            &out,
+            self.verify,
+            Some(&super::stop_flag()),
+        )?;
         let rows: u64 = index.splits.values().sum();
         println!(
             "{} shards, {rows} images ({}) with sources {} in {} ({:.1} s)",

@@ -41,7 +41,7 @@ impl TrainArgs {
                 resume: self.resume.unwrap_or(Resume::Fresh),
                 threads: cfg.distributed.compute_threads,
                 device: cfg.distributed.device,
-                stop: Some(super::stop_flag()?),
+                stop: Some(super::stop_flag()),
             };
             let names = super::selected_sources(&cfg, &self.sources)?;
             let jobs = cfg.train_jobs(&cfg.replicates(&names, self.replicate)?, &shards)?;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::builder::{BinaryBuilder, Int8Builder, StringBuilder, UInt16Builder};
 use arrow_array::{ArrayRef, RecordBatch};
@@ -675,13 +676,20 @@ impl LabelStats {
 
 /// Writes the shards of `spec` into `out` and returns the index.
 pub fn write_shards(spec: &ShardSpec, out: &Path) -> Result<ShardIndex> {
-    write_shards_verifying(spec, out, false)
+    write_shards_verifying(spec, out, false, None)
 }
 
 /// [`write_shards`]; `full_hash`: shards finished by an earlier run are kept only when their whole file's SHA-256
 /// matches their marker (by default their size and footer checksums are checked, and their pages as they are
-/// read: a requeued job does not read every shard again).
-pub fn write_shards_verifying(spec: &ShardSpec, out: &Path, full_hash: bool) -> Result<ShardIndex> {
+/// read: a requeued job does not read every shard again). `stop`, once set (a preemption warning), ends the run
+/// before its next shard with [`Error::Stopped`]: the finished shards and their markers stay, the index is not
+/// written, and the next run writes only the rest.
+pub fn write_shards_verifying(
+    spec: &ShardSpec,
+    out: &Path,
+    full_hash: bool,
+    stop: Option<&AtomicBool>,
+) -> Result<ShardIndex> {
     check_spec(spec)?;
     let dataset = collect(spec)?;
     let config_hash = spec_hash(spec, &dataset.tables)?;
@@ -738,6 +746,13 @@ pub fn write_shards_verifying(spec: &ShardSpec, out: &Path, full_hash: bool) -> 
                 bar.inc(chunk.len() as u64);
                 shards.push(entry);
                 continue;
+            }
+            if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                return Err(Error::Stopped(format!(
+                    "{}: {} shard(s) finished and kept, the index not yet written; the same command again writes the rest",
+                    out.display(),
+                    shards.len()
+                )));
             }
             unindex()?;
             let entry = write_one(
