@@ -590,6 +590,7 @@ fn train_classifiers(
     let opts = TrainOptions {
         resume: Resume::Auto,
         threads: cfg.distributed.compute_threads,
+        loader_threads: cfg.distributed.loader_threads,
         stop,
         device: cfg.distributed.device,
     };
@@ -643,6 +644,7 @@ fn teacher(
     let opts = TrainOptions {
         resume: Resume::Auto,
         threads: t.distributed.compute_threads,
+        loader_threads: t.distributed.loader_threads,
         stop,
         device: t.distributed.device,
     };

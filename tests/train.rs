@@ -233,6 +233,30 @@ fn augmentation_changes_what_is_learned() {
 }
 
 #[test]
+fn the_loader_threads_change_the_speed_not_what_is_learned() {
+    // Augmentation draws per image from (seed, epoch, batch, rank, position), so how many loader threads decode
+    // and augment a batch must not change a single weight.
+    let tmp = tempfile::tempdir().unwrap();
+    let set = shards(tmp.path());
+    let mut s = settings(&set);
+    s.schedule.epochs = 1;
+    s.schedule.augment.enabled = true;
+    let run = |loader_threads: usize, dir: &str| {
+        let opts = TrainOptions {
+            resume: Resume::Fresh,
+            loader_threads,
+            ..TrainOptions::default()
+        };
+        chexlab::train::train(&set, &s, &tmp.path().join(dir), &opts, &Single).unwrap()
+    };
+    let one = run(1, "one");
+    let three = run(3, "three");
+    assert!(one.steps > 0);
+    assert_eq!(one.steps, three.steps);
+    assert_eq!(one.rank_state_sha256, three.rank_state_sha256);
+}
+
+#[test]
 fn resume_with_other_settings_names_the_keys() {
     let tmp = tempfile::tempdir().unwrap();
     let set = shards(tmp.path());

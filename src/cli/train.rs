@@ -40,6 +40,7 @@ impl TrainArgs {
             let opts = TrainOptions {
                 resume: self.resume.unwrap_or(Resume::Fresh),
                 threads: cfg.distributed.compute_threads,
+                loader_threads: cfg.distributed.loader_threads,
                 device: cfg.distributed.device,
                 stop: Some(super::stop_flag()),
             };

@@ -64,7 +64,8 @@ pub struct DistributedConfig {
     pub schedule: SourceSchedule,
     /// How the learning rate follows the global batch.
     pub lr_scaling: LrScaling,
-    /// Loader threads per rank.
+    /// Threads per rank that read, decode and augment the next training batches, in their own pool beside the
+    /// compute threads (the Slurm scripts give it the task's `--cpus-per-task`). The result does not depend on it.
     pub loader_threads: usize,
     /// Tensor compute threads per rank. 1 (the default) makes training bit-for-bit reproducible; on CPU, one
     /// rank per core is the faster way to use cores anyway.

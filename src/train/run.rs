@@ -37,6 +37,9 @@ pub struct TrainOptions {
     /// Tensor compute threads per rank. With one thread training is bit-for-bit reproducible; with more the
     /// backend's parallel reductions may split work differently from run to run.
     pub threads: usize,
+    /// Threads that read, decode and augment the next batches while the compute threads train
+    /// (`distributed.loader_threads`); their own pool, so a rank never spreads over the node's every core.
+    pub loader_threads: usize,
     /// Set (by a signal handler) to checkpoint at the next step and stop.
     pub stop: Option<Arc<AtomicBool>>,
     /// Where the rank computes (`distributed.device`).
@@ -48,6 +51,7 @@ impl Default for TrainOptions {
         TrainOptions {
             resume: Resume::Fresh,
             threads: 1,
+            loader_threads: 2,
             stop: None,
             device: crate::comm::ComputeDevice::Cpu,
         }

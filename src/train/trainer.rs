@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -86,6 +86,8 @@ pub(crate) struct Trainer<'a> {
     plan: Plan,
     tally: Tally,
     progress: indicatif::ProgressBar,
+    /// The loader's own threads (see [`TrainOptions::loader_threads`]).
+    loader: Arc<rayon::ThreadPool>,
     stopped_early: bool,
     preempted: bool,
 }
@@ -117,6 +119,16 @@ impl<'a> Trainer<'a> {
             std::fs::create_dir_all(files.checkpoints())
                 .map_err(|e| Error::io(files.checkpoints(), e))?;
         }
+        let loader = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.loader_threads.max(1))
+            .thread_name(|i| format!("chexlab-loader-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot start {} loader threads: {e}",
+                    opts.loader_threads
+                ))
+            })?;
         let device = crate::comm::compute_device(opts.device, comm.local_rank())?;
         let ad = device.clone().autodiff();
         let model = build_model(s, &ad)?;
@@ -173,6 +185,7 @@ impl<'a> Trainer<'a> {
                 last_table: Vec::new(),
             },
             progress,
+            loader: Arc::new(loader),
             stopped_early: false,
             preempted: false,
             files,
@@ -274,7 +287,7 @@ impl<'a> Trainer<'a> {
         std::thread::scope(|scope| -> Result<DenseNet> {
             let mut model = model;
             let (tx, rx) = mpsc::sync_channel::<Result<Batch>>(2);
-            let rows = &rows;
+            let (rows, loader) = (&rows, self.loader.clone());
             scope.spawn(move || {
                 for b in first..last {
                     let pos = BatchPos {
@@ -283,15 +296,17 @@ impl<'a> Trainer<'a> {
                         batch: b,
                         rank,
                     };
-                    let batch = load_batch(
-                        shards,
-                        &rows[b * bs..(b + 1) * bs],
-                        &s.source,
-                        size,
-                        chans,
-                        &s.schedule.augment,
-                        pos,
-                    );
+                    let batch = loader.install(|| {
+                        load_batch(
+                            shards,
+                            &rows[b * bs..(b + 1) * bs],
+                            &s.source,
+                            size,
+                            chans,
+                            &s.schedule.augment,
+                            pos,
+                        )
+                    });
                     if tx.send(batch).is_err() {
                         return;
                     }
