@@ -11,14 +11,17 @@ use chexlab::train::checkpoint;
 mod common;
 use common::study;
 
-fn cluster() -> bool {
+/// The cluster, one test at a time: its two CPUs fit one job, and a test's deadlines (first checkpoint, end of
+/// job) must not include the queue of the others' jobs.
+fn cluster() -> Option<std::sync::MutexGuard<'static, ()>> {
+    static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if std::env::var("CHEXLAB_SLURM").as_deref() != Ok("1") {
         eprintln!(
             "skipping: no local Slurm cluster (start launch/local-slurm/start.sh and set CHEXLAB_SLURM=1)"
         );
-        return false;
+        return None;
     }
-    true
+    Some(CLUSTER.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn script(name: &str) -> PathBuf {
@@ -31,7 +34,7 @@ fn sbatch(dir: &Path, config: &Path, script_name: &str, wait: bool) -> (bool, St
     sbatch_with(dir, config, script_name, wait, &[])
 }
 
-/// [`sbatch`] with extra `sbatch` options (`--array`, `--dependency`).
+/// [`sbatch`] with extra `sbatch` options (`--array`, `--dependency`) and `NAME=value` settings for the script.
 fn sbatch_with(
     dir: &Path,
     config: &Path,
@@ -39,14 +42,20 @@ fn sbatch_with(
     wait: bool,
     options: &[&str],
 ) -> (bool, String) {
+    let (env, options): (Vec<&str>, Vec<&str>) = options
+        .iter()
+        .partition(|o| !o.starts_with('-') && o.contains('='));
     let mut c = Command::new("sbatch");
-    c.arg("--parsable")
+    // Submitted from the checkout, as the scripts expect (they find common.sh under the submit directory).
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--parsable")
         .args(options)
         .arg(format!("--chdir={}", dir.display()))
         .arg(format!(
-            "--export=ALL,CONFIG={},CHEXLAB={}",
+            "--export=ALL,CONFIG={},CHEXLAB={}{}",
             config.display(),
-            env!("CARGO_BIN_EXE_chexlab")
+            env!("CARGO_BIN_EXE_chexlab"),
+            env.iter().map(|e| format!(",{e}")).collect::<String>()
         ));
     if wait {
         c.arg("--wait");
@@ -90,9 +99,9 @@ fn summary(dir: &Path) -> serde_json::Value {
 
 #[test]
 fn train_sbatch_trains_on_two_ranks() {
-    if !cluster() {
+    let Some(_cluster) = cluster() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let cfg = study(tmp.path(), "epochs = 2\nvalid_every = 5");
     let (ok, id) = sbatch(tmp.path(), &cfg, "train.sbatch", true);
@@ -110,11 +119,189 @@ fn train_sbatch_trains_on_two_ranks() {
     assert!(log.contains("on 2 ranks"), "{log}");
 }
 
+/// Waits for the job's first checkpoint, then sends `scancel ARGS JOB`: what Slurm does before a preemption or
+/// the time limit (`--signal=USR2@120`; with `--full`, the batch shell too).
+fn preempt_after_first_checkpoint(dir: &Path, prefix: &str, id: &str, scancel: &[&str]) {
+    let ckpts = dir.join("run/train/truth/checkpoints");
+    let t = Instant::now();
+    while checkpoint::list(&ckpts).is_empty() {
+        let state = job_state(id);
+        assert!(
+            !matches!(state.as_str(), "FAILED" | "CANCELLED" | "COMPLETED"),
+            "job {id} ended {state}:\n{}",
+            job_log(dir, prefix, id)
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 120 s; job {id}: {}",
+            job_state(id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        Command::new("scancel")
+            .args(scancel)
+            .arg(id)
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits until the job has ended and returns its final state, releasing it whenever it was requeued (Slurm
+/// holds a requeued job back for a while).
+fn wait_releasing_requeues(dir: &Path, prefix: &str, id: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let state = job_state(id);
+        // Release the requeued job early, but only once the first run's steps are gone (a step still being torn
+        // down would collide with the new run's step of the same id).
+        // Slurm 22.05 may still deliver the first run's step signals for a while, and a step of the new run that
+        // reuses their step id is then aborted at launch: release after a pause like the hold Slurm would impose.
+        if state == "PENDING" && steps_of(id) == 0 {
+            std::thread::sleep(Duration::from_secs(10));
+            Command::new("scontrol")
+                .args(["update", &format!("JobId={id}"), "StartTime=now"])
+                // "no longer pending" when it started meanwhile
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+        }
+        if matches!(
+            state.as_str(),
+            "COMPLETED" | "FAILED" | "CANCELLED" | "TIMEOUT" | "GONE"
+        ) {
+            return state;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "job {id} still {state} after 300 s:\n{}",
+            job_log(dir, prefix, id)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn train_sbatch_signalled_with_its_batch_shell_requeues_and_ends_as_an_uninterrupted_run() {
+    let Some(_cluster) = cluster() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = study(
+        tmp.path(),
+        "max_steps = 600\ncheckpoint_every = 20\nvalid_every = 2000",
+    );
+    let (ok, reference) = sbatch(tmp.path(), &cfg, "train.sbatch", true);
+    assert!(
+        ok,
+        "job {reference} failed:\n{}",
+        job_log(tmp.path(), "chexlab-train", &reference)
+    );
+    let uninterrupted = summary(tmp.path());
+    std::fs::rename(
+        tmp.path().join("run/train"),
+        tmp.path().join("run/reference"),
+    )
+    .unwrap();
+
+    let (ok, id) = sbatch(tmp.path(), &cfg, "train.sbatch", false);
+    assert!(ok, "sbatch failed");
+    // `--full` signals the batch shell as well as the ranks: the script must pass it on, not die of it.
+    preempt_after_first_checkpoint(
+        tmp.path(),
+        "chexlab-train",
+        &id,
+        &["--full", "--signal=USR2"],
+    );
+    let state = wait_releasing_requeues(tmp.path(), "chexlab-train", &id);
+    let log = job_log(tmp.path(), "chexlab-train", &id);
+    assert_eq!(state, "COMPLETED", "{log}");
+    assert!(
+        log.contains("requeueing") && log.contains("(restart 1)"),
+        "{log}"
+    );
+    let resumed = summary(tmp.path());
+    assert_eq!(resumed["steps"], 600, "{log}");
+    assert_eq!(
+        resumed["rank_state_sha256"], uninterrupted["rank_state_sha256"],
+        "{log}"
+    );
+    // The marker was consumed.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".chexlab-requeue")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_signal_to_the_batch_shell_alone_reaches_the_ranks_and_requeues() {
+    // `--signal=B:USR2@120` and some preemption setups signal only the batch shell: the script passes it on.
+    let Some(_cluster) = cluster() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = study(
+        tmp.path(),
+        "max_steps = 600\ncheckpoint_every = 20\nvalid_every = 2000",
+    );
+    let (ok, id) = sbatch(tmp.path(), &cfg, "train.sbatch", false);
+    assert!(ok, "sbatch failed");
+    preempt_after_first_checkpoint(
+        tmp.path(),
+        "chexlab-train",
+        &id,
+        &["--batch", "--signal=USR2"],
+    );
+    let state = wait_releasing_requeues(tmp.path(), "chexlab-train", &id);
+    let log = job_log(tmp.path(), "chexlab-train", &id);
+    assert_eq!(state, "COMPLETED", "{log}");
+    assert!(
+        log.contains("passing it to the stage") && log.contains("(restart 1)"),
+        "{log}"
+    );
+    assert_eq!(summary(tmp.path())["steps"], 600, "{log}");
+}
+
+#[test]
+fn past_the_restart_cap_a_preempted_job_fails_and_says_to_resubmit() {
+    let Some(_cluster) = cluster() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = study(
+        tmp.path(),
+        "max_steps = 1500\ncheckpoint_every = 20\nvalid_every = 2000",
+    );
+    let (ok, id) = sbatch_with(tmp.path(), &cfg, "train.sbatch", false, &["MAX_RESTARTS=0"]);
+    assert!(ok, "sbatch failed");
+    preempt_after_first_checkpoint(tmp.path(), "chexlab-train", &id, &["--signal=USR2"]);
+    let state = wait_releasing_requeues(tmp.path(), "chexlab-train", &id);
+    let log = job_log(tmp.path(), "chexlab-train", &id);
+    assert_eq!(state, "FAILED", "{log}");
+    assert!(
+        log.contains("restart cap MAX_RESTARTS=0") && log.contains("resubmit"),
+        "{log}"
+    );
+    assert!(!log.contains("requeueing"), "{log}");
+    // What it trained is kept for the resubmission.
+    let (last, _) = *checkpoint::list(&tmp.path().join("run/train/truth/checkpoints"))
+        .last()
+        .unwrap();
+    assert!((1..1500).contains(&last), "{last}");
+}
+
 #[test]
 fn run_sbatch_requeues_after_preemption_and_finishes() {
-    if !cluster() {
+    let Some(_cluster) = cluster() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let cfg = study(
         tmp.path(),
@@ -122,60 +309,10 @@ fn run_sbatch_requeues_after_preemption_and_finishes() {
     );
     let (ok, id) = sbatch(tmp.path(), &cfg, "run.sbatch", false);
     assert!(ok, "sbatch failed");
-    let ckpts = tmp.path().join("run/train/truth/checkpoints");
-    let t = Instant::now();
-    while checkpoint::list(&ckpts).is_empty() {
-        let state = job_state(&id);
-        assert!(
-            !matches!(state.as_str(), "FAILED" | "CANCELLED" | "COMPLETED"),
-            "job {id} ended {state}:\n{}",
-            job_log(tmp.path(), "chexlab-run", &id)
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "no checkpoint after 120 s; job {id}: {}",
-            job_state(&id)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // What Slurm does before a preemption or the time limit (`--signal=USR2@120`).
-    assert!(
-        Command::new("scancel")
-            .args(["--signal=USR2", &id])
-            .status()
-            .unwrap()
-            .success()
-    );
-    // The script requeues the job; Slurm holds a requeued job back for a while: release it now.
-    let t = Instant::now();
-    loop {
-        let state = job_state(&id);
-        // Release the requeued job early, but only once the first run's steps are gone (a step still being torn
-        // down would collide with the new run's step of the same id).
-        // Slurm 22.05 may still deliver the first run's step signals for a while, and a step of the new run that
-        // reuses their step id is then aborted at launch: release after a pause like the hold Slurm would impose.
-        if state == "PENDING" && steps_of(&id) == 0 {
-            std::thread::sleep(Duration::from_secs(10));
-            Command::new("scontrol")
-                .args(["update", &format!("JobId={id}"), "StartTime=now"])
-                .status()
-                .unwrap();
-        }
-        if state == "COMPLETED" {
-            break;
-        }
-        assert!(
-            !matches!(state.as_str(), "FAILED" | "CANCELLED" | "TIMEOUT" | "GONE"),
-            "job {id} ended {state}:\n{}",
-            job_log(tmp.path(), "chexlab-run", &id)
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "job {id} still {state} after 300 s"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    preempt_after_first_checkpoint(tmp.path(), "chexlab-run", &id, &["--signal=USR2"]);
+    let state = wait_releasing_requeues(tmp.path(), "chexlab-run", &id);
     let log = job_log(tmp.path(), "chexlab-run", &id);
+    assert_eq!(state, "COMPLETED", "{log}");
     assert!(
         log.contains("requeueing") && log.contains("(restart 1)"),
         "{log}"
@@ -191,9 +328,9 @@ fn run_sbatch_requeues_after_preemption_and_finishes() {
 
 #[test]
 fn a_job_array_trains_the_replicates_and_the_gather_job_reports_them() {
-    if !cluster() {
+    let Some(_cluster) = cluster() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let cfg = common::replicate_study(tmp.path());
     // Gathering before any replicate is trained fails and names what is missing.
